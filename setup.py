@@ -36,8 +36,9 @@ def _extensions():
     from torch.utils import cpp_extension
 
     # torch's helpers do not add -fopenmp; without it on compile AND link, at::parallel_for
-    # silently runs on one thread.
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    # silently runs on one thread. No -std flag: torch's helpers add the standard its headers
+    # need (C++20 since torch 2.10; a forced -std=c++17 fails to compile ATen).
+    cxx_flags = ["-O3", "-fopenmp"]
     link_flags = ["-fopenmp"]
     cuda_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")) +
                           glob.glob(os.path.join("csrc", "cuda", "*.cpp")))
