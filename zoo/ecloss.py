@@ -153,7 +153,7 @@ class BetaPolicy:
     beta: float = 1e-5
     mode: str = "fixed"
     ratio: float = 0.1
-    rate: float = 0.05
+    rate: float = 0.1
     beta_min: float = 1e-5
     beta_max: float = 1e6
     steps: int = field(default=0)
@@ -233,3 +233,41 @@ class ECLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"map_size={self.map_size}, num_templates={self.num_templates}, tau={self.tau}, "
                 f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}")
+
+
+def mutual_information_across_ranks(x: torch.Tensor, templates: torch.Tensor,
+                                    marginal: str = "uniform", impl: str = "auto",
+                                    group=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5 over the maps of every data-parallel rank: (term to differentiate, global MI value).
+
+    DDP averages gradients over the W ranks, so each rank returns a term whose averaged gradient is
+    the gradient of the global MI:
+    * uniform: the MI is a mean over maps, so the local mean is that term (equal local batches).
+    * batch: P(T) is the mean of P(T|x) over the maps of all ranks (all-reduced, detached), and
+      the term is W * (1/N_global) sum_local sum_T p (log p - log P(T)). Detaching P(T) loses
+      nothing: its gradient contributes -1/N to dMI/dP(T|x) for every template alike, which the
+      softmax Jacobian (rows summing to zero) maps to zero.
+    With no process group (or world size 1) both reduce to ``mutual_information``.
+    """
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
+        mi = mutual_information(x, templates, marginal, impl)
+        return mi, mi.detach()
+    world = dist.get_world_size(group)
+    if marginal == "uniform":
+        mi = mutual_information(x, templates, marginal, impl)
+        value = mi.detach().clone()
+        dist.all_reduce(value, group=group)
+        return mi, value / world
+    x, templates = flatten_maps(x, templates)
+    log_p = template_log_posterior(x, templates)
+    p = log_p.exp()
+    stats = torch.cat([p.detach().sum(0), torch.tensor([float(len(p))], dtype=p.dtype,
+                                                       device=p.device)])
+    dist.all_reduce(stats, group=group)
+    n_global = stats[-1]
+    log_prior = torch.log(stats[:-1].clamp_min(torch.finfo(p.dtype).tiny)) - torch.log(n_global)
+    local = (p * (log_p - log_prior)).sum() / n_global
+    value = local.detach().clone()
+    dist.all_reduce(value, group=group)
+    return world * local, value

@@ -40,11 +40,14 @@ class VGGFace(nn.Module):
         input_size: square input side, divisible by 16 (target map is input_size / 16).
         embedding_dim: size of the embedding (default 512).
         dropout: dropout before the embedding projection.
+        embedding_bn: BatchNorm1d on the embedding (insightface style). Off, the network has no
+            batch statistics at all when batch_norm is off too, which makes data-parallel runs
+            on CPU (where SyncBatchNorm does not exist) equal single-process runs.
     """
 
     def __init__(self, depth: int = 16, batch_norm: bool = False, width: float = 1.0,
                  input_size: int = 224, embedding_dim: int = 512, dropout: float = 0.0,
-                 in_chans: int = 3):
+                 embedding_bn: bool = True, in_chans: int = 3):
         super().__init__()
         if depth not in VGG_CONFIGS:
             raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {depth}")
@@ -74,7 +77,7 @@ class VGGFace(nn.Module):
         self.pool = nn.MaxPool2d(2, 2)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.embedding = nn.Linear(c_in * pooled * pooled, self.embedding_dim)
-        self.embedding_bn = nn.BatchNorm1d(self.embedding_dim)
+        self.embedding_bn = nn.BatchNorm1d(self.embedding_dim) if embedding_bn else nn.Identity()
         self._init_weights()
 
     def _init_weights(self) -> None:

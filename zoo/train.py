@@ -1,0 +1,102 @@
+"""Train a VGG face network with or without ECLoss.
+
+    python -m zoo.train vgg19                                  # ORL, ECLoss, CPU/GPU preset
+    python -m zoo.train vgg16 --loss softmax --epochs 20
+    python -m zoo.train vgg19 --data faces/ --val lfw.bin      # identity folder, .bin val set
+    torchrun --nproc_per_node 8 -m zoo.train vgg19 --data train.rec --val lfw.bin cfp_fp.bin
+
+A thin CLI over zoo.engine.train; every option maps to a TrainConfig field.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from .engine import PRESETS, TrainConfig, train
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("arch", help="vgg13 | vgg16 | vgg19")
+    p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options win)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default: paper on a GPU, cpu otherwise")
+    p.add_argument("--loss", choices=["softmax", "ecloss"], default=None, help=f"default {d.loss}")
+    p.add_argument("--head", choices=["softmax", "cosface", "arcface"], default=None)
+    p.add_argument("--data", default=None, help="orl (default) | identity folder | train.rec")
+    p.add_argument("--val", nargs="+", default=None, help="orl (default) and/or .bin files")
+    p.add_argument("--templates", default=None, help="400 (paper) | full | any count")
+    p.add_argument("--tau", type=float, default=None, help=f"template amplitude (paper {d.tau})")
+    p.add_argument("--radius", type=float, default=None, help="template radius (4 at 14x14, scaled)")
+    p.add_argument("--marginal", choices=["uniform", "batch"], default=None)
+    p.add_argument("--alpha", type=float, default=None)
+    p.add_argument("--beta", type=float, default=None, help=f"initial beta (paper {d.beta})")
+    p.add_argument("--beta-mode", choices=["fixed", "auto"], default=None)
+    p.add_argument("--beta-ratio", type=float, default=None,
+                   help="auto beta: target beta*MI / (alpha*CE) (docs/paper-notes.md)")
+    p.add_argument("--ecloss-impl", choices=["auto", "reference", "extension"], default=None)
+    p.add_argument("--width", type=float, default=None)
+    p.add_argument("--input-size", type=int, default=None)
+    p.add_argument("--bn", type=_bool, default=None, metavar="true|false", dest="batch_norm")
+    p.add_argument("--embedding-dim", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="global batch (split over ranks)")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--amp", action="store_true", default=None)
+    p.add_argument("--no-flip", action="store_false", dest="flip", default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--resume", action="store_true", default=None)
+    p.add_argument("--name", default=None, help="model name (default vgg19-ecloss etc.)")
+    p.add_argument("--out", default=None, help="run folder root (default runs/)")
+    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
+    p.add_argument("--no-register", action="store_false", dest="register", default=None)
+    p.add_argument("--no-eval", action="store_false", dest="evaluate", default=None)
+    p.add_argument("--no-progress", action="store_false", dest="progress", default=None)
+    return p
+
+
+def config_from_args(argv=None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    if args.config:
+        with open(args.config) as f:
+            loaded = json.load(f)
+        unknown = set(loaded) - fields
+        if unknown:
+            raise SystemExit(f"{args.config}: unknown fields {sorted(unknown)}")
+        values.update(loaded)
+    for key, value in vars(args).items():
+        if key in fields and value is not None:
+            values[key] = value
+    if "loss" not in values and "-" in args.arch:  # "vgg19-softmax" names the loss too
+        values["loss"] = args.arch.split("-", 1)[1]
+    return TrainConfig(**values)
+
+
+def main(argv=None) -> int:
+    cfg = config_from_args(argv)
+    try:
+        train(cfg)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"zoo.train: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
