@@ -143,3 +143,18 @@ def test_beta_policy_fixed_and_auto():
     assert restored.update(3.0, 1.0) == auto.update(3.0, 1.0)
     with pytest.raises(ValueError):
         BetaPolicy(mode="sometimes")
+
+
+def test_batch_marginal_gradient_with_detached_prior_is_exact():
+    """The identity mutual_information_across_ranks relies on: P(T) may be detached."""
+    from zoo.ecloss import flatten_maps
+    temps = T.get_templates(5, 30, 1.5, 1.0, dtype=torch.float64)
+    x = (torch.rand(6, 25, dtype=torch.float64) * 3).requires_grad_()
+    mutual_information_reference(x, temps, "batch").backward()
+    full = x.grad.clone()
+    x.grad = None
+    xf, tf = flatten_maps(x, temps)
+    log_p = template_log_posterior(xf, tf)
+    log_q = torch.log(log_p.exp().detach().mean(0))
+    (log_p.exp() * (log_p - log_q)).sum(1).mean().backward()
+    torch.testing.assert_close(x.grad, full, rtol=1e-10, atol=1e-14)
