@@ -1,0 +1,128 @@
+"""The paper's explainability metrics on hand-made maps with values known by hand."""
+import numpy as np
+import pytest
+import torch
+
+from zoo.metrics import explainability as X
+
+
+def blob(n, centres, sigma=1.0):
+    uu, vv = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+    return sum(np.exp(-((uu - i) ** 2 + (vv - j) ** 2) / (2 * sigma ** 2)) for i, j in centres)
+
+
+def test_top10_keeps_ten_percent():
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 7, 7)).astype(np.float32)
+    keep = X.top10_activation(maps, 112)
+    assert keep.shape == (5, 112, 112)
+    target = round(0.1 * 112 * 112)
+    up = X.upsample_maps(maps, 112).numpy()
+    for c in range(5):
+        kept_min = up[c][keep[c]].min()
+        assert kept_min > up[c][~keep[c]].max()             # kept pixels are the largest
+        assert (up[c] > kept_min).sum() < target <= keep[c].sum()  # 10%, plus ties at the cut
+        assert keep[c].sum() <= 1.02 * target
+    # ties: a map with a flat plateau of 20% keeps the whole plateau; a dead map keeps nothing
+    plateau = np.zeros((1, 10, 10), np.float32)
+    plateau[0, :2] = 1.0
+    assert X.top10_activation(plateau, 10)[0].sum() == 20
+    assert X.top10_activation(np.zeros((1, 7, 7)), 56).sum() == 0
+
+
+def test_part_iou_by_hand():
+    s = 20
+    parts = np.zeros((7, s, s), bool)
+    parts[5, 14:18, 6:14] = True          # "mouth": 4 x 8 = 32 pixels
+    parts[3, 5:8, 3:17] = True            # "eyes": 3 x 14 = 42 pixels
+    act = np.zeros((2, s, s), bool)
+    act[0, 15:19, 6:14] = True            # mouth shifted down by one row: 3 x 8 = 24 shared
+    act[1, 0:2, 0:2] = True               # nowhere
+    iou = X.part_iou(act, parts)
+    assert iou.shape == (2, 7)
+    assert iou[0, 5] == pytest.approx(24 / (32 + 32 - 24))
+    assert iou[0, 3] == 0 and iou[1].max() == 0
+    assert X.best_parts(iou).tolist() == [5, -1]
+    assert X.part_explainability(iou) == pytest.approx((24 / 40 + 0) / 2)
+
+
+def test_blob_on_mouth_end_to_end():
+    """One blob's top-10% region IS the mouth mask -> IoU 1 for that channel."""
+    n, s = 14, 112
+    fmap = blob(n, [(10, 7)], sigma=1.5)[None].astype(np.float32)
+    region = X.top10_activation(fmap, s)[0]
+    parts = np.zeros((7, s, s), bool)
+    parts[5] = region
+    parts[3, :20] = True
+    iou = X.part_iou(X.top10_activation(fmap, s), parts)
+    assert iou[0, 5] == 1.0 and X.part_explainability(iou) == 1.0
+    ys, xs = np.nonzero(region)
+    assert abs(ys.mean() - (10 + 0.5) * s / n) < 2 and abs(xs.mean() - (7 + 0.5) * s / n) < 2
+
+
+def test_location_consistency_by_hand():
+    # 4 images, 3 channels, 7 parts. channel 0: mouth, mouth, mouth, eyes -> S = 3/4
+    # channel 1: nose in all 4 -> S = 1; channel 2: never overlaps -> S = 0
+    ious = np.zeros((4, 3, 7))
+    ious[:3, 0, 5] = 0.5
+    ious[3, 0, 3] = 0.2
+    ious[:, 1, 4] = 0.3
+    lc = X.location_consistency(ious)
+    assert lc["A"][0].tolist() == [0, 0, 0, 1, 0, 3, 0]
+    assert lc["S"].tolist() == [0.75, 1.0, 0.0]
+    assert lc["LS"] == pytest.approx((0.75 + 1.0 + 0.0) / 3)
+    assert lc["dominant_part"].tolist() == [5, 4, -1]
+
+
+def test_peak_counts():
+    n = 14
+    assert X.activation_peaks(blob(n, [(7, 7)], 2.0)) == 1
+    assert X.activation_peaks(blob(n, [(3, 3), (10, 10)], 1.5)) == 2
+    assert X.activation_peaks(blob(n, [(2, 2), (2, 11), (11, 6)], 1.2)) == 3
+    assert X.activation_peaks(np.zeros((n, n))) == 0
+    noise = np.random.default_rng(1).random((n, n))
+    assert X.activation_peaks(noise) >= 8
+    # a small bump on a big blob's shoulder is below 10% prominence: still one peak
+    m = blob(n, [(7, 7)], 3.0) + 0.02 * blob(n, [(7, 11)], 0.7)
+    assert X.activation_peaks(m) == 1
+    assert X.activation_robustness(np.stack([blob(n, [(7, 7)]), blob(n, [(3, 3), (10, 10)]),
+                                             np.zeros((n, n))])) == pytest.approx(1.5)
+
+
+def test_metrics_invariant_to_channel_order():
+    rng = np.random.default_rng(2)
+    fmaps = rng.random((3, 6, 7, 7)) ** 4
+    parts = rng.random((3, 7, 56, 56)) > 0.7
+    perm = rng.permutation(6)
+    ious = np.stack([X.part_iou(X.top10_activation(f, 56), p) for f, p in zip(fmaps, parts)])
+    ious_p = np.stack([X.part_iou(X.top10_activation(f[perm], 56), p) for f, p in zip(fmaps, parts)])
+    assert X.part_explainability(ious) == pytest.approx(X.part_explainability(ious_p), abs=1e-12)
+    lc, lc_p = X.location_consistency(ious), X.location_consistency(ious_p)
+    assert lc["LS"] == pytest.approx(lc_p["LS"], abs=1e-12)
+    np.testing.assert_array_equal(lc["A"][perm], lc_p["A"])
+    assert X.activation_robustness(fmaps) == X.activation_robustness(fmaps[:, perm])
+    lm = rng.random((3, 5, 2)) * 56
+    assert X.location_instability(fmaps, lm, (56, 56)) == pytest.approx(
+        X.location_instability(fmaps[:, perm], lm, (56, 56)), abs=1e-12)
+
+
+def test_location_instability():
+    n, s = 7, 70
+    lm = np.array([[[20.0, 20.0], [50.0, 40.0]]] * 4)         # landmarks fixed across images
+    stable = np.zeros((4, 1, n, n))
+    stable[:, 0, 3, 3] = 1.0                                   # always the same cell
+    assert X.location_instability(stable, lm, (s, s)) == pytest.approx(0.0, abs=1e-12)
+    moving = np.zeros((4, 1, n, n))
+    for i in range(4):
+        moving[i, 0, i, 0] = 1.0                               # peak moves down the map
+    py = (np.arange(4) + 0.5) * 10.0
+    px = np.full(4, 5.0)
+    d = np.hypot(px[:, None] - lm[:, :, 0], py[:, None] - lm[:, :, 1]) / np.hypot(s, s)
+    assert X.location_instability(moving, lm, (s, s)) == pytest.approx(d.std(0).mean())
+
+
+def test_bad_shapes():
+    with pytest.raises(ValueError, match="differ in size"):
+        X.part_iou(np.zeros((2, 10, 10), bool), np.zeros((7, 12, 12), bool))
+    with pytest.raises(ValueError):
+        X.top10_activation(np.zeros((7, 7)), 10)
