@@ -59,7 +59,8 @@ def test_paper_models_are_the_paper_configuration():
     for name, cfg in registry.PAPER_MODELS.items():
         depth, loss = int(name[3:5]), name.split("-")[1]
         assert cfg["arch"] == {"depth": depth, "batch_norm": False, "width": 1.0,
-                               "input_size": 224, "embedding_dim": 512, "dropout": 0.0}
+                               "input_size": 224, "embedding_dim": 512, "dropout": 0.0,
+                               "embedding_bn": True}
         assert cfg["loss"] == loss and cfg["head"] == "softmax"
         assert cfg["ecloss"] == {"num_templates": 400, "tau": 1e-3, "radius": 4.0,
                                  "marginal": "uniform", "alpha": 1.0, "beta": 1e-5,

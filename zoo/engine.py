@@ -467,7 +467,8 @@ def model_config(cfg: TrainConfig, model: VGGFace, num_classes: int, metrics: di
         "target_layer": model.target_layer, "feature_size": model.feature_size,
         "feature_channels": model.feature_channels,
         "loss": cfg.loss, "head": cfg.head,
-        "ecloss": {"num_templates": cfg.templates, "tau": cfg.tau,
+        "ecloss": {"num_templates": cfg.templates if cfg.templates == "full" else int(cfg.templates),
+                   "tau": cfg.tau,
                    "radius": cfg.radius if cfg.radius is not None
                    else _templates.default_radius_for(model.feature_size),
                    "marginal": cfg.marginal, "alpha": cfg.alpha, "beta": cfg.beta,

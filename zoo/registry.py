@@ -57,7 +57,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _BASE_RE = re.compile(r"^vgg(\d+)$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
-ARCH_KEYS = ("depth", "batch_norm", "width", "input_size", "embedding_dim", "dropout")
+ARCH_KEYS = ("depth", "batch_norm", "width", "input_size", "embedding_dim", "dropout",
+             "embedding_bn")
 ECLOSS_KEYS = ("num_templates", "tau", "radius", "marginal", "alpha", "beta", "beta_mode")
 # Keys a caller may set; target_layer / feature_size / feature_channels follow from "arch".
 SETTABLE_KEYS = ("name", "arch", "mean", "std", "channel_order", "loss", "head", "ecloss",
@@ -67,7 +68,7 @@ CONFIG_KEYS = SETTABLE_KEYS[:1] + ("arch", "mean", "std", "channel_order") + DER
     "loss", "head", "ecloss", "training", "metrics", "zoo_version")
 
 _PAPER_ARCH = {"batch_norm": False, "width": 1.0, "input_size": 224, "embedding_dim": 512,
-               "dropout": 0.0}
+               "dropout": 0.0, "embedding_bn": True}
 _PAPER_ECLOSS = {"num_templates": 400, "tau": 1e-3, "radius": 4.0, "marginal": "uniform",
                  "alpha": 1.0, "beta": 1e-5, "beta_mode": "auto"}
 
@@ -164,6 +165,8 @@ def _validate(cfg: Dict[str, Any], where: str = "") -> None:
                           f"{a['input_size']}")
     _check_number(where, "arch.embedding_dim", a["embedding_dim"], integer=True, positive=True)
     _check_number(where, "arch.dropout", a["dropout"], nonneg=True, below=1)
+    if not isinstance(a["embedding_bn"], bool):
+        raise _bad(where, f"arch.embedding_bn must be true or false, got {a['embedding_bn']!r}")
     for key in ("mean", "std"):
         v = cfg[key]
         if not isinstance(v, list) or len(v) != 3:
@@ -440,7 +443,8 @@ def _check_model_matches(model: VGGFace, cfg: Dict[str, Any]) -> None:
     drop = model.dropout.p if isinstance(model.dropout, torch.nn.Dropout) else 0.0
     actual = {"depth": model.depth, "batch_norm": model.batch_norm, "width": model.width,
               "input_size": model.input_size, "embedding_dim": model.embedding_dim,
-              "dropout": drop}
+              "dropout": drop,
+              "embedding_bn": isinstance(model.embedding_bn, torch.nn.BatchNorm1d)}
     diff = {k: (a[k], actual[k]) for k in ARCH_KEYS if float(a[k]) != float(actual[k])}
     if diff:
         raise ValueError("config arch does not describe this model: " + ", ".join(
