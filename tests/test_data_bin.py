@@ -101,3 +101,29 @@ def test_read_lfw_pairs(tmp_path):
     txt.write_text("1\t2\nAbel\t1\t2\n")
     with pytest.raises(ValueError, match="promises 1 folds"):
         read_lfw_pairs(txt)
+
+
+def test_make_bin_from_lfw_pairs_and_folder(tmp_path):
+    from zoo.data import ORLFaces
+    orl = ORLFaces("heldout")
+    root = tmp_path / "lfw"
+    for name, idx in (("Ann", [0, 1]), ("Bo", [10])):
+        (root / name).mkdir(parents=True)
+        for n, i in enumerate(idx, 1):
+            (root / name / f"{name}_{n:04d}.pgm").write_bytes(orl.paths[i].read_bytes())
+    txt = tmp_path / "pairs.txt"
+    txt.write_text("1\t1\nAnn\t1\t2\nAnn\t2\tBo\t1\n")
+    out = tmp_path / "lfw.bin"
+    assert data_cli(["make-bin", str(out), "--lfw-pairs", str(txt), "--root", str(root),
+                     "--ext", "pgm"]) == 0
+    raw, issame = read_bin_raw(out)
+    assert issame.tolist() == [True, False]
+    assert raw == [orl.paths[i].read_bytes() for i in (0, 1, 1, 10)]
+    txt.write_text("1\t1\nAnn\t1\t3\nAnn\t2\tBo\t1\n")
+    with pytest.raises(SystemExit, match="Ann_0003.pgm"):
+        data_cli(["make-bin", str(out), "--lfw-pairs", str(txt), "--root", str(root),
+                  "--ext", "pgm"])
+    assert data_cli(["make-bin", str(tmp_path / "f.bin"), "--folder", str(root),
+                     "--num-folds", "1"]) == 0
+    raw, issame = read_bin_raw(tmp_path / "f.bin")
+    assert issame.tolist() == [True, False] and len(raw) == 4

