@@ -78,7 +78,7 @@ def verification_pairs(labels, num_folds=10, pairs_per_fold=None, seed=0):
 
 def _draw_negatives(labels, need, num_neg_total, rng):
     n = len(labels)
-    if n <= 4000:  # enumerate (<= 8M pairs) so a small set is drawn exactly without replacement
+    if n <= 2000:  # enumerate (<= 2M pairs) so a small set is drawn exactly without replacement
         i, j = np.triu_indices(n, k=1)
         keep = labels[i] != labels[j]
         i, j = i[keep], j[keep]
