@@ -181,26 +181,11 @@ def build_train_dataset(cfg: TrainConfig):
 
 def evaluate_verification(model: nn.Module, cfg: TrainConfig, device) -> Dict[str, dict]:
     """Verification on each --val set: 'orl' (held-out identities) or insightface .bin files."""
-    from .data.transforms import face_transform
-    from .metrics.verification import embed, pair_scores, verification_report
-    results = {}
-    for val in cfg.val:
-        if val == "orl":
-            from .data.verification import ORLPairs
-            pairs = ORLPairs(transform=face_transform(cfg.input_size), num_train=cfg.orl_num_train,
-                             seed=cfg.orl_split_seed)
-            images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
-            emb = embed(model, images, device=device, flip=True)
-            scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
-            results["orl"] = verification_report(scores, pairs.issame, pairs.folds)
-        else:
-            from .data.verification import read_bin
-            images, issame = read_bin(val, input_size=cfg.input_size)
-            emb = embed(model, images, device=device, flip=True)
-            idx = torch.arange(len(issame)) * 2
-            scores = pair_scores(emb, idx.numpy(), (idx + 1).numpy())
-            results[Path(val).stem] = verification_report(scores, issame)
-    return results
+    from .evaluate import verification_on
+    return {("orl" if val == "orl" else Path(val).stem):
+            verification_on(model, val, cfg.input_size, device, orl_num_train=cfg.orl_num_train,
+                            orl_split_seed=cfg.orl_split_seed)
+            for val in cfg.val}
 
 
 # --------------------------------------------------------------------------------------------

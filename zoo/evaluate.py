@@ -1,0 +1,299 @@
+"""Evaluate a zoo model: verification accuracy and the paper's explainability metrics, with figures.
+
+    python -m zoo.evaluate vgg19-ecloss                    # ORL: held-out pairs + part metrics
+    python -m zoo.evaluate vgg19-ecloss --data lfw.bin     # verification on an insightface .bin
+    python -m zoo.evaluate vgg19-ecloss --data faces_with_pts/   # images + iBUG .pts landmarks
+
+Writes metrics.json, report.md and the figures (Fig. 5, 6, 7, part histogram) to --out (default
+runs/<name>/evaluation), and channel_parts.json (each channel's dominant part) beside the model's
+weights, where export and the runtime pick it up.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .metrics import explainability as X
+from .metrics.verification import embed, pair_scores, verification_report
+from .parts import PART_NAMES, part_masks_from_landmarks, scale_landmarks
+
+__all__ = ["verification_on", "collect_explainability", "explainability_metrics", "evaluate",
+           "LandmarkFolder"]
+
+
+def verification_on(model, val: str, input_size: int, device=None, flip: bool = True,
+                    orl_num_train: int = 30, orl_split_seed: int = 0) -> Dict[str, object]:
+    """Verification report on 'orl' (held-out identities, LFW-shape pairs) or a .bin file."""
+    from .data.transforms import face_transform
+    if val == "orl":
+        from .data.verification import ORLPairs
+        pairs = ORLPairs(transform=face_transform(input_size), num_train=orl_num_train,
+                         seed=orl_split_seed)
+        images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
+        emb = embed(model, images, device=device, flip=flip)
+        scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
+        return verification_report(scores, pairs.issame, pairs.folds)
+    from .data.verification import read_bin
+    images, issame = read_bin(val, input_size=input_size)
+    emb = embed(model, images, device=device, flip=flip)
+    idx = np.arange(len(issame)) * 2
+    return verification_report(pair_scores(emb, idx, idx + 1), issame)
+
+
+class LandmarkFolder:
+    """Images with iBUG 68-point .pts files beside them (300-W, AFW, Helen, LFPW layout):
+    ``root/**/name.jpg`` + ``root/**/name.pts``. Images without a .pts are listed in ``missing``
+    (not silently dropped); a bad .pts raises an error naming the file."""
+
+    def __init__(self, root):
+        from .data._images import is_image_file
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"{self.root}: not a folder of images with .pts landmarks")
+        images = sorted(p for p in self.root.rglob("*") if p.is_file() and is_image_file(p.name))
+        self.paths = [p for p in images if p.with_suffix(".pts").is_file()]
+        self.missing = [p for p in images if not p.with_suffix(".pts").is_file()]
+        if not self.paths:
+            raise FileNotFoundError(f"{self.root}: no image has a .pts landmark file beside it")
+
+    def __len__(self):
+        return len(self.paths)
+
+    def image(self, idx):
+        from .data._images import load_rgb
+        return load_rgb(self.paths[idx])
+
+    def landmarks(self, idx) -> np.ndarray:
+        from .parts import read_pts
+        pts = read_pts(self.paths[idx].with_suffix(".pts"))
+        if pts.shape != (68, 2):
+            raise ValueError(f"{self.paths[idx].with_suffix('.pts')}: expected 68 points, got "
+                             f"{len(pts)}")
+        return pts - 1.0  # .pts files are 1-based (Matlab); we use 0-based pixel centres
+
+
+def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int):
+    from .data.orl import ORL_HEIGHT, ORL_WIDTH, ORLFaces
+    ds = ORLFaces(split, transform=None, num_train=orl_num_train, seed=orl_split_seed)
+
+    def item(i):
+        return ds.load(i) if hasattr(ds, "load") else ds[i][0], ds.landmarks(i), (ORL_HEIGHT, ORL_WIDTH)
+    return ds, len(ds), item
+
+
+@torch.no_grad()
+def collect_explainability(model, items, input_size: int, device=None, batch_size: int = 32):
+    """Run the model over ``items`` (a list of (PIL image, 68 landmarks, (h, w))) and return
+    target maps (I, C, n, n), IoUs (I, C, 7), part masks (I, 7, S, S), landmarks in the SxS frame
+    (I, 68, 2) and the resized images (I, S, S, 3) uint8."""
+    from .data.transforms import face_transform
+    tf = face_transform(input_size)
+    device = torch.device(device) if device else next(model.parameters()).device
+    model.eval()
+    fmaps, ious, masks, lms, imgs = [], [], [], [], []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        x = torch.stack([tf(img) for img, _, _ in chunk]).to(device)
+        f = model.forward_features(x).float().cpu().numpy()
+        for (img, lm, hw), fm in zip(chunk, f):
+            pts = scale_landmarks(lm, hw, (input_size, input_size))
+            m = part_masks_from_landmarks(pts, input_size, input_size)
+            ious.append(X.part_iou(X.top10_activation(fm, input_size), m))
+            masks.append(m)
+            lms.append(pts)
+            imgs.append(np.asarray(img.convert("RGB").resize((input_size, input_size))))
+        fmaps.append(f)
+    return {"fmaps": np.concatenate(fmaps), "ious": np.stack(ious), "masks": np.stack(masks),
+            "landmarks": np.stack(lms), "images": np.stack(imgs)}
+
+
+def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.ndarray,
+                           input_size: int) -> Dict[str, object]:
+    """PE, LS (with A and S), activation robustness (peaks) and ICNN location instability."""
+    lc = X.location_consistency(ious)
+    best_iou = ious.max(-1).mean(0)                              # per channel, over images
+    return {
+        "part_explainability": X.part_explainability(ious),
+        "location_consistency": lc["LS"],
+        "activation_robustness": X.activation_robustness(fmaps),
+        "location_instability": X.location_instability(fmaps, landmarks,
+                                                       (input_size, input_size)),
+        "num_images": int(len(fmaps)),
+        "num_channels": int(fmaps.shape[1]),
+        "per_channel": {"dominant_part": lc["dominant_part"].tolist(), "S": lc["S"].tolist(),
+                        "mean_best_iou": best_iou.tolist(), "A": lc["A"].tolist()},
+    }
+
+
+def _model_dir(name_or_path: str) -> Optional[Path]:
+    from . import registry
+    p = Path(name_or_path)
+    if p.is_dir() and (p / "config.json").exists():
+        return p
+    if p.suffix == ".safetensors" and p.exists():
+        return p.parent
+    cand = registry.zoo_home() / name_or_path
+    return cand if (cand / "config.json").exists() else None
+
+
+def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
+    pc = metrics["per_channel"]
+    return {"part_names": list(PART_NAMES), "channel_part": pc["dominant_part"],
+            "channel_iou": pc["mean_best_iou"], "channel_consistency": pc["S"]}
+
+
+def _fig6_channels(metrics, k: int = 6) -> List[int]:
+    pc = metrics["per_channel"]
+    score = np.asarray(pc["S"]) * np.asarray(pc["mean_best_iou"])
+    score[np.asarray(pc["dominant_part"]) < 0] = -1
+    return [int(c) for c in np.argsort(-score)[:k]]
+
+
+def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
+             split: str = "heldout", device: Optional[str] = None, max_images: Optional[int] = None,
+             figures: bool = True, orl_num_train: int = 30, orl_split_seed: int = 0,
+             write_channel_parts: bool = True) -> Dict[str, object]:
+    """Evaluate one model; returns the metrics dict that metrics.json holds."""
+    from . import registry
+    model = registry.load(name_or_path)
+    cfg = model.zoo_config
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available()
+                                                           else "cpu")
+    model.to(dev)
+    size = int(cfg["arch"]["input_size"])
+    name = cfg["name"]
+    out_dir = Path(out) if out else Path("runs") / name / "evaluation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result: Dict[str, object] = {"model": name, "data": data, "config": {
+        k: cfg[k] for k in ("arch", "loss", "head", "ecloss")}}
+
+    items = None
+    if data == "orl":
+        result["verification"] = verification_on(model, "orl", size, dev,
+                                                  orl_num_train=orl_num_train,
+                                                  orl_split_seed=orl_split_seed)
+        ds, n, item = _orl_explain_source(split, orl_num_train, orl_split_seed)
+        idx = range(n if max_images is None else min(n, max_images))
+        items = [item(i) for i in idx]
+        result["explain_split"] = split
+    elif data.endswith(".bin"):
+        result["verification"] = verification_on(model, data, size, dev)
+    else:
+        folder = LandmarkFolder(data)
+        idx = range(len(folder) if max_images is None else min(len(folder), max_images))
+        items = []
+        for i in idx:
+            img = folder.image(i)
+            items.append((img, folder.landmarks(i), (img.height, img.width)))
+        result["images_without_landmarks"] = [str(p) for p in folder.missing]
+
+    if items:
+        col = collect_explainability(model, items, size, dev)
+        result["explainability"] = explainability_metrics(col["fmaps"], col["ious"],
+                                                          col["landmarks"], size)
+        table = channel_parts_table(result["explainability"])
+        (out_dir / "channel_parts.json").write_text(json.dumps(table))
+        model_dir = _model_dir(name_or_path)
+        if write_channel_parts and model_dir is not None:
+            (model_dir / "channel_parts.json").write_text(json.dumps(table))
+        if figures:
+            result["figures"] = _write_figures(out_dir, col, result["explainability"], name)
+        np.savez_compressed(out_dir / "feature_maps_sample.npz", fmaps=col["fmaps"][:8],
+                            images=col["images"][:8])
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out_dir / "report.md").write_text(render_report(result))
+    result["out"] = str(out_dir)
+    return result
+
+
+def _write_figures(out_dir: Path, col, metrics, name) -> Dict[str, str]:
+    from . import figures as FIG
+    imgs = col["images"]
+    size = imgs.shape[1]
+    # one face per identity where possible (ORL: 10 images per identity, in order)
+    pick = list(range(0, len(imgs), 10))[:6] if len(imgs) >= 60 else list(range(min(6, len(imgs))))
+    chans = _fig6_channels(metrics)
+    parts = metrics["per_channel"]["dominant_part"]
+    labels = [PART_NAMES[parts[c]] if parts[c] >= 0 else "none" for c in chans]
+    heat = np.stack([X.upsample_maps(col["fmaps"][i], size).numpy() for i in pick])
+    regions = np.stack([X.top10_activation(col["fmaps"][i], size) for i in pick])
+    heat_c = np.zeros((len(pick), max(chans) + 1 if chans else 1, size, size), np.float32)
+    reg_c = np.zeros_like(heat_c, dtype=bool)
+    for c in chans:
+        heat_c[:, c], reg_c[:, c] = heat[:, c], regions[:, c]
+    figs = {
+        "fig5": FIG.feature_maps_figure(out_dir / "fig5_feature_maps.png", imgs[pick[0]],
+                                        {name: col["fmaps"][pick[0]]}),
+        "fig6": FIG.heatmaps_figure(out_dir / "fig6_heatmaps.png", [imgs[i] for i in pick],
+                                    heat_c, reg_c, chans, labels),
+        "fig7": FIG.part_masks_figure(out_dir / "fig7_part_masks.png", [imgs[i] for i in pick],
+                                      [col["masks"][i] for i in pick]),
+        "histogram": FIG.part_histogram_figure(out_dir / "part_histogram.png",
+                                               np.asarray(metrics["per_channel"]["A"]),
+                                               title=f"{name}: per-channel part histogram"),
+    }
+    return {k: str(v) for k, v in figs.items()}
+
+
+def _fmt(v, digits=4):
+    return "n/a" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
+
+
+def render_report(result: Dict[str, object]) -> str:
+    lines = [f"# Evaluation of {result['model']}", "", f"data: `{result['data']}`", ""]
+    ver = result.get("verification")
+    if ver:
+        lines += ["## Verification (10-fold, threshold chosen on the other folds, flip-averaged)",
+                  "", "| accuracy | std | AUC | TAR@FAR=1e-2 | TAR@FAR=1e-3 | pairs |",
+                  "|---|---|---|---|---|---|",
+                  f"| {_fmt(ver['accuracy'])} | {_fmt(ver['std'])} | {_fmt(ver['auc'])} | "
+                  f"{_fmt(ver['tar_at_far_1e-2'])} | {_fmt(ver['tar_at_far_1e-3'])} | "
+                  f"{ver['num_pairs']} |", ""]
+    ex = result.get("explainability")
+    if ex:
+        parts = ex["per_channel"]["dominant_part"]
+        hist = {p: sum(1 for d in parts if d == k) for k, p in enumerate(PART_NAMES)}
+        lines += ["## Explainability (target layer, top-10% activation vs 7 part masks)", "",
+                  "| PE | LS | activation peaks (mean) | ICNN location instability | images | channels |",
+                  "|---|---|---|---|---|---|",
+                  f"| {_fmt(ex['part_explainability'])} | {_fmt(ex['location_consistency'])} | "
+                  f"{_fmt(ex['activation_robustness'], 3)} | {_fmt(ex['location_instability'])} | "
+                  f"{ex['num_images']} | {ex['num_channels']} |", "",
+                  "Channels by dominant part: " + ", ".join(f"{p} {n}" for p, n in hist.items())
+                  + f", none {sum(1 for d in parts if d < 0)}", ""]
+    for key, path in (result.get("figures") or {}).items():
+        lines.append(f"![{key}]({Path(path).name})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m zoo.evaluate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="registered name (zoo.list_models()), model folder or .safetensors")
+    p.add_argument("--data", default="orl", help="orl | file.bin | folder of images with .pts")
+    p.add_argument("--split", default="heldout", choices=["heldout", "train", "all"],
+                   help="ORL images for the explainability metrics (default: held-out identities)")
+    p.add_argument("--out", help="output folder (default runs/<name>/evaluation)")
+    p.add_argument("--device", help="cpu | cuda")
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--no-figures", action="store_false", dest="figures")
+    args = p.parse_args(argv)
+    try:
+        res = evaluate(args.model, args.data, args.out, args.split, args.device, args.max_images,
+                       args.figures)
+    except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
+        print(f"zoo.evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(render_report(res))
+    print(f"wrote {res['out']}/metrics.json, report.md and figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
