@@ -64,6 +64,7 @@ def test_paper_models_are_the_paper_configuration():
         assert cfg["loss"] == loss and cfg["head"] == "softmax"
         assert cfg["ecloss"] == {"num_templates": 400, "tau": 1e-3, "radius": 4.0,
                                  "marginal": "uniform", "alpha": 1.0, "beta": 1e-5,
+                                 "map_norm": "none",
                                  "beta_mode": "auto"}
         assert (cfg["feature_size"], cfg["feature_channels"]) == (14, 512)
         assert cfg["mean"] == cfg["std"] == [0.5, 0.5, 0.5] and cfg["channel_order"] == "RGB"

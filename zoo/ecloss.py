@@ -33,6 +33,7 @@ __all__ = [
 ]
 
 MARGINALS = ("uniform", "batch")
+MAP_NORMS = ("none", "max")
 IMPLS = ("auto", "reference", "extension")
 
 
@@ -127,6 +128,17 @@ def mutual_information(x: torch.Tensor, templates: torch.Tensor, marginal: str =
     return mutual_information_reference(x, templates, marginal)
 
 
+def normalize_maps(x: torch.Tensor, how: str = "none", eps: float = 1e-6) -> torch.Tensor:
+    """OUR EXTENSION (not in the paper): "max" divides each n x n map by its maximum (maps are
+    post-ReLU, so the result lies in [0, 1]); a dead map (max < eps) stays near zero. "none"
+    returns x unchanged (the paper)."""
+    if how == "none":
+        return x
+    if how != "max":
+        raise ValueError(f"map normalisation must be one of {MAP_NORMS}, got {how!r}")
+    return x / x.amax(dim=(-2, -1), keepdim=True).clamp_min(eps)
+
+
 def total_loss(ce: torch.Tensor, mi: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     """The paper's training objective: L = alpha * CE - beta * MI (ECLoss = -MI)."""
     return alpha * ce - beta * mi
@@ -198,12 +210,18 @@ class ECLoss(nn.Module):
             scales 4 with the map, 4n/14).
         marginal: "uniform" (paper) or "batch".
         impl: "auto" (extension if built), "reference", or "extension".
+        map_norm: "none" (paper) or "max" - OUR EXTENSION, not the paper's method: divide each
+            map by its maximum before the correlation, so the MI measures the map's shape only
+            and cannot be raised by simply scaling activations up (docs/paper-notes.md).
     """
 
     def __init__(self, map_size: int, num_templates: int | str = _templates.DEFAULT_NUM_TEMPLATES,
                  tau: float = _templates.DEFAULT_TAU, radius: float | None = None,
-                 marginal: str = "uniform", impl: str = "auto"):
+                 marginal: str = "uniform", impl: str = "auto", map_norm: str = "none"):
         super().__init__()
+        if map_norm not in MAP_NORMS:
+            raise ValueError(f"map_norm must be one of {MAP_NORMS}, got {map_norm!r}")
+        self.map_norm = map_norm
         if marginal not in MARGINALS:
             raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
         if impl not in IMPLS:
@@ -221,9 +239,14 @@ class ECLoss(nn.Module):
         return _templates.get_templates(self.map_size, self.num_templates, self.radius, self.tau,
                                         device=device, dtype=dtype)
 
-    def mutual_information(self, fmap: torch.Tensor) -> torch.Tensor:
+    def prepare(self, fmap: torch.Tensor) -> torch.Tensor:
+        """The maps the MI is computed on: float32 at least, normalised if map_norm says so."""
         if fmap.dtype in (torch.float16, torch.bfloat16):
             fmap = fmap.float()  # under AMP: the softmax over templates needs float32 range
+        return normalize_maps(fmap, self.map_norm)
+
+    def mutual_information(self, fmap: torch.Tensor) -> torch.Tensor:
+        fmap = self.prepare(fmap)
         t = self.templates_for(fmap.device, fmap.dtype)
         return mutual_information(fmap, t, self.marginal, self.impl)
 
@@ -232,7 +255,8 @@ class ECLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"map_size={self.map_size}, num_templates={self.num_templates}, tau={self.tau}, "
-                f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}")
+                f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}, "
+                f"map_norm={self.map_norm!r}")
 
 
 def mutual_information_across_ranks(x: torch.Tensor, templates: torch.Tensor,

@@ -66,6 +66,7 @@ class TrainConfig:
     tau: float = _templates.DEFAULT_TAU
     radius: Optional[float] = None      # None: 4 at 14x14, scaled with the map size
     marginal: str = "uniform"
+    map_norm: str = "none"              # "max": our extension (docs/paper-notes.md)
     alpha: float = 1.0
     beta: float = 1e-5
     beta_mode: str = "auto"
@@ -258,7 +259,7 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.loss == "ecloss":
         m = "full" if cfg.templates == "full" else int(cfg.templates)
         ecloss = ECLoss(model.feature_size, num_templates=m, tau=cfg.tau, radius=cfg.radius,
-                        marginal=cfg.marginal, impl=cfg.ecloss_impl)
+                        marginal=cfg.marginal, impl=cfg.ecloss_impl, map_norm=cfg.map_norm)
     beta_policy = BetaPolicy(beta=cfg.beta, mode=cfg.beta_mode, ratio=cfg.beta_ratio,
                              rate=cfg.beta_rate, beta_min=min(cfg.beta, 1e-5) if cfg.beta > 0 else 1e-5)
 
@@ -358,8 +359,8 @@ def train(cfg: TrainConfig) -> dict:
             beta = beta_policy.beta
             if ecloss is not None:
                 mi_term, mi_value = mutual_information_across_ranks(
-                    fmap.float(), ecloss.templates_for(device, torch.float32), cfg.marginal,
-                    cfg.ecloss_impl)
+                    ecloss.prepare(fmap), ecloss.templates_for(device, torch.float32),
+                    cfg.marginal, cfg.ecloss_impl)
                 loss = total_loss(ce, mi_term, cfg.alpha, beta)
             else:
                 mi_value = torch.zeros((), device=device)
@@ -457,7 +458,7 @@ def model_config(cfg: TrainConfig, model: VGGFace, num_classes: int, metrics: di
                    "radius": cfg.radius if cfg.radius is not None
                    else _templates.default_radius_for(model.feature_size),
                    "marginal": cfg.marginal, "alpha": cfg.alpha, "beta": cfg.beta,
-                   "beta_mode": cfg.beta_mode},
+                   "beta_mode": cfg.beta_mode, "map_norm": cfg.map_norm},
         "training": {"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
                      "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                      "preset": cfg.preset},

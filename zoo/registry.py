@@ -59,7 +59,8 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 ARCH_KEYS = ("depth", "batch_norm", "width", "input_size", "embedding_dim", "dropout",
              "embedding_bn")
-ECLOSS_KEYS = ("num_templates", "tau", "radius", "marginal", "alpha", "beta", "beta_mode")
+ECLOSS_KEYS = ("num_templates", "tau", "radius", "marginal", "alpha", "beta", "beta_mode",
+               "map_norm")
 # Keys a caller may set; target_layer / feature_size / feature_channels follow from "arch".
 SETTABLE_KEYS = ("name", "arch", "mean", "std", "channel_order", "loss", "head", "ecloss",
                  "training", "metrics", "zoo_version")
@@ -70,7 +71,7 @@ CONFIG_KEYS = SETTABLE_KEYS[:1] + ("arch", "mean", "std", "channel_order") + DER
 _PAPER_ARCH = {"batch_norm": False, "width": 1.0, "input_size": 224, "embedding_dim": 512,
                "dropout": 0.0, "embedding_bn": True}
 _PAPER_ECLOSS = {"num_templates": 400, "tau": 1e-3, "radius": 4.0, "marginal": "uniform",
-                 "alpha": 1.0, "beta": 1e-5, "beta_mode": "auto"}
+                 "alpha": 1.0, "beta": 1e-5, "beta_mode": "auto", "map_norm": "none"}
 
 
 class DownloadError(RuntimeError):
@@ -194,6 +195,8 @@ def _validate(cfg: Dict[str, Any], where: str = "") -> None:
     if e["beta_mode"] not in BETA_MODES:
         raise _bad(where, f"ecloss.beta_mode must be one of {BETA_MODES}, got "
                           f"{e['beta_mode']!r}")
+    if e["map_norm"] not in ("none", "max"):
+        raise _bad(where, f"ecloss.map_norm must be 'none' or 'max', got {e['map_norm']!r}")
     for key in ("training", "metrics"):
         if not isinstance(cfg[key], dict):
             raise _bad(where, f"{key} must be a dict, got {type(cfg[key]).__name__}")

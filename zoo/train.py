@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tau", type=float, default=None, help=f"template amplitude (paper {d.tau})")
     p.add_argument("--radius", type=float, default=None, help="template radius (4 at 14x14, scaled)")
     p.add_argument("--marginal", choices=["uniform", "batch"], default=None)
+    p.add_argument("--map-norm", choices=["none", "max"], default=None,
+                   help="max: normalise each map before the MI (our extension, not the paper)")
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None, help=f"initial beta (paper {d.beta})")
     p.add_argument("--beta-mode", choices=["fixed", "auto"], default=None)
