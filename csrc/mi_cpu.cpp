@@ -52,14 +52,14 @@ struct Pass {
   const T* tmpl;
   int64_t N, M, K;
   const T* lq;        // (M) log marginal, or nullptr (batch pass 1: not known yet)
-  bool stats_given;   // lse/A are inputs (backward op), else outputs
-  T* lse;             // (N)
-  T* A;               // (N) row MI
+  bool stats_given;   // stats are inputs (backward op), else outputs
+  T* stats;           // (N, 3) per map: max logit m, ls = log sum_j exp(L_ij - m), row MI A
   bool want_cols;     // accumulate the column log-sum-exp of log p (batch pass 1)
   T* dx;              // (N, K) gradient output or nullptr
   T grad_scale;       // dMI/dL = grad_scale * p (a - A); 1/N times the incoming gradient
   // outputs of the column accumulation, one (cm, cs) pair of size M per chunk
-  std::vector<std::vector<T>> cm, cs;
+  std::vector<std::vector<T>> cm;
+  std::vector<std::vector<double>> cs;
 
   void run() {
     const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
@@ -68,7 +68,7 @@ struct Pass {
     const int64_t nchunks = std::min(threads, nblocks);
     if (want_cols) {
       cm.assign(nchunks, std::vector<T>(M, -std::numeric_limits<T>::infinity()));
-      cs.assign(nchunks, std::vector<T>(M, T(0)));
+      cs.assign(nchunks, std::vector<double>(M, 0.0));
     }
     at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
       std::unique_ptr<T[]> buf(new T[plan.rows * plan.tile_m]);
@@ -93,33 +93,38 @@ struct Pass {
     at::mm_out(out, xb, tb.t());
   }
 
-  void block(int64_t r0, int64_t r1, int64_t tile_m, T* buf, T* nm, T* cmc, T* csc) const {
+  void block(int64_t r0, int64_t r1, int64_t tile_m, T* buf, T* nm, T* cmc, double* csc) const {
     const int64_t nr = r1 - r0;
     const bool resident = tile_m == M;
     bool have = false;  // buf holds the logits of tile 0 (resident case)
     if (!stats_given) {
-      std::vector<T> m(nr, -std::numeric_limits<T>::infinity()), s(nr, T(0)), t(nr, T(0));
+      // Row state in double (see mi_simd.h); m is a max of logits, exact in T.
+      std::vector<double> m(nr, -std::numeric_limits<double>::infinity()), s(nr, 0.0), t(nr, 0.0);
       for (int64_t j0 = 0; j0 < M; j0 += tile_m) {
         const int64_t mt = std::min(tile_m, M - j0);
         logits(r0, r1, j0, mt, buf);
         for (int64_t i = 0; i < nr; ++i) {
-          T tm, ts, tt;
-          simd::row_tile_stats(buf + i * mt, lq ? lq + j0 : nullptr, mt, &tm, &ts, &tt);
+          T tmax;
+          double ts, tt;
+          simd::row_tile_stats(buf + i * mt, lq ? lq + j0 : nullptr, mt, &tmax, &ts, &tt);
           // Online merge of (m, s, t) with the tile's: rescale both to the common max.
-          const T nmax = std::max(m[i], tm);
-          const T a = m[i] == -std::numeric_limits<T>::infinity() ? T(0) : std::exp(m[i] - nmax);
-          const T e = std::exp(tm - nmax);
-          t[i] = a * (t[i] + s[i] * (m[i] == -std::numeric_limits<T>::infinity() ? T(0) : m[i] - nmax)) +
-                 e * (tt + ts * (tm - nmax));
+          const double tm = tmax;
+          const double nmax = std::max(m[i], tm);
+          const bool first = m[i] == -std::numeric_limits<double>::infinity();
+          const double a = first ? 0.0 : std::exp(m[i] - nmax);
+          const double e = std::exp(tm - nmax);
+          t[i] = a * (t[i] + s[i] * (first ? 0.0 : m[i] - nmax)) + e * (tt + ts * (tm - nmax));
           s[i] = a * s[i] + e * ts;
           m[i] = nmax;
         }
       }
       have = resident;
       for (int64_t i = 0; i < nr; ++i) {
-        const T ls = std::log(s[i]);
-        lse[r0 + i] = m[i] + ls;
-        A[r0 + i] = t[i] / s[i] - ls;
+        const double ls = std::log(s[i]);
+        T* st = stats + (r0 + i) * 3;
+        st[0] = T(m[i]);  // exact: a logit
+        st[1] = T(ls);
+        st[2] = T(t[i] / s[i] - ls);
       }
     }
     if (want_cols) {
@@ -127,9 +132,11 @@ struct Pass {
         const int64_t mt = std::min(tile_m, M - j0);
         if (!have) logits(r0, r1, j0, mt, buf);
         std::copy(cmc + j0, cmc + j0 + mt, nm);
-        for (int64_t i = 0; i < nr; ++i) simd::col_max(buf + i * mt, mt, lse[r0 + i], nm);
+        const T* st = stats + r0 * 3;
+        for (int64_t i = 0; i < nr; ++i) simd::col_max(buf + i * mt, mt, st[3 * i], st[3 * i + 1], nm);
         simd::col_rescale(cmc + j0, csc + j0, nm, mt);
-        for (int64_t i = 0; i < nr; ++i) simd::col_accum(buf + i * mt, mt, lse[r0 + i], cmc + j0, csc + j0);
+        for (int64_t i = 0; i < nr; ++i)
+          simd::col_accum(buf + i * mt, mt, st[3 * i], st[3 * i + 1], cmc + j0, csc + j0);
       }
     }
     if (dx) {
@@ -138,8 +145,10 @@ struct Pass {
       for (int64_t j0 = 0; j0 < M; j0 += tile_m) {
         const int64_t mt = std::min(tile_m, M - j0);
         if (!have) logits(r0, r1, j0, mt, buf);
+        const T* st = stats + r0 * 3;
         for (int64_t i = 0; i < nr; ++i)
-          simd::row_grad(buf + i * mt, lq ? lq + j0 : nullptr, mt, lse[r0 + i], A[r0 + i], grad_scale);
+          simd::row_grad(buf + i * mt, lq ? lq + j0 : nullptr, mt, st[3 * i], st[3 * i + 1],
+                         st[3 * i + 2], grad_scale);
         at::Tensor g = at::from_blob(buf, {nr, mt}, opts);
         at::Tensor tb = at::from_blob(const_cast<T*>(tmpl + j0 * K), {mt, K}, opts);
         if (j0 == 0) at::mm_out(dxb, g, tb);
@@ -164,14 +173,13 @@ void check_inputs(const at::Tensor& x, const at::Tensor& t, const char* op) {
               ", templates on ", t.device());
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mi_forward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mi_forward_cpu(
     const at::Tensor& x_in, const at::Tensor& t_in, bool batch_marginal, bool with_grad) {
   check_inputs(x_in, t_in, "zoo::mi_forward");
   TORCH_INTERNAL_ASSERT(x_in.device().is_cpu());
   at::Tensor x = x_in.contiguous(), tm = t_in.contiguous();
   const int64_t N = x.size(0), M = tm.size(0), K = x.size(1);
-  at::Tensor lse = at::empty({N}, x.options());
-  at::Tensor A = at::empty({N}, x.options());
+  at::Tensor stats = at::empty({N, 3}, x.options());
   at::Tensor lq = at::empty({M}, x.options());
   at::Tensor grad = with_grad ? at::empty({N, K}, x.options()) : at::empty({0, K}, x.options());
   at::Tensor mi;
@@ -180,51 +188,52 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> mi_forwar
     T* lqp = lq.data_ptr<T>();
     if (batch_marginal) {
       // Pass 1: row log-sum-exp and the column log-sum-exp of log p -> log q.
-      Pass<T> p1{x.data_ptr<T>(), tm.data_ptr<T>(), N, M, K, nullptr, false, lse.data_ptr<T>(),
-                 A.data_ptr<T>(), true, nullptr, T(0), {}, {}};
+      Pass<T> p1{x.data_ptr<T>(), tm.data_ptr<T>(), N, M, K, nullptr, false, stats.data_ptr<T>(),
+                 true, nullptr, T(0), {}, {}};
       p1.run();
-      const T log_n = std::log(T(N));
+      const double log_n = std::log(double(N));
       for (int64_t j = 0; j < M; ++j) {  // merge the per-chunk accumulators in a fixed order
-        T cmax = -std::numeric_limits<T>::infinity();
-        for (auto& v : p1.cm) cmax = std::max(cmax, v[j]);
-        T s = 0;
+        double cmax = -std::numeric_limits<double>::infinity();
+        for (auto& v : p1.cm) cmax = std::max(cmax, double(v[j]));
+        double s = 0;
         for (size_t c = 0; c < p1.cm.size(); ++c)
-          if (p1.cm[c][j] != -std::numeric_limits<T>::infinity()) s += p1.cs[c][j] * std::exp(p1.cm[c][j] - cmax);
-        lqp[j] = cmax + std::log(s) - log_n;
+          if (p1.cm[c][j] != -std::numeric_limits<T>::infinity())
+            s += p1.cs[c][j] * std::exp(double(p1.cm[c][j]) - cmax);
+        lqp[j] = T(cmax + std::log(s) - log_n);
       }
     } else {
       const T v = -std::log(T(M));
       for (int64_t j = 0; j < M; ++j) lqp[j] = v;
     }
     // Pass 2 (the only one for the uniform marginal): row MI and, in the same sweep, dMI/dx.
-    Pass<T> p2{x.data_ptr<T>(), tm.data_ptr<T>(), N, M, K, lqp, false, lse.data_ptr<T>(),
-               A.data_ptr<T>(), false, with_grad ? grad.data_ptr<T>() : nullptr, T(1) / T(N), {}, {}};
+    Pass<T> p2{x.data_ptr<T>(), tm.data_ptr<T>(), N, M, K, lqp, false, stats.data_ptr<T>(), false,
+               with_grad ? grad.data_ptr<T>() : nullptr, T(1) / T(N), {}, {}};
     p2.run();
     // Mean in double: N terms of similar size.
     double acc = 0;
-    const T* ap = A.data_ptr<T>();
-    for (int64_t i = 0; i < N; ++i) acc += ap[i];
+    const T* sp = stats.data_ptr<T>();
+    for (int64_t i = 0; i < N; ++i) acc += sp[3 * i + 2];
     mi = at::scalar_tensor(acc / double(N), x.options());
   });
-  return {mi, lse, A, lq, grad};
+  return {mi, stats, lq, grad};
 }
 
 at::Tensor mi_backward_cpu(const at::Tensor& g, const at::Tensor& x_in, const at::Tensor& t_in,
-                           const at::Tensor& lse_in, const at::Tensor& A_in, const at::Tensor& lq_in) {
+                           const at::Tensor& stats_in, const at::Tensor& lq_in) {
   check_inputs(x_in, t_in, "zoo::mi_backward");
   const int64_t N = x_in.size(0), M = t_in.size(0), K = x_in.size(1);
   TORCH_CHECK(g.numel() == 1, "zoo::mi_backward: grad_mi must be a scalar");
-  TORCH_CHECK(lse_in.numel() == N && A_in.numel() == N && lq_in.numel() == M,
+  TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(0) == N && stats_in.size(1) == 3 && lq_in.numel() == M,
               "zoo::mi_backward: statistics do not match the shapes of maps and templates");
   at::Tensor x = x_in.contiguous(), tm = t_in.contiguous();
-  at::Tensor lse = lse_in.to(x.dtype()).contiguous(), A = A_in.to(x.dtype()).contiguous();
+  at::Tensor stats = stats_in.to(x.dtype()).contiguous();
   at::Tensor lq = lq_in.to(x.dtype()).contiguous();
   at::Tensor dx = at::empty({N, K}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "zoo_mi_backward_cpu", [&] {
     using T = scalar_t;
     const T scale = g.to(at::kDouble).item<double>() / double(N);
     Pass<T> p{x.data_ptr<T>(), tm.data_ptr<T>(), N, M, K, lq.data_ptr<T>(), true,
-              lse.data_ptr<T>(), A.data_ptr<T>(), false, dx.data_ptr<T>(), scale, {}, {}};
+              stats.data_ptr<T>(), false, dx.data_ptr<T>(), scale, {}, {}};
     p.run();
   });
   return dx;

@@ -11,14 +11,14 @@ namespace simd {
 
 #if defined(__x86_64__) || defined(__i386__)
 namespace avx2 {
-void row_tile_stats(const float*, const float*, int64_t, float*, float*, float*);
+void row_tile_stats(const float*, const float*, int64_t, float*, double*, double*);
 void row_tile_stats(const double*, const double*, int64_t, double*, double*, double*);
-void row_grad(float*, const float*, int64_t, float, float, float);
-void row_grad(double*, const double*, int64_t, double, double, double);
-void col_max(const float*, int64_t, float, float*);
-void col_max(const double*, int64_t, double, double*);
-void col_accum(const float*, int64_t, float, const float*, float*);
-void col_accum(const double*, int64_t, double, const double*, double*);
+void row_grad(float*, const float*, int64_t, float, float, float, float);
+void row_grad(double*, const double*, int64_t, double, double, double, double);
+void col_max(const float*, int64_t, float, float, float*);
+void col_max(const double*, int64_t, double, double, double*);
+void col_accum(const float*, int64_t, float, float, const float*, double*);
+void col_accum(const double*, int64_t, double, double, const double*, double*);
 }  // namespace avx2
 static const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #define ZOO_DISPATCH(call) \
@@ -50,31 +50,36 @@ struct V1 {  // one lane: the generic code degenerates to plain loops
   static R max(R a, R b) { return a > b ? a : b; }
   static R fma(R a, R b, R c) { return a * b + c; }
   static R exp(R a) { return std::exp(a); }
-  static T hsum(R a) { return a; }
   static T hmax(R a) { return a; }
+  static void add_to_double(double* p, R v) { *p += double(v); }
+  struct Acc {
+    double v = 0;
+    void add(R a) { v += double(a); }
+    double sum() const { return v; }
+  };
 };
 #include "mi_simd_impl.h"
 }  // namespace scalar
 
 #define ZOO_DEFINE(T)                                                                         \
-  void row_tile_stats(const T* L, const T* lq, int64_t n, T* m, T* s, T* t) {                 \
+  void row_tile_stats(const T* L, const T* lq, int64_t n, T* m, double* s, double* t) {       \
     ZOO_DISPATCH(row_tile_stats(L, lq, n, m, s, t));                                          \
     scalar::Impl<scalar::V1<T>>::tile_stats(L, lq, n, m, s, t);                               \
   }                                                                                           \
-  void row_grad(T* L, const T* lq, int64_t n, T lse, T A, T c) {                              \
-    ZOO_DISPATCH(row_grad(L, lq, n, lse, A, c));                                              \
-    scalar::Impl<scalar::V1<T>>::grad(L, lq, n, lse, A, c);                                   \
+  void row_grad(T* L, const T* lq, int64_t n, T m, T ls, T A, T c) {                              \
+    ZOO_DISPATCH(row_grad(L, lq, n, m, ls, A, c));                                              \
+    scalar::Impl<scalar::V1<T>>::grad(L, lq, n, m, ls, A, c);                                 \
   }                                                                                           \
-  void col_max(const T* L, int64_t n, T lse, T* nm) {                                         \
-    ZOO_DISPATCH(col_max(L, n, lse, nm));                                                     \
-    scalar::Impl<scalar::V1<T>>::cmax(L, n, lse, nm);                                         \
+  void col_max(const T* L, int64_t n, T m, T ls, T* nm) {                                         \
+    ZOO_DISPATCH(col_max(L, n, m, ls, nm));                                                     \
+    scalar::Impl<scalar::V1<T>>::cmax(L, n, m, ls, nm);                                         \
   }                                                                                           \
-  void col_rescale(T* cm, T* cs, const T* nm, int64_t n) {                                    \
+  void col_rescale(T* cm, double* cs, const T* nm, int64_t n) {                               \
     scalar::Impl<scalar::V1<T>>::crescale(cm, cs, nm, n);                                     \
   }                                                                                           \
-  void col_accum(const T* L, int64_t n, T lse, const T* cm, T* cs) {                          \
-    ZOO_DISPATCH(col_accum(L, n, lse, cm, cs));                                               \
-    scalar::Impl<scalar::V1<T>>::caccum(L, n, lse, cm, cs);                                   \
+  void col_accum(const T* L, int64_t n, T m, T ls, const T* cm, double* cs) {                     \
+    ZOO_DISPATCH(col_accum(L, n, m, ls, cm, cs));                                               \
+    scalar::Impl<scalar::V1<T>>::caccum(L, n, m, ls, cm, cs);                                   \
   }
 
 ZOO_DEFINE(float)

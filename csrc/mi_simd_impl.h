@@ -8,75 +8,76 @@ struct Impl {
   using T = typename V::T;
   static constexpr int W = V::W;
 
-  static void tile_stats(const T* L, const T* lq, int64_t n, T* pm, T* ps, T* pt) {
+  static void tile_stats(const T* L, const T* lq, int64_t n, T* pm, double* ps, double* pt) {
     int64_t j = 0;
     typename V::R vm = V::set1(-std::numeric_limits<T>::infinity());
     for (; j + W <= n; j += W) vm = V::max(vm, V::loadu(L + j));
     T m = V::hmax(vm);
     for (; j < n; ++j) m = L[j] > m ? L[j] : m;
-    typename V::R vs = V::set1(T(0)), vt = V::set1(T(0)), vmm = V::set1(m);
+    typename V::Acc vs, vt;
+    typename V::R vmm = V::set1(m);
     j = 0;
     for (; j + W <= n; j += W) {
       typename V::R d = V::sub(V::loadu(L + j), vmm);
       typename V::R e = V::exp(d);
-      vs = V::add(vs, e);
+      vs.add(e);
       if (lq) d = V::sub(d, V::loadu(lq + j));
-      vt = V::fma(e, d, vt);
+      vt.add(V::mul(e, d));
     }
-    T s = V::hsum(vs), t = V::hsum(vt);
+    double s = vs.sum(), t = vt.sum();
     for (; j < n; ++j) {
       T d = L[j] - m;
       T e = std::exp(d);
-      s += e;
-      t += e * (lq ? d - lq[j] : d);
+      s += double(e);
+      t += double(e * (lq ? d - lq[j] : d));
     }
     *pm = m; *ps = s; *pt = t;
   }
 
-  static void grad(T* L, const T* lq, int64_t n, T lse, T A, T c) {
+  static void grad(T* L, const T* lq, int64_t n, T m, T ls, T A, T c) {
     int64_t j = 0;
-    typename V::R vl = V::set1(lse), va = V::set1(A), vc = V::set1(c);
+    typename V::R vm = V::set1(m), vl = V::set1(ls), va = V::set1(A), vc = V::set1(c);
     for (; j + W <= n; j += W) {
-      typename V::R d = V::sub(V::loadu(L + j), vl);          // log p
+      typename V::R d = V::sub(V::sub(V::loadu(L + j), vm), vl);  // log p
       typename V::R p = V::exp(d);
       typename V::R a = V::sub(d, va);
       if (lq) a = V::sub(a, V::loadu(lq + j));
       V::storeu(L + j, V::mul(V::mul(vc, p), a));
     }
     for (; j < n; ++j) {
-      T d = L[j] - lse;
+      T d = (L[j] - m) - ls;
       L[j] = c * std::exp(d) * (d - (lq ? lq[j] : T(0)) - A);
     }
   }
 
-  static void cmax(const T* L, int64_t n, T lse, T* nm) {
+  static void cmax(const T* L, int64_t n, T m, T ls, T* nm) {
     int64_t j = 0;
-    typename V::R vl = V::set1(lse);
+    typename V::R vm = V::set1(m), vl = V::set1(ls);
     for (; j + W <= n; j += W)
-      V::storeu(nm + j, V::max(V::loadu(nm + j), V::sub(V::loadu(L + j), vl)));
+      V::storeu(nm + j, V::max(V::loadu(nm + j), V::sub(V::sub(V::loadu(L + j), vm), vl)));
     for (; j < n; ++j) {
-      T v = L[j] - lse;
+      T v = (L[j] - m) - ls;
       nm[j] = v > nm[j] ? v : nm[j];
     }
   }
 
   // Scalar on purpose: once per template per block, negligible, and needs the -inf guard.
-  static void crescale(T* cm, T* cs, const T* nm, int64_t n) {
+  static void crescale(T* cm, double* cs, const T* nm, int64_t n) {
     for (int64_t j = 0; j < n; ++j) {
       if (nm[j] > cm[j]) {
-        cs[j] = cm[j] == -std::numeric_limits<T>::infinity() ? T(0) : cs[j] * std::exp(cm[j] - nm[j]);
+        cs[j] = cm[j] == -std::numeric_limits<T>::infinity() ? 0.0 : cs[j] * std::exp(double(cm[j]) - double(nm[j]));
         cm[j] = nm[j];
       }
     }
   }
 
-  static void caccum(const T* L, int64_t n, T lse, const T* cm, T* cs) {
+  static void caccum(const T* L, int64_t n, T m, T ls, const T* cm, double* cs) {
     int64_t j = 0;
-    typename V::R vl = V::set1(lse);
+    typename V::R vm = V::set1(m), vl = V::set1(ls);
     for (; j + W <= n; j += W) {
-      typename V::R d = V::sub(V::sub(V::loadu(L + j), vl), V::loadu(cm + j));
-      V::storeu(cs + j, V::add(V::loadu(cs + j), V::exp(d)));
+      typename V::R d = V::sub(V::sub(V::sub(V::loadu(L + j), vm), vl), V::loadu(cm + j));
+      V::add_to_double(cs + j, V::exp(d));
     }
-    for (; j < n; ++j) cs[j] += std::exp(L[j] - lse - cm[j]);
+    for (; j < n; ++j) cs[j] += double(std::exp(((L[j] - m) - ls) - cm[j]));
   }
 };

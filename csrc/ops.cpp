@@ -2,7 +2,11 @@
 // cuda/mi_cuda.cpp (CUDA, only when built with ZOO_WITH_CUDA). Autograd and fake (meta) kernels
 // are registered from Python in zoo/ops.py with torch.library.register_autograd/register_fake.
 #include <Python.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
+
+#include <set>
+#include <mutex>
 
 #include "mi_simd.h"
 
@@ -24,21 +28,38 @@ bool has_cuda() {
 
 std::string cpu_variant() { return simd::variant(); }
 
+// How many distinct threads at::parallel_for used for `items` work items of grain 1. Without
+// -fopenmp on compile and link it silently runs on one thread; tests check this is > 1.
+int64_t parallel_threads_used(int64_t items) {
+  std::mutex mu;
+  std::set<int> ids;
+  at::parallel_for(0, items, 1, [&](int64_t b, int64_t e) {
+    volatile double sink = 0;  // a little work so that one thread cannot take every chunk
+    for (int64_t i = b; i < e; ++i)
+      for (int k = 0; k < 200000; ++k) sink = sink + 1e-9 * k;
+    std::lock_guard<std::mutex> lock(mu);
+    ids.insert(at::get_thread_num());
+  });
+  return int64_t(ids.size());
+}
+
 TORCH_LIBRARY(zoo, m) {
   // Fused MI of paper Eq. 5-6 over maps x (N, K) and templates (M, K).
-  // Returns (mi, lse, row_mi, log_q, grad):
+  // Returns (mi, stats, log_q, grad), L = x T^T, p = softmax_j L:
   //   mi      0-dim  MI = mean_i row_mi_i
-  //   lse     (N)    log sum_j exp(L_ij), L = x T^T
-  //   row_mi  (N)    sum_j p_ij (log p_ij - log_q_j)
+  //   stats   (N, 3) per map: m_i = max_j L_ij, ls_i = log sum_j exp(L_ij - m_i) (so the
+  //                  log-sum-exp is m_i + ls_i; kept apart for precision), row_mi_i =
+  //                  sum_j p_ij (log p_ij - log_q_j)
   //   log_q   (M)    log marginal: -log M (uniform) or log mean_i p_ij (batch)
   //   grad    (N, K) dMI/dx when with_grad, else (0, K): computed while the logits are in cache.
   m.def("mi_forward(Tensor x, Tensor templates, bool batch_marginal, bool with_grad) -> "
-        "(Tensor, Tensor, Tensor, Tensor, Tensor)");
-  // dMI/dx * grad_mi from the forward statistics, recomputing the logits block by block.
-  m.def("mi_backward(Tensor grad_mi, Tensor x, Tensor templates, Tensor lse, Tensor row_mi, "
-        "Tensor log_q) -> Tensor");
+        "(Tensor, Tensor, Tensor, Tensor)");
+  // grad_mi * dMI/dx from the forward statistics, recomputing the logits block by block.
+  m.def("mi_backward(Tensor grad_mi, Tensor x, Tensor templates, Tensor stats, Tensor log_q) "
+        "-> Tensor");
   m.def("has_cuda() -> bool", &has_cuda);
   m.def("cpu_variant() -> str", &cpu_variant);
+  m.def("parallel_threads_used(int items) -> int", &parallel_threads_used);
 }
 
 }  // namespace zoo

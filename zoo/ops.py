@@ -6,10 +6,10 @@ The op library is optional: ``extension_available()`` says whether it loaded, an
 Ops (schemas in csrc/ops.cpp, algorithm in docs/kernels.md):
 
 * ``torch.ops.zoo.mi_forward(x, templates, batch_marginal, with_grad)`` ->
-  ``(mi, lse, row_mi, log_q, grad)``: MI of paper Eq. 5-6 plus the O(N + M) statistics the
-  backward needs; with ``with_grad`` also dMI/dx (N, K), computed while each block's logits are
+  ``(mi, stats, log_q, grad)``: MI of paper Eq. 5-6 plus the O(N + M) statistics the backward
+  needs (stats (N, 3): max logit, log-sum-exp above it, row MI; log_q (M): log marginal); with ``with_grad`` also dMI/dx (N, K), computed while each block's logits are
   still in cache (no recompute), else an empty (0, K) tensor.
-* ``torch.ops.zoo.mi_backward(grad_mi, x, templates, lse, row_mi, log_q)`` -> grad_mi * dMI/dx,
+* ``torch.ops.zoo.mi_backward(grad_mi, x, templates, stats, log_q)`` -> grad_mi * dMI/dx,
   recomputing the logits block by block (used when the forward did not produce the gradient).
 * ``torch.ops.zoo.has_cuda()``: whether the extension was built with its CUDA kernels.
 
@@ -57,31 +57,31 @@ def _register_python_parts() -> None:
     def _mi_forward_fake(x, templates, batch_marginal, with_grad):
         n, k = x.shape
         m = templates.shape[0]
-        return (x.new_empty(()), x.new_empty((n,)), x.new_empty((n,)), x.new_empty((m,)),
+        return (x.new_empty(()), x.new_empty((n, 3)), x.new_empty((m,)),
                 x.new_empty((n, k) if with_grad else (0, k)))
 
     @torch.library.register_fake("zoo::mi_backward")
-    def _mi_backward_fake(grad_mi, x, templates, lse, row_mi, log_q):
+    def _mi_backward_fake(grad_mi, x, templates, stats, log_q):
         return torch.empty_like(x, memory_format=torch.contiguous_format)
 
     def _setup_context(ctx, inputs, output):
         x, templates, _batch, with_grad = inputs
-        _mi, lse, row_mi, log_q, grad = output
+        _mi, stats, log_q, grad = output
         ctx.with_grad = with_grad
         if with_grad:
             ctx.save_for_backward(grad)
         else:
-            ctx.save_for_backward(x, templates, lse, row_mi, log_q)
+            ctx.save_for_backward(x, templates, stats, log_q)
 
-    def _backward(ctx, grad_mi, _g_lse, _g_row, _g_lq, _g_grad):
+    def _backward(ctx, grad_mi, _g_stats, _g_lq, _g_grad):
         # Only MI is differentiable: the statistics and the precomputed gradient are outputs
         # for the backward, their incoming gradients are ignored (documented in the schema).
         if ctx.with_grad:
             (grad,) = ctx.saved_tensors
             gx = grad * grad_mi
         else:
-            x, templates, lse, row_mi, log_q = ctx.saved_tensors
-            gx = torch.ops.zoo.mi_backward(grad_mi, x, templates, lse, row_mi, log_q)
+            x, templates, stats, log_q = ctx.saved_tensors
+            gx = torch.ops.zoo.mi_backward(grad_mi, x, templates, stats, log_q)
         return gx, None, None, None
 
     torch.library.register_autograd("zoo::mi_forward", _backward, setup_context=_setup_context)

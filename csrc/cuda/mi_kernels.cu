@@ -85,7 +85,7 @@ __device__ __forceinline__ void online_merge(T& m, T& s, T& w, T m2, T s2, T w2)
 template <typename T>
 __global__ void row_stats_kernel(const T* __restrict__ x, const T* __restrict__ t, int64_t N,
                                  int64_t M, int64_t K, const T* __restrict__ lq,
-                                 T* __restrict__ lse, T* __restrict__ A) {
+                                 T* __restrict__ stats) {
   __shared__ T xs[TILE][TILE + 1], ts[TILE][TILE + 1];
   __shared__ T sm[TILE][TILE], ss[TILE][TILE], sw[TILE][TILE];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -102,14 +102,15 @@ __global__ void row_stats_kernel(const T* __restrict__ x, const T* __restrict__ 
   if (tx == 0 && r < N) {
     for (int q = 1; q < TILE; ++q) online_merge(m, s, w, sm[ty][q], ss[ty][q], sw[ty][q]);
     const T ls = dlog(s);
-    lse[r] = m + ls;
-    A[r] = w / s - ls;
+    stats[r * 3 + 0] = m;
+    stats[r * 3 + 1] = ls;
+    stats[r * 3 + 2] = w / s - ls;
   }
 }
 
 template <typename T>
 __global__ void col_stats_kernel(const T* __restrict__ x, const T* __restrict__ t, int64_t N,
-                                 int64_t M, int64_t K, const T* __restrict__ lse,
+                                 int64_t M, int64_t K, const T* __restrict__ stats,
                                  T* __restrict__ lq) {
   __shared__ T xs[TILE][TILE + 1], ts[TILE][TILE + 1];
   __shared__ T sm[TILE][TILE], ss[TILE][TILE];
@@ -120,7 +121,7 @@ __global__ void col_stats_kernel(const T* __restrict__ x, const T* __restrict__ 
   for (int64_t r0 = 0; r0 < N; r0 += TILE) {
     const T L = tile_logit(x, t, N, M, K, r0, j0, xs, ts);
     const int64_t r = r0 + ty;
-    if (r < N && j < M) online_add(m, s, w, L - lse[r], T(0));
+    if (r < N && j < M) online_add(m, s, w, (L - stats[r * 3]) - stats[r * 3 + 1], T(0));
   }
   sm[ty][tx] = m; ss[ty][tx] = s;
   __syncthreads();
@@ -135,8 +136,8 @@ __global__ void col_stats_kernel(const T* __restrict__ x, const T* __restrict__ 
 
 template <typename T>
 __global__ void grad_kernel(const T* __restrict__ x, const T* __restrict__ t, int64_t N,
-                            int64_t M, int64_t K, const T* __restrict__ lse,
-                            const T* __restrict__ A, const T* __restrict__ lq,
+                            int64_t M, int64_t K, const T* __restrict__ stats,
+                            const T* __restrict__ lq,
                             const T* __restrict__ gscale, T inv_n, T* __restrict__ dx) {
   __shared__ T xs[TILE][TILE + 1], ts[TILE][TILE + 1];
   __shared__ T gs[TILE][TILE + 1];
@@ -145,8 +146,9 @@ __global__ void grad_kernel(const T* __restrict__ x, const T* __restrict__ t, in
   const int64_t r = r0 + ty;
   const int64_t k0 = int64_t(blockIdx.y) * KCHUNK;
   const T scale = inv_n * (gscale ? *gscale : T(1));
-  const T lse_r = r < N ? lse[r] : T(0);
-  const T A_r = r < N ? A[r] : T(0);
+  const T m_r = r < N ? stats[r * 3] : T(0);
+  const T ls_r = r < N ? stats[r * 3 + 1] : T(0);
+  const T A_r = r < N ? stats[r * 3 + 2] : T(0);
   T acc[KACC];
 #pragma unroll
   for (int q = 0; q < KACC; ++q) acc[q] = T(0);
@@ -155,7 +157,7 @@ __global__ void grad_kernel(const T* __restrict__ x, const T* __restrict__ t, in
     const int64_t j = j0 + tx;
     T g = T(0);
     if (r < N && j < M) {
-      const T lp = L - lse_r;  // log p_ij
+      const T lp = (L - m_r) - ls_r;  // log p_ij
       g = scale * dexp(lp) * (lp - lq[j] - A_r);
     }
     gs[ty][tx] = g;
@@ -185,37 +187,36 @@ __global__ void grad_kernel(const T* __restrict__ x, const T* __restrict__ t, in
 
 template <typename T>
 cudaError_t launch_row_stats(const T* x, const T* t, int64_t N, int64_t M, int64_t K, const T* lq,
-                             T* lse, T* A, cudaStream_t stream) {
+                             T* stats, cudaStream_t stream) {
   const dim3 block(TILE, TILE), grid(unsigned((N + TILE - 1) / TILE));
-  row_stats_kernel<T><<<grid, block, 0, stream>>>(x, t, N, M, K, lq, lse, A);
+  row_stats_kernel<T><<<grid, block, 0, stream>>>(x, t, N, M, K, lq, stats);
   return cudaGetLastError();
 }
 
 template <typename T>
 cudaError_t launch_col_stats(const T* x, const T* t, int64_t N, int64_t M, int64_t K,
-                             const T* lse, T* lq, cudaStream_t stream) {
+                             const T* stats, T* lq, cudaStream_t stream) {
   const dim3 block(TILE, TILE), grid(unsigned((M + TILE - 1) / TILE));
-  col_stats_kernel<T><<<grid, block, 0, stream>>>(x, t, N, M, K, lse, lq);
+  col_stats_kernel<T><<<grid, block, 0, stream>>>(x, t, N, M, K, stats, lq);
   return cudaGetLastError();
 }
 
 template <typename T>
-cudaError_t launch_grad(const T* x, const T* t, int64_t N, int64_t M, int64_t K, const T* lse,
-                        const T* A, const T* lq, const T* gscale, T inv_n, T* dx,
-                        cudaStream_t stream) {
+cudaError_t launch_grad(const T* x, const T* t, int64_t N, int64_t M, int64_t K, const T* stats,
+                        const T* lq, const T* gscale, T inv_n, T* dx, cudaStream_t stream) {
   const dim3 block(TILE, TILE);
   const dim3 grid(unsigned((N + TILE - 1) / TILE), unsigned((K + KCHUNK - 1) / KCHUNK));
-  grad_kernel<T><<<grid, block, 0, stream>>>(x, t, N, M, K, lse, A, lq, gscale, inv_n, dx);
+  grad_kernel<T><<<grid, block, 0, stream>>>(x, t, N, M, K, stats, lq, gscale, inv_n, dx);
   return cudaGetLastError();
 }
 
 #define ZOO_INSTANTIATE(T)                                                                      \
   template cudaError_t launch_row_stats<T>(const T*, const T*, int64_t, int64_t, int64_t,       \
-                                           const T*, T*, T*, cudaStream_t);                     \
+                                           const T*, T*, cudaStream_t);                         \
   template cudaError_t launch_col_stats<T>(const T*, const T*, int64_t, int64_t, int64_t,       \
                                            const T*, T*, cudaStream_t);                         \
   template cudaError_t launch_grad<T>(const T*, const T*, int64_t, int64_t, int64_t, const T*,  \
-                                      const T*, const T*, const T*, T, T*, cudaStream_t);
+                                      const T*, const T*, T, T*, cudaStream_t);
 
 ZOO_INSTANTIATE(float)
 ZOO_INSTANTIATE(double)

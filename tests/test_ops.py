@@ -1,0 +1,389 @@
+"""The fused MI op (csrc/, zoo.ops) against the pure-PyTorch reference, computed in float64.
+
+Tolerances (stated once, used everywhere):
+* float64: |MI - ref| <= 1e-10 |ref| + 1e-13 and max|g - g_ref| <= 1e-10 max|g_ref| + 1e-12 S,
+  S = max|T| / N the natural unit of dMI/dx. The absolute floors only matter where the exact
+  value is 0 (M = 1, or the batch marginal with N = 1) or the gradient vanishes (one-hot p).
+* float32: the op on float32 inputs against the float64 reference on the same (rounded) inputs:
+  |MI - ref| <= 1e-5 |ref| + 2e-6 (nats; the float32 logits alone carry ~1e-6), and for the
+  gradient max|g - g64| <= 1e-5 max|g64| + 2 e32 + 1e-7 S, where e32 is the error of the eager
+  float32 reference on the same inputs: the op must be as accurate as eager float32 (both are
+  limited by the float32 GEMM of logits that reach hundreds).
+"""
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+from zoo import ops
+from zoo import templates as T
+from zoo.ecloss import ECLoss, mutual_information, mutual_information_reference
+
+needs_ext = pytest.mark.skipif(not ops.extension_available(),
+                               reason=f"zoo._C not built: {ops.extension_error()}")
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+MARGINALS = ["uniform", "batch"]
+
+
+def _templates(n, m, tau=1.0, dtype=torch.float64):
+    return T.get_templates(n, m, T.default_radius_for(n), tau, dtype=dtype).reshape(-1, n * n)
+
+
+def _maps(n_maps, n, seed, scale=2.0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n_maps, n * n, generator=g, dtype=torch.float64) * scale).to(dtype)
+
+
+def _value_and_grad(fn, x, t, marginal):
+    x = x.detach().clone().requires_grad_(True)
+    mi = fn(x, t, marginal)
+    (g,) = torch.autograd.grad(mi, x)
+    return mi.detach(), g
+
+
+def _check_f64(x, t, marginal, device="cpu"):
+    x, t = x.to(device), t.to(device)
+    mi, g = _value_and_grad(ops.fused_mutual_information, x, t, marginal)
+    mi_r, g_r = _value_and_grad(mutual_information_reference, x.cpu(), t.cpu(), marginal)
+    mi, g = mi.cpu(), g.cpu()
+    s = t.abs().max().item() / x.shape[0]
+    assert abs(mi.item() - mi_r.item()) <= 1e-10 * abs(mi_r.item()) + 1e-13, (mi.item(), mi_r.item())
+    err = (g - g_r).abs().max().item()
+    assert err <= 1e-10 * g_r.abs().max().item() + 1e-12 * s, (err, g_r.abs().max().item(), s)
+
+
+def _check_f32(x64, t64, marginal, device="cpu"):
+    x32, t32 = x64.float(), t64.float()
+    mi, g = _value_and_grad(ops.fused_mutual_information, x32.to(device), t32.to(device), marginal)
+    mi, g = mi.cpu(), g.cpu()
+    assert mi.dtype == torch.float32 and g.dtype == torch.float32
+    mi_t, g_t = _value_and_grad(mutual_information_reference, x32.double(), t32.double(), marginal)
+    _, g_e = _value_and_grad(mutual_information_reference, x32, t32, marginal)
+    s = t64.abs().max().item() / x64.shape[0]
+    assert abs(mi.item() - mi_t.item()) <= 1e-5 * abs(mi_t.item()) + 2e-6, (mi.item(), mi_t.item())
+    e32 = (g_e.double() - g_t).abs().max().item()
+    err = (g.double() - g_t).abs().max().item()
+    assert err <= 1e-5 * g_t.abs().max().item() + 2 * e32 + 1e-7 * s, (err, e32, s)
+
+
+GRID = [(n, m, n_maps) for n in (7, 14, 28) for m in (1, 2, 400) for n_maps in (1, 3, 1000)]
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+@pytest.mark.parametrize("n,m,n_maps", GRID)
+def test_parity_float64_and_float32(n, m, n_maps, marginal):
+    # tau 0.3 keeps the posteriors between uniform and one-hot, so the MI is well conditioned.
+    t = _templates(n, m, tau=0.3)
+    x = _maps(n_maps, n, seed=n * 10007 + m * 101 + n_maps)
+    _check_f64(x, t, marginal)
+    _check_f32(x, t, marginal)
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+@pytest.mark.parametrize("n_maps", [1, 3, 16])
+def test_parity_full_template_set(n_maps, marginal):
+    t = _templates(14, "full", tau=0.3)
+    assert t.shape[0] == 19307
+    x = _maps(n_maps, 14, seed=n_maps)
+    _check_f64(x, t, marginal)
+    _check_f32(x, t, marginal)
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+@pytest.mark.parametrize("tau", [1e-3, 1.0])
+def test_parity_paper_scale(tau, marginal):
+    # The paper's tau = 1e-3 on post-ReLU maps of scale ~1: MI ~ 1e-4, near the uniform limit.
+    t = _templates(14, 400, tau=tau)
+    x = torch.relu(torch.randn(64, 196, generator=torch.Generator().manual_seed(3),
+                               dtype=torch.float64))
+    _check_f64(x, t, marginal)
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_no_overflow_with_large_activations(marginal, dtype):
+    # tau = 10 and activations ~100: logits up to ~1e5; exp of them would overflow float64 too.
+    t = _templates(14, 400, tau=10.0)
+    x = _maps(50, 14, seed=11, scale=200.0)
+    mi, g = _value_and_grad(ops.fused_mutual_information, x.to(dtype), t.to(dtype), marginal)
+    assert torch.isfinite(mi) and torch.isfinite(g).all()
+    mi_t, g_t = _value_and_grad(mutual_information_reference, x.to(dtype).double(),
+                                t.to(dtype).double(), marginal)
+    assert mi.item() > 0.5 * math.log(400) if marginal == "uniform" else mi.item() > 0
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert abs(mi.item() - mi_t.item()) <= tol * abs(mi_t.item()) + 2e-6
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+def test_gradcheck_float64(marginal):
+    t = _templates(7, 20, tau=0.5)
+    x = _maps(6, 7, seed=5).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: ops.fused_mutual_information(v, t, marginal), (x,),
+                                    eps=1e-6, atol=1e-9, rtol=1e-6)
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+@pytest.mark.parametrize("with_grad", [True, False])
+def test_opcheck(marginal, with_grad):
+    t = _templates(7, 30, tau=0.5)
+    x = _maps(5, 7, seed=2).requires_grad_(True)
+    torch.library.opcheck(torch.ops.zoo.mi_forward.default, (x, t, marginal == "batch", with_grad))
+    mi, stats, log_q, _ = torch.ops.zoo.mi_forward(x.detach(), t, marginal == "batch", False)
+    torch.library.opcheck(torch.ops.zoo.mi_backward.default,
+                          (torch.tensor(0.7, dtype=torch.float64), x.detach(), t, stats, log_q))
+
+
+@needs_ext
+@pytest.mark.parametrize("marginal", MARGINALS)
+def test_backward_op_equals_gradient_computed_in_forward(marginal):
+    # Two gradient paths: the forward's fused gradient (with_grad) and the recomputing backward
+    # op; and the recompute path of autograd when the forward was called without with_grad.
+    t = _templates(14, 400, tau=0.3)
+    x = _maps(40, 14, seed=9)
+    b = marginal == "batch"
+    mi, stats, log_q, grad = torch.ops.zoo.mi_forward(x, t, b, True)
+    gb = torch.ops.zoo.mi_backward(torch.tensor(2.0, dtype=torch.float64), x, t, stats, log_q)
+    torch.testing.assert_close(gb, 2.0 * grad, rtol=1e-12, atol=1e-18)
+    xr = x.clone().requires_grad_(True)
+    torch.ops.zoo.mi_forward(xr, t, b, False)[0].backward()
+    _, g_ref = _value_and_grad(mutual_information_reference, x, t, marginal)
+    torch.testing.assert_close(xr.grad, g_ref, rtol=1e-10, atol=1e-16)
+    assert stats.shape == (40, 3) and log_q.shape == (400,)
+    # The statistics mean what the schema says.
+    logits = x @ t.t()
+    torch.testing.assert_close(stats[:, 0] + stats[:, 1], torch.logsumexp(logits, 1), rtol=1e-12, atol=0)
+    if b:
+        lp = torch.log_softmax(logits, 1)
+        torch.testing.assert_close(log_q, torch.logsumexp(lp, 0) - math.log(40), rtol=1e-12, atol=1e-12)
+    else:
+        assert torch.allclose(log_q, torch.full_like(log_q, -math.log(400)))
+    assert abs(stats[:, 2].mean().item() - mi.item()) < 1e-14
+
+
+@needs_ext
+def test_non_contiguous_and_4d_inputs_give_the_same_result():
+    t = _templates(14, 400, tau=0.3)
+    x = _maps(64, 14, seed=4)
+    base, g_base = _value_and_grad(ops.fused_mutual_information, x, t, "uniform")
+    wide = torch.zeros(64, 2 * 196, dtype=torch.float64)
+    wide[:, ::2] = x
+    xs = wide[:, ::2]                                    # strided view
+    assert not xs.is_contiguous()
+    got, g_got = _value_and_grad(ops.fused_mutual_information, xs, t.t().contiguous().t(), "uniform")
+    assert got.item() == base.item()
+    torch.testing.assert_close(g_got, g_base, rtol=0, atol=0)
+    x4 = x.reshape(4, 16, 14, 14)
+    assert ops.fused_mutual_information(x4, t.reshape(-1, 14, 14)).item() == base.item()
+    xt = x.t().contiguous().t()                          # column-major
+    assert ops.fused_mutual_information(xt, t).item() == base.item()
+
+
+@needs_ext
+def test_bad_inputs_raise_clear_errors():
+    t = _templates(7, 10)
+    x = _maps(4, 7, seed=0)
+    with pytest.raises(ValueError, match="positions"):
+        ops.fused_mutual_information(torch.zeros(2, 3, 8, 8, dtype=torch.float64), t)
+    with pytest.raises(ValueError, match=r"\(N, 49\)"):
+        ops.fused_mutual_information(torch.zeros(4, 50, dtype=torch.float64), t)
+    with pytest.raises(ValueError, match="empty batch"):
+        ops.fused_mutual_information(torch.zeros(0, 49, dtype=torch.float64), t)
+    with pytest.raises(TypeError, match="dtype mismatch"):
+        ops.fused_mutual_information(x.float(), t)
+    with pytest.raises(TypeError, match="float32 and float64"):
+        ops.fused_mutual_information(x.half(), t.half())
+    with pytest.raises(ValueError, match="marginal"):
+        ops.fused_mutual_information(x, t, "prior")
+    with pytest.raises(ValueError, match="device mismatch"):
+        ops.fused_mutual_information(x.to("meta"), t)
+    with pytest.raises(NotImplementedError, match="templates"):
+        ops.fused_mutual_information(x, t.clone().requires_grad_(True))
+    # The C++ op checks too, for callers that bypass the Python wrapper.
+    with pytest.raises(RuntimeError, match="positions"):
+        torch.ops.zoo.mi_forward(x, torch.zeros(3, 48, dtype=torch.float64), False, False)
+    with pytest.raises(RuntimeError, match="empty batch"):
+        torch.ops.zoo.mi_forward(x[:0], t, False, False)
+    with pytest.raises(RuntimeError, match="dtype mismatch"):
+        torch.ops.zoo.mi_forward(x.float(), t, False, False)
+    with pytest.raises(RuntimeError, match="float32 and float64"):
+        torch.ops.zoo.mi_forward(x.to(torch.bfloat16), t.to(torch.bfloat16), False, False)
+
+
+@needs_ext
+def test_ecloss_dispatches_to_the_extension():
+    t = _templates(14, 400, tau=0.3)
+    x = _maps(8, 14, seed=1).reshape(2, 4, 14, 14)
+    for marginal in MARGINALS:
+        ext = mutual_information(x, t, marginal, impl="extension")
+        ref = mutual_information(x, t, marginal, impl="reference")
+        assert abs(ext.item() - ref.item()) <= 1e-10 * abs(ref.item())
+    loss = ECLoss(14, 400, tau=0.3, impl="extension")
+    assert torch.isfinite(loss(x.float()))
+
+
+@needs_ext
+def test_parallel_for_uses_several_threads_and_results_do_not_depend_on_them():
+    # -fopenmp on compile and link (setup.py): at::parallel_for really runs on > 1 thread.
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert torch.ops.zoo.parallel_threads_used(8) == 2
+        t = _templates(14, 400, tau=0.3)
+        x = _maps(500, 14, seed=8)
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for marginal in MARGINALS:
+                results.append(_value_and_grad(ops.fused_mutual_information, x, t, marginal))
+        for (a, ga), (b, gb) in zip(results[:2], results[2:]):
+            assert abs(a.item() - b.item()) <= 1e-13 * abs(a.item())
+            # Block sizes follow the thread count, so only the GEMM rounding may differ.
+            torch.testing.assert_close(ga, gb, rtol=0, atol=1e-12 * 0.3 / 500)
+    finally:
+        torch.set_num_threads(old)
+
+
+@needs_ext
+def test_torch_compile_traces_the_op():
+    t = _templates(7, 30, tau=0.5)
+    x = _maps(12, 7, seed=6)
+
+    def f(v):
+        return -ops.fused_mutual_information(v, t, "batch") * 2.0
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    xa = x.clone().requires_grad_(True)
+    xb = x.clone().requires_grad_(True)
+    ya, yb = f(xa), compiled(xb)
+    ya.backward()
+    yb.backward()
+    assert abs(ya.item() - yb.item()) < 1e-14
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-12, atol=0)
+
+
+def test_zoo_works_without_the_extension(monkeypatch):
+    # Simulate an install without zoo._C: ecloss falls back to the reference with one warning.
+    import zoo.ecloss as ecloss
+    monkeypatch.setattr(ops, "_loaded", False)
+    monkeypatch.setattr(ops, "_error", "ImportError: simulated")
+    monkeypatch.setattr(ecloss, "_warned_fallback", False)
+    t = _templates(7, 10)
+    x = _maps(4, 7, seed=0)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        v = mutual_information(x, t)
+    assert v.item() == mutual_information_reference(x, t).item()
+    with pytest.raises(RuntimeError, match="not available"):
+        mutual_information(x, t, impl="extension")
+    with pytest.raises(RuntimeError, match="not available"):
+        ops.fused_mutual_information(x, t)
+    assert not ops.has_cuda()
+
+
+def _nvcc_found():
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    return shutil.which("nvcc") is not None or os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+
+
+@pytest.mark.skipif(os.environ.get("ZOO_NO_CUDA") == "1" or os.environ.get("ZOO_NO_EXTENSION") == "1",
+                    reason="CUDA part deliberately not built (ZOO_NO_CUDA / ZOO_NO_EXTENSION)")
+@pytest.mark.skipif(torch.version.cuda is None or not _nvcc_found(),
+                    reason="CPU-only torch or no nvcc: the CUDA kernels are not built")
+def test_extension_was_built_with_cuda_when_nvcc_is_present():
+    assert ops.extension_available(), ops.extension_error()
+    assert ops.has_cuda(), "zoo._C was built without its CUDA kernels although nvcc is present"
+    assert torch.ops.zoo.has_cuda()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ to build the emulation")
+def test_cuda_kernels_emulated_on_cpu(tmp_path):
+    # The CUDA kernel source (csrc/cuda/mi_kernels.cu, unchanged but for the <<<>>> launch
+    # syntax) run on the CPU with one std::thread per CUDA thread and a barrier for
+    # __syncthreads (csrc/cuda/emulation/): checks the tiling, the online log-sum-exp, the
+    # partial tiles and the two K chunks at n = 32 where no GPU is available. Not a check of
+    # nvcc's code generation: the GPU tests below do that when a device is present.
+    import ctypes
+    import importlib.util
+    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "csrc", "cuda", "emulation", "emulate.py")
+    spec = importlib.util.spec_from_file_location("zoo_cuda_emulate", here)
+    emulate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(emulate)
+    lib = ctypes.CDLL(emulate.build(str(tmp_path)))
+
+    def ptr(v):
+        return ctypes.c_void_p(v.data_ptr()) if v is not None else None
+
+    for n, m, n_maps in [(7, 1, 3), (7, 37, 19), (32, 21, 18)]:
+        t = _templates(n, m, tau=0.5).contiguous()
+        x = _maps(n_maps, n, seed=n + m)
+        k = n * n
+        for marginal in MARGINALS:
+            stats = torch.empty(n_maps, 3, dtype=torch.float64)
+            lq = torch.full((m,), -math.log(m), dtype=torch.float64)
+            if marginal == "batch":
+                assert lib.emu_row_stats(ptr(x), ptr(t), n_maps, m, k, None, ptr(stats)) == 0
+                assert lib.emu_col_stats(ptr(x), ptr(t), n_maps, m, k, ptr(stats), ptr(lq)) == 0
+            assert lib.emu_row_stats(ptr(x), ptr(t), n_maps, m, k, ptr(lq), ptr(stats)) == 0
+            dx = torch.empty(n_maps, k, dtype=torch.float64)
+            g = torch.tensor([0.5], dtype=torch.float64)
+            assert lib.emu_grad(ptr(x), ptr(t), n_maps, m, k, ptr(stats), ptr(lq), ptr(g),
+                                ctypes.c_double(1.0 / n_maps), ptr(dx)) == 0
+            mi_r, g_r = _value_and_grad(mutual_information_reference, x, t, marginal)
+            mi = stats[:, 2].mean().item()
+            assert abs(mi - mi_r.item()) <= 1e-10 * abs(mi_r.item()) + 1e-13
+            s = t.abs().max().item() / n_maps
+            err = (dx - 0.5 * g_r).abs().max().item()
+            assert err <= 1e-10 * g_r.abs().max().item() + 1e-12 * s
+
+
+# ---------------------------------------------------------------- GPU (skip without CUDA)
+
+@needs_ext
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("marginal", MARGINALS)
+@pytest.mark.parametrize("n,m,n_maps", [(7, 1, 3), (7, 2, 1), (14, 400, 1000), (28, 400, 3),
+                                        (14, 19307, 5), (14, 400, 17)])
+def test_gpu_parity(n, m, n_maps, marginal):
+    t = _templates(14, "full", tau=0.3) if m == 19307 else _templates(n, m, tau=0.3)
+    x = _maps(n_maps, n, seed=n + m + n_maps)
+    _check_f64(x, t, marginal, device="cuda")
+    _check_f32(x, t, marginal, device="cuda")
+
+
+@needs_ext
+@needs_gpu
+@pytest.mark.cuda
+@pytest.mark.parametrize("marginal", MARGINALS)
+def test_gpu_gradcheck_and_backward_op(marginal):
+    t = _templates(7, 20, tau=0.5).cuda()
+    x = _maps(6, 7, seed=5).cuda().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda v: ops.fused_mutual_information(v, t, marginal), (x,),
+                                    eps=1e-6, atol=1e-9, rtol=1e-6)
+    b = marginal == "batch"
+    mi, stats, log_q, grad = torch.ops.zoo.mi_forward(x.detach(), t, b, True)
+    gb = torch.ops.zoo.mi_backward(torch.tensor(3.0, dtype=torch.float64, device="cuda"),
+                                   x.detach(), t, stats, log_q)
+    torch.testing.assert_close(gb, 3.0 * grad, rtol=1e-12, atol=1e-18)
+    torch.library.opcheck(torch.ops.zoo.mi_forward.default, (x, t, b, True))
+
+
+@needs_ext
+@needs_gpu
+@pytest.mark.cuda
+def test_gpu_no_overflow_and_large_k():
+    # n = 32: K = 1024 > the 512 dx columns of one gradient block (two K chunks).
+    for n, tau, scale in ((14, 10.0, 200.0), (32, 0.3, 2.0)):
+        t = _templates(n, 64, tau=tau)
+        x = _maps(40, n, seed=n, scale=scale)
+        for marginal in MARGINALS:
+            _check_f64(x, t, marginal, device="cuda")
