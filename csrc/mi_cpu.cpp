@@ -1,8 +1,8 @@
 // CPU kernel of the fused MI op (see docs/kernels.md).
 //
 // Maps are processed in blocks of R rows; for each block the logits against a tile of Mt
-// templates live in a per-thread buffer (R x Mt, about 2 MiB) that stays in cache, never an
-// N x M matrix. When all M templates fit one tile (every M up to ~65k in float32 at R = 8), the
+// templates live in a per-thread buffer (R x Mt, 2-16 MiB, see buffer_bytes), never an N x M
+// matrix. When all M templates fit one tile (M up to ~500k in float32 at R = 8), the
 // block's logits are computed once and reused for the row statistics, the batch-marginal column
 // statistics and the gradient; otherwise the row statistics use an online (running max)
 // log-sum-exp over the tiles and the later phases recompute the tile logits.
@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <vector>
@@ -24,7 +25,21 @@
 namespace zoo {
 namespace {
 
-constexpr int64_t kBufferBytes = int64_t(2) << 20;  // per-thread logit buffer
+// Per-thread logit buffer: 32 MiB shared by the threads, 2..16 MiB each. Large blocks matter
+// for the second product G_b T (inner dimension M): with 27-row blocks (2 MiB at M = 19,307)
+// BLAS ran it at ~half speed, with 217-row blocks (16 MiB) at full speed. The buffers are the
+// op's only extra memory besides O(N + M) statistics and the (N, K) gradient.
+// ZOO_MI_BUFFER_BYTES overrides the per-thread size (tests of the tiled path; tuning).
+int64_t buffer_bytes(int64_t threads) {
+  static const int64_t forced = [] {
+    const char* e = std::getenv("ZOO_MI_BUFFER_BYTES");
+    const long long v = e ? std::atoll(e) : 0;
+    return v > 4096 ? int64_t(v) : int64_t(0);
+  }();
+  if (forced) return forced;
+  const int64_t mib = int64_t(1) << 20;
+  return std::min(16 * mib, std::max(2 * mib, 32 * mib / std::max<int64_t>(1, threads)));
+}
 constexpr int64_t kMaxRows = 256;
 constexpr int64_t kMinRows = 8;
 
@@ -35,8 +50,9 @@ struct Plan {
 
 Plan make_plan(int64_t N, int64_t M, int64_t elem, int64_t threads) {
   Plan p;
-  p.tile_m = std::min<int64_t>(M, std::max<int64_t>(64, kBufferBytes / (kMinRows * elem)));
-  p.rows = std::max<int64_t>(1, std::min<int64_t>(kMaxRows, kBufferBytes / (p.tile_m * elem)));
+  const int64_t budget = buffer_bytes(threads);
+  p.tile_m = std::min<int64_t>(M, std::max<int64_t>(64, budget / (kMinRows * elem)));
+  p.rows = std::max<int64_t>(1, std::min<int64_t>(kMaxRows, budget / (p.tile_m * elem)));
   // Give every thread several blocks (load balance) but never less than kMinRows per block
   // unless N itself is small.
   int64_t per_thread = (N + 4 * threads - 1) / (4 * threads);

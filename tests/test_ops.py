@@ -170,6 +170,41 @@ def test_backward_op_equals_gradient_computed_in_forward(marginal):
 
 
 @needs_ext
+def test_tiled_path_with_online_logsumexp_over_template_tiles():
+    # With the default buffers every M of the paper fits one tile; a tiny buffer (read once per
+    # process, hence the subprocess) forces tiles of 64-128 templates, the online (running max)
+    # log-sum-exp across them and the recomputing phases for the column statistics and dx.
+    import subprocess
+    import sys
+    code = '''
+import torch
+from zoo import ops, templates as T
+from zoo.ecloss import mutual_information_reference as ref
+assert ops.extension_available()
+for dtype in (torch.float64, torch.float32):
+    t = T.get_templates(14, 700, 4.0, 0.3, dtype=torch.float64).reshape(700, -1)
+    x = torch.rand(37, 196, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
+    for marginal in ("uniform", "batch"):
+        a = x.to(dtype).clone().requires_grad_(True)
+        v = ops.fused_mutual_information(a, t.to(dtype), marginal); v.backward()
+        b = x.to(dtype).double().clone().requires_grad_(True)
+        w = ref(b, t.to(dtype).double(), marginal); w.backward()
+        rt = 1e-10 if dtype == torch.float64 else 1e-5
+        assert abs(v.item() - w.item()) <= rt * abs(w.item()), (v.item(), w.item())
+        err = (a.grad.double() - b.grad).abs().max().item()
+        assert err <= rt * 10 * b.grad.abs().max().item(), (err, b.grad.abs().max().item())
+        s, lq = torch.ops.zoo.mi_forward(x.to(dtype), t.to(dtype), marginal == "batch", False)[1:3]
+        g = torch.ops.zoo.mi_backward(torch.tensor(1.0, dtype=dtype), x.to(dtype), t.to(dtype), s, lq)
+        assert (g.double() - b.grad).abs().max().item() <= rt * 10 * b.grad.abs().max().item()
+print("ok")
+'''
+    env = dict(os.environ, ZOO_MI_BUFFER_BYTES="8192")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+@needs_ext
 def test_non_contiguous_and_4d_inputs_give_the_same_result():
     t = _templates(14, 400, tau=0.3)
     x = _maps(64, 14, seed=4)
