@@ -131,6 +131,15 @@ def test_gradcheck_float64(marginal):
 
 
 @needs_ext
+def test_double_backward_fails_loudly_instead_of_returning_zeros():
+    t = _templates(7, 20, tau=0.5)
+    x = _maps(5, 7, seed=1).requires_grad_(True)
+    (g,) = torch.autograd.grad(ops.fused_mutual_information(x, t), x, create_graph=True)
+    with pytest.raises(RuntimeError):
+        torch.autograd.grad(g.sum(), x)
+
+
+@needs_ext
 @pytest.mark.parametrize("marginal", MARGINALS)
 @pytest.mark.parametrize("with_grad", [True, False])
 def test_opcheck(marginal, with_grad):

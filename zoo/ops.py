@@ -73,6 +73,9 @@ def _register_python_parts() -> None:
         else:
             ctx.save_for_backward(x, templates, stats, log_q)
 
+    # The backward is not itself differentiable (the saved gradient is a constant to autograd):
+    # once_differentiable makes a double backward fail loudly instead of returning zeros.
+    @torch.autograd.function.once_differentiable
     def _backward(ctx, grad_mi, _g_stats, _g_lq, _g_grad):
         # Only MI is differentiable: the statistics and the precomputed gradient are outputs
         # for the backward, their incoming gradients are ignored (documented in the schema).
