@@ -1,9 +1,12 @@
-// Portable (scalar) variant of the row kernels and the runtime dispatch to the AVX2 variant
-// (mi_simd_avx2.cpp) when the CPU has AVX2 and FMA.
+// Portable (scalar) variant of the row kernels and the runtime dispatch to the AVX-512
+// (mi_simd_avx512.cpp) or AVX2 (mi_simd_avx2.cpp) variant when the CPU has them.
+// ZOO_SIMD=avx2|scalar caps the choice (tests compare the variants against each other).
 #include "mi_simd.h"
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
 namespace zoo {
@@ -20,9 +23,27 @@ void col_max(const double*, int64_t, double, double, double*);
 void col_accum(const float*, int64_t, float, float, const float*, double*);
 void col_accum(const double*, int64_t, double, double, const double*, double*);
 }  // namespace avx2
-static const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+namespace avx512 {
+void row_tile_stats(const float*, const float*, int64_t, float*, double*, double*);
+void row_tile_stats(const double*, const double*, int64_t, double*, double*, double*);
+void row_grad(float*, const float*, int64_t, float, float, float, float);
+void row_grad(double*, const double*, int64_t, double, double, double, double);
+void col_max(const float*, int64_t, float, float, float*);
+void col_max(const double*, int64_t, double, double, double*);
+void col_accum(const float*, int64_t, float, float, const float*, double*);
+void col_accum(const double*, int64_t, double, double, const double*, double*);
+}  // namespace avx512
+static const char* const kCap = std::getenv("ZOO_SIMD");
+static const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          !(kCap && std::strcmp(kCap, "scalar") == 0);
+static const bool kAvx512 = kAvx2 && __builtin_cpu_supports("avx512f") &&
+                            !(kCap && std::strcmp(kCap, "avx2") == 0);
 #define ZOO_DISPATCH(call) \
   do {                     \
+    if (kAvx512) {         \
+      avx512::call;        \
+      return;              \
+    }                      \
     if (kAvx2) {           \
       avx2::call;          \
       return;              \
@@ -30,6 +51,7 @@ static const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_suppor
   } while (0)
 #else
 static const bool kAvx2 = false;
+static const bool kAvx512 = false;
 #define ZOO_DISPATCH(call) \
   do {                     \
   } while (0)
@@ -85,7 +107,7 @@ struct V1 {  // one lane: the generic code degenerates to plain loops
 ZOO_DEFINE(float)
 ZOO_DEFINE(double)
 
-const char* variant() { return kAvx2 ? "avx2" : "scalar"; }
+const char* variant() { return kAvx512 ? "avx512" : kAvx2 ? "avx2" : "scalar"; }
 
 }  // namespace simd
 }  // namespace zoo

@@ -33,7 +33,7 @@ void col_rescale(double* cm, double* cs, const double* nm, int64_t n);
 void col_accum(const float* L, int64_t n, float m, float ls, const float* cm, double* cs);
 void col_accum(const double* L, int64_t n, double m, double ls, const double* cm, double* cs);
 
-// Which variant the dispatcher picked ("avx2" or "scalar"), for tests and benchmarks.
+// Which variant the dispatcher picked ("avx512", "avx2" or "scalar"), for tests and benchmarks.
 const char* variant();
 
 }  // namespace simd
