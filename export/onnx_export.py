@@ -1,0 +1,391 @@
+"""Torch side of the export: zoo model -> embedding.onnx, featuremap.onnx, model.ts (+ checks).
+
+    export_model("vgg19-ecloss", "out/")        # what `python -m export` calls
+
+embedding.onnx   images (B,3,S,S) float32, preprocessed as the metadata says -> "embeddings"
+                 (B,D), L2-normalised.
+                 With flip=True (default) the embedding is normalise(f(x) + f(mirror x)), exactly
+                 zoo.metrics.verification.embed(flip=True), the protocol the stored verification
+                 threshold was chosen with; a threshold is only meaningful with that protocol.
+featuremap.onnx  images -> "feature_maps" (B,C,n,n): the ECLoss target layer (post-ReLU),
+                 "masks" (B,C,S,S) bool: the top-10% regions of the maps bilinearly upsampled to
+                 the input size (paper Eq. 8-9, as zoo.metrics.explainability.top10_activation),
+                 and "heatmaps" (B,C,S,S): the upsampled maps inside the masks, 0 elsewhere.
+model.ts         TorchScript (traced) of the same embedding model as embedding.onnx.
+
+Every file is written under a temporary name, checked (onnx.checker full check, parity against
+PyTorch at batch 1 and 5 on onnxruntime's CPU provider) and only then renamed into place: a
+failed export leaves no file that looks valid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import (EMBEDDING_FILE, EMBEDDING_OUTPUT, FEATURE_OUTPUT, FEATUREMAP_FILE,
+                      FORMAT_VERSION, HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, PARTS_FILE,
+                      TOP_FRACTION, TORCHSCRIPT_FILE, json_list, read_parts_file, top_k_pixels)
+
+__all__ = ["ExportError", "ExportResult", "EmbeddingModel", "FeatureMapModel", "export_model",
+           "build_metadata", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "PARITY_BATCHES"]
+
+DEFAULT_OPSET = 17
+DEFAULT_TOLERANCE = 1e-4
+PARITY_BATCHES = (1, 5)
+_TRACE_BATCH = 2  # traced at a batch size the parity check does not use: proves the dynamic axis
+
+
+class ExportError(RuntimeError):
+    """The export produced a model that fails a check (parity, ONNX checker)."""
+
+
+class EmbeddingModel(nn.Module):
+    """images -> L2-normalised embeddings; flip=True adds the mirror image's embedding first."""
+
+    def __init__(self, net: nn.Module, flip: bool = True):
+        super().__init__()
+        self.net = net
+        self.flip = bool(flip)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.flip:
+            # One pass over [x; mirror x] instead of two graphs: same maths, one batch.
+            e = self.net(torch.cat([images, torch.flip(images, dims=[3])], 0))
+            e = e.reshape(2, -1, e.shape[-1]).sum(0)
+        else:
+            e = self.net(images)
+        return F.normalize(e, p=2.0, dim=1)
+
+
+class FeatureMapModel(nn.Module):
+    """images -> target maps (B,C,n,n), top-fraction heatmaps (B,C,S,S) and their masks.
+
+    The masks are zoo.metrics.explainability.top10_activation (paper Eq. 8-9) for a batch:
+    bilinear upsampling (align_corners=False) to the input size, then per channel the pixels at
+    or above the k-th largest value, k = round(10% of S*S); a constant map keeps nothing.
+    heatmaps = the upsampled map where the mask is on, 0 elsewhere."""
+
+    def __init__(self, net: nn.Module, fraction: float = TOP_FRACTION):
+        super().__init__()
+        self.net = net
+        self.size = int(net.input_size)
+        self.k = top_k_pixels(self.size, fraction)
+
+    def forward(self, images: torch.Tensor):
+        fmap = self.net.forward_features(images)
+        up = F.interpolate(fmap, size=(self.size, self.size), mode="bilinear",
+                           align_corners=False)
+        flat = up.flatten(2)
+        thr = flat.topk(self.k, dim=2).values[..., -1:]
+        constant = flat.amax(2, keepdim=True) == flat.amin(2, keepdim=True)
+        keep = (flat >= thr) & ~constant
+        heat = torch.where(keep, flat, torch.zeros_like(flat)).reshape(up.shape)
+        return fmap, heat, keep.reshape(up.shape)
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: Dict[str, Path]
+    parity: List[Dict[str, Any]] = field(default_factory=list)
+    metadata: Dict[str, str] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# metadata
+# ----------------------------------------------------------------------------------------------
+
+def _pick_threshold(metrics: Dict[str, Any], key: Optional[str]):
+    """(threshold, source) from the evaluation reports; the first val set unless ``key``."""
+    reports = {k: v for k, v in (metrics or {}).items()
+               if isinstance(v, dict) and isinstance(v.get("threshold"), (int, float))}
+    if key is not None:
+        if key not in reports:
+            raise ValueError(f"no verification threshold for val set {key!r} in the model's "
+                             f"metrics (have: {sorted(reports) or 'none'})")
+        return float(reports[key]["threshold"]), key
+    for k, rep in reports.items():
+        return float(rep["threshold"]), k
+    return None, None
+
+
+def _summary_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    keep = ("accuracy", "std", "auc", "threshold", "tar_at_far_1e-2", "tar_at_far_1e-3",
+            "num_pairs")
+    return {k: {m: v[m] for m in keep if m in v} for k, v in (metrics or {}).items()
+            if isinstance(v, dict)}
+
+
+def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str, Any]],
+                   threshold_key: Optional[str] = None) -> Dict[str, str]:
+    """ONNX metadata_props (str -> str) from a zoo config; JSON for structured values."""
+    size = int(cfg["arch"]["input_size"])
+    threshold, source = _pick_threshold(cfg.get("metrics") or {}, threshold_key)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model_name": str(cfg["name"]),
+        "zoo_version": str(cfg.get("zoo_version")),
+        "input_name": INPUT_NAME,
+        "input_size": str(size),
+        "input_layout": "NCHW",
+        "channel_order": str(cfg.get("channel_order", "RGB")),
+        "mean": json_list(cfg["mean"]),
+        "std": json_list(cfg["std"]),
+        "pixel_scale": "1/255",
+        "preprocessing": (f"convert to {cfg.get('channel_order', 'RGB')} (grey replicated, alpha "
+                          f"dropped); bilinear resize (Pillow) to {size}x{size}, aspect ratio not "
+                          "kept; x/255; (x - mean) / std per channel; float32 NCHW"),
+        "flip_tta": "true" if flip else "false",
+        "embedding_dim": str(int(cfg["arch"]["embedding_dim"])),
+        "loss": str(cfg.get("loss")),
+        "head": str(cfg.get("head")),
+        "arch": json.dumps(cfg["arch"]),
+        "ecloss": json.dumps(cfg.get("ecloss") or {}),
+        "metrics": json.dumps(_summary_metrics(cfg.get("metrics") or {})),
+        "target_layer": str(cfg.get("target_layer")),
+        "feature_size": str(int(cfg["feature_size"])),
+        "feature_channels": str(int(cfg["feature_channels"])),
+        "top_fraction": repr(TOP_FRACTION),
+    }
+    if threshold is not None:
+        meta["threshold"] = repr(threshold)
+        meta["threshold_source"] = (f"metrics.{source}.threshold: mean of the 10-fold "
+                                    "thresholds on cosine similarity"
+                                    + (" of flip-TTA embeddings" if flip else ""))
+    if parts is not None:
+        meta["channel_parts"] = json.dumps(parts)
+    return meta
+
+
+def _find_parts(name_or_path: Union[str, os.PathLike], cfg: Dict[str, Any]) -> Optional[Path]:
+    """channel_parts.json beside the model's weights (a folder, a file, or ZOO_HOME/<name>)."""
+    from zoo.registry import zoo_home
+    p = Path(os.fspath(name_or_path)).expanduser()
+    candidates = []
+    if p.is_dir():
+        candidates.append(p / PARTS_FILE)
+    elif p.is_file():
+        candidates.append(p.parent / PARTS_FILE)
+    else:
+        candidates.append(zoo_home() / str(name_or_path) / PARTS_FILE)
+    for c in candidates:
+        if c.is_file():
+            return c
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# checks
+# ----------------------------------------------------------------------------------------------
+
+def _parity_inputs(batch: int, size: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(1234 + batch)
+    # Preprocessed images lie in [-1, 1] for mean = std = 0.5.
+    return torch.rand(batch, 3, size, size, generator=g) * 2 - 1
+
+
+def _ort_session(path: Path):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def _mask_error(fmap: np.ndarray, got_heat: np.ndarray, got_mask: np.ndarray, size: int,
+                tol: float) -> Dict[str, float]:
+    """Heatmaps/masks against the evaluation's own top10_activation on the reference maps.
+
+    Masks are thresholded, so a pixel equal to its channel's threshold to within float rounding
+    may be kept by one backend and not the other: such flips are allowed only for pixels within
+    ``tol`` of the threshold; everywhere else masks must agree and heatmap values match."""
+    from zoo.metrics.explainability import top10_activation, upsample_maps
+    ref_up = np.stack([upsample_maps(f, size).numpy() for f in fmap])
+    ref_mask = np.stack([top10_activation(f, size) for f in fmap])
+    ref_heat = np.where(ref_mask, ref_up, 0)
+    both = ref_mask & got_mask
+    err = float(np.abs(ref_heat[both] - got_heat[both]).max()) if both.any() else 0.0
+    err = max(err, float(np.abs(got_heat[~got_mask]).max(initial=0.0)))
+    flips = ref_mask != got_mask
+    gap = 0.0
+    if flips.any():
+        flat = ref_up.reshape(*ref_up.shape[:2], -1)
+        k = top_k_pixels(size)
+        thr = -np.sort(-flat, axis=-1)[..., k - 1]
+        gap = float(np.abs(ref_up - thr[..., None, None])[flips].max())
+    return {"max_abs_err": err, "flipped_pixels": int(flips.sum()), "flip_gap": gap}
+
+
+def _check(rows: List[Dict[str, Any]], row: Dict[str, Any], tol: float, log: Callable) -> None:
+    rows.append(row)
+    msg = (f"parity {row['file']} [{row['output']}] batch {row['batch']}: max abs err "
+           f"{row['max_abs_err']:.3g} (tol {row['tol']:.3g})")
+    if "flipped_pixels" in row:
+        msg += f", {row['flipped_pixels']} threshold-boundary pixels (gap {row['flip_gap']:.3g})"
+    log(msg)
+    if row["max_abs_err"] > row["tol"] or row.get("flip_gap", 0.0) > row["tol"]:
+        raise ExportError(f"{row['file']}: output {row['output']!r} at batch {row['batch']} "
+                          f"differs from PyTorch by {row['max_abs_err']:.3g} (boundary gap "
+                          f"{row.get('flip_gap', 0.0):.3g}), above the tolerance {tol:g}; "
+                          "the file was not written")
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+# ----------------------------------------------------------------------------------------------
+
+class _quiet_export(warnings.catch_warnings):
+    """The legacy (TorchScript-based) ONNX exporter is used because the dynamo exporter needs
+    onnxscript, which is not a dependency; its deprecation notice and the tracer's note about
+    forward_features' input-size check (a constant for a fixed input size) are expected."""
+
+    def __enter__(self):
+        r = super().__enter__()
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return r
+
+
+def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, outputs: List[str],
+                opset: int, meta: Dict[str, str], doc: str) -> None:
+    import onnx
+    dyn = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    with _quiet_export(), torch.no_grad():
+        torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
+                          output_names=outputs, dynamic_axes=dyn, opset_version=opset,
+                          do_constant_folding=True)
+    model = onnx.load(str(path))
+    model.doc_string = doc
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError
+        raise ExportError(f"{path.name}: onnx.checker rejected the exported graph: {exc}") from None
+    onnx.save(model, str(path))
+
+
+def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
+                 weights: Optional[Union[str, os.PathLike]] = None, opset: int = DEFAULT_OPSET,
+                 tolerance: float = DEFAULT_TOLERANCE, flip: bool = True,
+                 featuremap: bool = True, torchscript: bool = True,
+                 parts: Optional[Union[str, os.PathLike]] = None,
+                 threshold_key: Optional[str] = None,
+                 log: Optional[Callable[[str], None]] = print) -> ExportResult:
+    """Export a zoo model (registered name, model folder or .safetensors file; ``weights``
+    as in zoo.load) into ``out_dir``. Raises ExportError when a check fails (nothing written).
+
+    parts: a channel -> part table (JSON) to embed; default: channel_parts.json beside the
+    model's weights when the evaluation step wrote one. threshold_key: which val set's threshold
+    goes into the metadata (default: the first one the model was evaluated on).
+    """
+    import zoo
+    log = log or (lambda s: None)
+    if not tolerance > 0:
+        raise ValueError(f"tolerance must be > 0, got {tolerance}")
+    from zoo.metrics import explainability
+    if explainability.TOP_FRACTION != TOP_FRACTION:  # the masks must be the evaluation's
+        raise ExportError(f"export's top fraction {TOP_FRACTION} differs from "
+                          f"zoo.metrics.explainability.TOP_FRACTION "
+                          f"{explainability.TOP_FRACTION}; update export/_common.py")
+    net = zoo.load(name_or_path, weights=weights)
+    net.eval()
+    cfg = net.zoo_config
+    size = int(net.input_size)
+    parts_path = Path(parts) if parts is not None else _find_parts(name_or_path, cfg)
+    table = None
+    if parts_path is not None:
+        if not parts_path.is_file():
+            raise FileNotFoundError(f"{parts_path}: channel-part table not found")
+        table = read_parts_file(parts_path, int(net.feature_channels))
+        log(f"channel -> part table: {parts_path}")
+    meta = build_metadata(cfg, flip=flip, parts=table, threshold_key=threshold_key)
+    if "threshold" not in meta:
+        log("note: the model has no evaluation metrics, so the export carries no verification "
+            "threshold (runtime users must pass one)")
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    emb_model = EmbeddingModel(net, flip=flip).eval()
+    example = _parity_inputs(_TRACE_BATCH, size)
+    plan = [(EMBEDDING_FILE, "embedding")]
+    if featuremap:
+        plan.append((FEATUREMAP_FILE, "featuremap"))
+    if torchscript:
+        plan.append((TORCHSCRIPT_FILE, "torchscript"))
+    tmp = {fname: out / f".{fname}.{os.getpid()}.tmp" for fname, _ in plan}
+    rows: List[Dict[str, Any]] = []
+    from zoo.metrics.verification import embed as zoo_embed
+    try:
+        for fname, kind in plan:
+            path = tmp[fname]
+            if kind == "embedding":
+                _write_onnx(emb_model, example, path, [EMBEDDING_OUTPUT], opset, meta,
+                            f"{cfg['name']}: images -> L2-normalised embeddings")
+                sess = _ort_session(path)
+                for b in PARITY_BATCHES:
+                    x = _parity_inputs(b, size)
+                    # the reference is the evaluation code itself, not the wrapper
+                    ref = zoo_embed(net, x, flip=flip).numpy()
+                    got = sess.run(None, {INPUT_NAME: x.numpy()})[0]
+                    _check(rows, {"file": fname, "output": EMBEDDING_OUTPUT, "batch": b,
+                                  "max_abs_err": float(np.abs(ref - got).max()),
+                                  "tol": tolerance}, tolerance, log)
+            elif kind == "featuremap":
+                fm_model = FeatureMapModel(net).eval()
+                _write_onnx(fm_model, example, path, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT],
+                            opset,
+                            meta, f"{cfg['name']}: images -> target-layer maps and top-"
+                                  f"{TOP_FRACTION:.0%} heatmaps at input size")
+                sess = _ort_session(path)
+                for b in PARITY_BATCHES:
+                    x = _parity_inputs(b, size)
+                    with torch.no_grad():
+                        ref_f = net.forward_features(x).numpy()
+                    got_f, got_h, got_m = sess.run([FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT],
+                                                   {INPUT_NAME: x.numpy()})
+                    # maps are not normalised: the tolerance is relative to their scale
+                    scale = max(1.0, float(np.abs(ref_f).max()))
+                    _check(rows, {"file": fname, "output": FEATURE_OUTPUT, "batch": b,
+                                  "max_abs_err": float(np.abs(ref_f - got_f).max()),
+                                  "tol": tolerance * scale}, tolerance, log)
+                    _check(rows, {"file": fname, "output": f"{HEATMAP_OUTPUT}+{MASK_OUTPUT}",
+                                  "batch": b, **_mask_error(ref_f, got_h, got_m, size,
+                                                            tolerance * scale),
+                                  "tol": tolerance * scale}, tolerance, log)
+            else:
+                with _quiet_export(), torch.no_grad():
+                    traced = torch.jit.trace(emb_model, (example,), check_trace=False)
+                    traced.save(str(path), _extra_files={"metadata.json": json.dumps(meta)})
+                    loaded = torch.jit.load(str(path), map_location="cpu")
+                for b in PARITY_BATCHES:
+                    x = _parity_inputs(b, size)
+                    ref = zoo_embed(net, x, flip=flip).numpy()
+                    with torch.no_grad():
+                        got = loaded(x).numpy()
+                    _check(rows, {"file": fname, "output": EMBEDDING_OUTPUT, "batch": b,
+                                  "max_abs_err": float(np.abs(ref - got).max()),
+                                  "tol": tolerance}, tolerance, log)
+        files = {}
+        for fname, _ in plan:
+            os.replace(tmp[fname], out / fname)
+            files[fname] = out / fname
+    finally:
+        for p in tmp.values():
+            if p.exists():
+                p.unlink()
+    for fname, p in files.items():
+        log(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
+    return ExportResult(out_dir=out, files=files, parity=rows, metadata=meta)

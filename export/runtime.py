@@ -1,0 +1,503 @@
+"""Face verification and explanation with exported models: onnxruntime + numpy + Pillow only.
+
+    from export.runtime import FaceVerifier, FaceExplainer
+    v = FaceVerifier("out/")                      # reads out/embedding.onnx
+    r = v.verify("a.jpg", "b.jpg")                # r.similarity, r.same, r.threshold
+    E = v.embed([img1, img2, ...])                # (N, D) float32, L2-normalised
+    x = FaceExplainer("out/").explain("a.jpg")    # heatmaps, strongest channels + parts, overlay
+    x.save("heat.png")
+
+    python -m export.runtime verify A.jpg B.jpg --model out/
+    python -m export.runtime explain A.jpg --model out/ --out heat.png
+
+Images: file paths, PIL images or numpy arrays (H x W grey, H x W x 1/3/4; uint8 0..255, or float
+in [0, 1]); any mode and size. Preprocessing is the training transform (read from the model's
+metadata): convert to RGB (grey replicated, alpha dropped), bilinear resize (Pillow) to the
+square input size without keeping the aspect ratio, x/255, (x - mean) / std. Faces are expected
+to be cropped (``--crop`` in the CLI runs MTCNN when facenet-pytorch is installed).
+
+This module must not import torch: it is the deployable part (see docs/export.md).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import math
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+
+from ._common import (EMBEDDING_FILE, EMBEDDING_OUTPUT, FEATURE_OUTPUT, FEATUREMAP_FILE,
+                      HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, validate_parts)
+
+__all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
+           "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
+           "overlay_size", "main"]
+
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+# Overlay layout (Fig. 6 style): the face and its strongest channels as a grid of square tiles,
+# each with a caption band below. Size: see overlay_size().
+TILE = 160
+CAPTION = 20
+DEFAULT_TOP_K = 8
+
+
+class ImageError(ValueError):
+    """An input is not a usable image (unreadable file, wrong array shape or dtype)."""
+
+
+class ModelDirError(FileNotFoundError):
+    """The model folder lacks an exported file, or the file is not a zoo export."""
+
+
+# ----------------------------------------------------------------------------------------------
+# images
+# ----------------------------------------------------------------------------------------------
+
+def _describe(src: Any, index: Optional[int]) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return os.fspath(src)
+    what = "PIL image" if isinstance(src, Image.Image) else type(src).__name__
+    return f"{what} #{index}" if index is not None else what
+
+
+def _array_to_pil(a: np.ndarray, name: str) -> Image.Image:
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        raise ImageError(f"{name}: array of shape {a.shape} looks channels-first; pass H x W x C")
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
+        raise ImageError(f"{name}: expected an H x W or H x W x 1/3/4 array, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ImageError(f"{name}: empty image array of shape {a.shape}")
+    if a.dtype == np.uint8:
+        pass
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
+            raise ImageError(f"{name}: float arrays must hold values in [0, 1] (got range "
+                             f"{np.nanmin(a):.3g}..{np.nanmax(a):.3g}); pass uint8 for 0..255")
+        a = np.rint(a * 255.0).astype(np.uint8)
+    else:
+        raise ImageError(f"{name}: array dtype {a.dtype} not supported; use uint8 (0..255) or "
+                         "float in [0, 1]")
+    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA")
+    return Image.fromarray(np.ascontiguousarray(a), mode=mode)
+
+
+def load_image(src: ImageLike, index: Optional[int] = None) -> Image.Image:
+    """An RGB PIL image from a path, PIL image or array; ImageError names the bad input."""
+    name = _describe(src, index)
+    if isinstance(src, (str, os.PathLike)):
+        path = Path(src)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: image file not found")
+        try:
+            with Image.open(path) as im:
+                im.load()  # decode now: a truncated file fails here, not later
+                img = im.copy()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{path}: not an image file Pillow can read ({exc})") from None
+    elif isinstance(src, Image.Image):
+        img = src
+    elif isinstance(src, np.ndarray):
+        img = _array_to_pil(src, name)
+    else:
+        raise ImageError(f"{name}: expected a file path, a PIL image or a numpy array")
+    if img.width < 1 or img.height < 1:
+        raise ImageError(f"{name}: empty image ({img.width}x{img.height})")
+    # The training transform's conversion: grey replicated, alpha dropped, palette expanded.
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _resize(img: Image.Image, size: int) -> Image.Image:
+    # torchvision's Resize on a PIL image is exactly this call (training used it).
+    return img.resize((size, size), Image.BILINEAR)
+
+
+def preprocess(images: Sequence[ImageLike], input_size: int,
+               mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
+               channel_order: str = "RGB", first_index: int = 0) -> np.ndarray:
+    """(N, 3, S, S) float32 network input, as documented in the model metadata.
+    ``first_index`` numbers in-memory images in error messages (item #first_index + i)."""
+    mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    arrs = []
+    for i, src in enumerate(images):
+        a = np.asarray(_resize(load_image(src, first_index + i), input_size), dtype=np.float32)
+        arrs.append(a.transpose(2, 0, 1))
+    x = np.stack(arrs) / np.float32(255.0)
+    if channel_order == "BGR":
+        x = x[:, ::-1]
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# onnxruntime sessions
+# ----------------------------------------------------------------------------------------------
+
+def _cuda_device_count() -> int:
+    """CUDA devices seen by the driver, without torch; 0 when there is no driver."""
+    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(lib)
+        except OSError:
+            continue
+        try:
+            if cuda.cuInit(0) != 0:
+                return 0
+            n = ctypes.c_int(0)
+            return n.value if cuda.cuDeviceGetCount(ctypes.byref(n)) == 0 else 0
+        except AttributeError:
+            return 0
+    return 0
+
+
+def select_providers(device: str = "auto") -> List[str]:
+    """onnxruntime providers: CUDA when requested/available and a GPU is present, else CPU.
+
+    onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU and logs errors
+    when asked to use it there, so a GPU must actually be present before it is requested."""
+    import onnxruntime as ort
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in available and _cuda_device_count() > 0
+    if device == "cuda" and not has_cuda:
+        raise RuntimeError("device='cuda' requested but onnxruntime has no usable CUDA provider "
+                           f"(available: {available}; CUDA devices: {_cuda_device_count()})")
+    return (["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda
+            else ["CPUExecutionProvider"])
+
+
+class _Model:
+    """An ONNX session plus the zoo metadata stored in the file."""
+
+    def __init__(self, model_dir: Union[str, os.PathLike], fname: str, device: str,
+                 threads: Optional[int]):
+        import onnxruntime as ort
+        folder = Path(model_dir)
+        if not folder.is_dir():
+            raise ModelDirError(f"{folder}: model folder not found (export one with "
+                                "`python -m export NAME --out DIR`)")
+        path = folder / fname
+        if not path.is_file():
+            raise ModelDirError(f"{path}: missing; {folder} is not a complete export (expected "
+                                f"{EMBEDDING_FILE} and {FEATUREMAP_FILE} from `python -m export`)")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3  # warnings off: the CPU fallback below is reported once
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            so.intra_op_num_threads = int(threads)
+        providers = select_providers(device)
+        ort.set_default_logger_severity(3)
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf types
+            raise ModelDirError(f"{path}: onnxruntime cannot load this file ({exc})") from None
+        self.providers = self.session.get_providers()
+        if providers[0] == "CUDAExecutionProvider" and self.providers[0] != providers[0]:
+            warnings.warn(f"{path}: CUDA provider failed to load, running on CPU")
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "input_size" not in meta or "model_name" not in meta:
+            raise ModelDirError(f"{path}: no zoo metadata (input_size, model_name); export it "
+                                "with `python -m export`")
+        self.path = path
+        self.metadata: Dict[str, str] = dict(meta)
+        self.input_size = int(meta["input_size"])
+        self.mean = json.loads(meta.get("mean", "[0.5, 0.5, 0.5]"))
+        self.std = json.loads(meta.get("std", "[0.5, 0.5, 0.5]"))
+        self.channel_order = meta.get("channel_order", "RGB")
+        self.model_name = meta["model_name"]
+
+    def preprocess(self, images: Sequence[ImageLike], first_index: int = 0) -> np.ndarray:
+        return preprocess(images, self.input_size, self.mean, self.std, self.channel_order,
+                          first_index=first_index)
+
+    def run(self, x: np.ndarray, outputs: Sequence[str]) -> List[np.ndarray]:
+        return self.session.run(list(outputs), {INPUT_NAME: x})
+
+
+def _as_list(images) -> list:
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    if isinstance(images, np.ndarray):
+        # a stack (N, H, W[, C]) of uint8/float images, or one image
+        if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
+            return list(images)
+        return [images]
+    return list(images)
+
+
+# ----------------------------------------------------------------------------------------------
+# verification
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class VerificationResult:
+    similarity: float   # cosine similarity of the two L2-normalised embeddings, in [-1, 1]
+    threshold: float    # same person when similarity >= threshold
+    same: bool
+
+    def __str__(self) -> str:
+        verdict = "same person" if self.same else "different people"
+        return (f"similarity {self.similarity:.4f}  threshold {self.threshold:.4f}  -> "
+                f"{verdict}")
+
+
+class FaceVerifier:
+    """Embeddings and same/different decisions from ``model_dir/embedding.onnx``.
+
+    threshold: overrides the metadata's threshold (chosen at evaluation by the 10-fold protocol).
+    device: "auto" (CUDA when a GPU and the CUDA provider are present), "cpu" or "cuda".
+    threads: onnxruntime intra-op threads (default: onnxruntime's, one per core).
+    """
+
+    def __init__(self, model_dir: Union[str, os.PathLike], threshold: Optional[float] = None,
+                 device: str = "auto", threads: Optional[int] = None):
+        self.model = _Model(model_dir, EMBEDDING_FILE, device, threads)
+        self.metadata = self.model.metadata
+        self.input_size = self.model.input_size
+        self.providers = self.model.providers
+        if threshold is None and "threshold" in self.metadata:
+            threshold = float(self.metadata["threshold"])
+        if threshold is not None and not (math.isfinite(threshold) and -1 <= threshold <= 1):
+            raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+        self.threshold = threshold
+
+    def embed(self, images: Union[ImageLike, Iterable[ImageLike]],
+              batch_size: int = 32) -> np.ndarray:
+        """(N, D) float32 L2-normalised embeddings of one image or a list of images."""
+        items = _as_list(images)
+        if not items:
+            return np.zeros((0, int(self.metadata.get("embedding_dim", 0))), np.float32)
+        out = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            x = self.model.preprocess(chunk, first_index=start)
+            out.append(self.model.run(x, [EMBEDDING_OUTPUT])[0])
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def similarity(self, img_a: ImageLike, img_b: ImageLike) -> float:
+        e = self.embed([img_a, img_b]).astype(np.float64)
+        return float(np.dot(e[0], e[1]))
+
+    def verify(self, img_a: ImageLike, img_b: ImageLike,
+               threshold: Optional[float] = None) -> VerificationResult:
+        """Similarity and same/different decision (similarity >= threshold)."""
+        th = threshold if threshold is not None else self.threshold
+        if th is None:
+            raise ValueError(f"{self.model.path}: the model carries no verification threshold "
+                             "(exported before evaluation); pass threshold=")
+        s = self.similarity(img_a, img_b)
+        return VerificationResult(similarity=s, threshold=float(th), same=bool(s >= th))
+
+
+# ----------------------------------------------------------------------------------------------
+# explanation
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class ChannelInfo:
+    channel: int
+    peak: float                  # max of the channel's target map for this image
+    part: Optional[str] = None   # the channel's part from the evaluation table, when present
+    iou: Optional[float] = None  # the channel's IoU with that part (evaluation table)
+
+    def label(self) -> str:
+        s = f"ch {self.channel}"
+        if self.part is not None:
+            s += f" {self.part}"
+            if self.iou is not None:
+                s += f" {self.iou:.2f}"
+        return s
+
+
+@dataclass
+class Explanation:
+    image: Image.Image            # the RGB image as the network saw it (input_size square)
+    feature_maps: np.ndarray      # (C, n, n) target-layer maps, post-ReLU
+    heatmaps: np.ndarray          # (C, S, S) upsampled maps, 0 outside each channel's top 10%
+    masks: np.ndarray             # (C, S, S) bool top-10% masks (paper Eq. 8-9)
+    channels: List[ChannelInfo]   # the strongest channels, strongest first
+    overlay: Image.Image          # Fig. 6-style grid, size overlay_size(len(channels))
+    part_names: Optional[List[str]] = None
+
+    def save(self, path: Union[str, os.PathLike]) -> Path:
+        path = Path(path)
+        if path.parent and not path.parent.is_dir():
+            raise FileNotFoundError(f"{path.parent}: output folder does not exist")
+        self.overlay.save(path, format="PNG")
+        return path
+
+
+def overlay_size(top_k: int = DEFAULT_TOP_K, tile: int = TILE) -> tuple:
+    """(width, height) of the overlay: 1 + top_k tiles on a ceil(sqrt(1 + top_k))-column grid,
+    each tile x tile pixels plus a caption band. Default (8 channels): 480 x 540."""
+    n = 1 + top_k
+    cols = int(math.ceil(math.sqrt(n)))
+    rows = int(math.ceil(n / cols))
+    return cols * tile, rows * (tile + CAPTION)
+
+
+def _jet(v: np.ndarray) -> np.ndarray:
+    """Jet colour map for v in [0, 1] -> (..., 3) uint8 (no matplotlib in the runtime)."""
+    v = np.clip(v, 0, 1)[..., None]
+    rgb = np.clip(1.5 - np.abs(4 * v - np.array([3.0, 2.0, 1.0])), 0, 1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def _render_overlay(image: Image.Image, heatmaps: np.ndarray, masks: np.ndarray,
+                    channels: List[ChannelInfo], tile: int = TILE) -> Image.Image:
+    w, h = overlay_size(len(channels), tile)
+    cols = w // tile
+    canvas = Image.new("RGB", (w, h), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    face = np.asarray(image.resize((tile, tile), Image.BILINEAR), dtype=np.float32)
+    grey = face.mean(axis=2, keepdims=True).repeat(3, axis=2)
+    tiles = [(Image.fromarray(face.astype(np.uint8)), "input")]
+    for ch in channels:
+        hm = Image.fromarray(heatmaps[ch.channel].astype(np.float32), mode="F")
+        hm = np.asarray(hm.resize((tile, tile), Image.BILINEAR), dtype=np.float32)
+        on = np.asarray(Image.fromarray(masks[ch.channel]).resize((tile, tile), Image.NEAREST))
+        top = float(hm.max())
+        colour = _jet(hm / top if top > 0 else hm).astype(np.float32)
+        # grey face, dimmed outside the top 10%, jet colour blended inside it
+        out = np.where(on[..., None], 0.4 * grey + 0.6 * colour, 0.6 * grey)
+        tiles.append((Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)), ch.label()))
+    for i, (im, caption) in enumerate(tiles):
+        x, y = (i % cols) * tile, (i // cols) * (tile + CAPTION)
+        canvas.paste(im, (x, y))
+        draw.text((x + 4, y + tile + 4), caption, fill=(0, 0, 0), font=font)
+    return canvas
+
+
+class FaceExplainer:
+    """Per-channel top-10% heatmaps and their parts from ``model_dir/featuremap.onnx``.
+
+    parts: a channel -> part table (dict or JSON path) overriding the one in the metadata.
+    """
+
+    def __init__(self, model_dir: Union[str, os.PathLike], device: str = "auto",
+                 threads: Optional[int] = None,
+                 parts: Optional[Union[Dict[str, Any], str, os.PathLike]] = None):
+        self.model = _Model(model_dir, FEATUREMAP_FILE, device, threads)
+        self.metadata = self.model.metadata
+        self.input_size = self.model.input_size
+        self.providers = self.model.providers
+        n_ch = int(self.metadata.get("feature_channels", 0)) or None
+        if parts is None and "channel_parts" in self.metadata:
+            self.parts = validate_parts(json.loads(self.metadata["channel_parts"]), n_ch,
+                                        f"{self.model.path} (metadata channel_parts)")
+        elif isinstance(parts, dict):
+            self.parts = validate_parts(parts, n_ch, "parts")
+        elif parts is not None:
+            from ._common import read_parts_file
+            self.parts = read_parts_file(Path(parts), n_ch)
+        else:
+            self.parts = None
+
+    def explain(self, img: ImageLike, top_k: int = DEFAULT_TOP_K,
+                out: Optional[Union[str, os.PathLike]] = None) -> Explanation:
+        """Heatmaps of every channel and the ``top_k`` strongest channels (largest peak of the
+        target map) with their parts; ``out`` saves the overlay PNG there."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        rgb = load_image(img)
+        x = self.model.preprocess([rgb])
+        fmap, heat, mask = (a[0] for a in self.model.run(
+            x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]))
+        peaks = fmap.reshape(fmap.shape[0], -1).max(axis=1)
+        order = np.argsort(-peaks, kind="stable")[:min(top_k, len(peaks))]
+        channels = []
+        for c in order:
+            info = ChannelInfo(channel=int(c), peak=float(peaks[c]))
+            if self.parts is not None:
+                p = self.parts["channel_part"][c]
+                if p >= 0:
+                    info.part = self.parts["part_names"][p]
+                    if "channel_iou" in self.parts:
+                        info.iou = self.parts["channel_iou"][c]
+            channels.append(info)
+        shown = _resize(rgb, self.input_size)
+        result = Explanation(image=shown, feature_maps=fmap, heatmaps=heat, masks=mask,
+                             channels=channels,
+                             overlay=_render_overlay(shown, heat, mask, channels),
+                             part_names=list(self.parts["part_names"]) if self.parts else None)
+        if out is not None:
+            result.save(out)
+        return result
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+def _maybe_crop(path: str, crop: bool):
+    if not crop:
+        return path
+    from .crop import crop_face  # torch side: imported only for --crop
+    return crop_face(path)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.runtime",
+                                description="Verify or explain faces with an exported zoo model "
+                                            "(onnxruntime only). See docs/export.md.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", required=True, help="folder written by `python -m export`")
+    common.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    common.add_argument("--crop", action="store_true",
+                        help="detect and crop the face with MTCNN first (needs facenet-pytorch "
+                             "and torch)")
+    v = sub.add_parser("verify", parents=[common], help="same person or not")
+    v.add_argument("image_a")
+    v.add_argument("image_b")
+    v.add_argument("--threshold", type=float, default=None,
+                   help="cosine threshold (default: the one chosen at evaluation)")
+    v.add_argument("--json", action="store_true", help="print the result as JSON")
+    e = sub.add_parser("explain", parents=[common], help="heatmaps of the strongest channels")
+    e.add_argument("image")
+    e.add_argument("--out", required=True, help="overlay PNG to write")
+    e.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
+    e.add_argument("--json", action="store_true", help="print the channels as JSON")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "verify":
+            verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device)
+            r = verifier.verify(_maybe_crop(args.image_a, args.crop),
+                                _maybe_crop(args.image_b, args.crop))
+            print(json.dumps({"similarity": r.similarity, "threshold": r.threshold,
+                              "same": r.same}) if args.json else r)
+        else:
+            explainer = FaceExplainer(args.model, device=args.device)
+            x = explainer.explain(_maybe_crop(args.image, args.crop), top_k=args.top_k,
+                                  out=args.out)
+            if args.json:
+                print(json.dumps({"overlay": args.out, "size": list(x.overlay.size),
+                                  "channels": [c.__dict__ for c in x.channels]}))
+            else:
+                print(f"wrote {args.out} ({x.overlay.size[0]}x{x.overlay.size[1]})")
+                for c in x.channels:
+                    print(f"  channel {c.channel:4d}  peak {c.peak:8.4f}  "
+                          f"part {c.part or '-'}" + (f" (IoU {c.iou:.2f})" if c.iou is not None
+                                                      else ""))
+    except (ImageError, ModelDirError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
