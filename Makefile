@@ -31,8 +31,19 @@ test: install
 bench: install
 	$(PY) -m pytest --benchmark
 
+# The main job on the embedded default (ORL): train vgg19 with ECLoss (CPU preset without a GPU),
+# load it from the registry, evaluate (metrics + figures), export to ONNX/TorchScript and use the
+# torch-free runtime on held-out identities (s6: two images of one person, s8: another person).
+DEMO_OUT := out/vgg19-ecloss
 demo: install
-	$(PY) -m zoo.demo
+	$(PY) -m zoo.train vgg19
+	$(PY) -c "import zoo; m = zoo.load('vgg19-ecloss'); c = m.zoo_config; print('zoo.load:', c['name'], c['arch'], 'held-out accuracy', round(c['metrics']['orl']['accuracy'], 4))"
+	$(PY) -m zoo.evaluate vgg19-ecloss
+	$(PY) -m export vgg19-ecloss --out $(DEMO_OUT)
+	@ORL=$$($(PY) -c "from zoo.data.orl import orl_root; print(orl_root())") && set -x && \
+	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s6/2.pgm --model $(DEMO_OUT) && \
+	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s8/1.pgm --model $(DEMO_OUT) && \
+	$(PY) -m export.runtime explain $$ORL/s6/1.pgm --model $(DEMO_OUT) --out $(DEMO_OUT)/explain_s6_1.png
 
 clean:
 	rm -rf build *.egg-info zoo/_C*.so $(STAMP)
