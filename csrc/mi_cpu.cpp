@@ -9,6 +9,7 @@
 // The two GEMM-shaped products per block (x_b T^T and G_b T) go to ATen's single-threaded BLAS
 // call (we are inside at::parallel_for), the row/column work to the vectorised row kernels of
 // mi_simd.cpp. Work is split into one deterministic chunk of blocks per thread.
+#include "mi_checks.h"
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -174,24 +175,9 @@ struct Pass {
   }
 };
 
-void check_inputs(const at::Tensor& x, const at::Tensor& t, const char* op) {
-  TORCH_CHECK(x.dim() == 2, op, ": maps must be (N, K), got ", x.sizes());
-  TORCH_CHECK(t.dim() == 2, op, ": templates must be (M, K), got ", t.sizes());
-  TORCH_CHECK(x.size(1) == t.size(1), op, ": maps have ", x.size(1), " positions but templates ",
-              t.size(1));
-  TORCH_CHECK(x.size(0) > 0, op, ": empty batch (N = 0 maps)");
-  TORCH_CHECK(t.size(0) > 0, op, ": no templates (M = 0)");
-  TORCH_CHECK(x.scalar_type() == t.scalar_type(), op, ": dtype mismatch: maps ", x.scalar_type(),
-              ", templates ", t.scalar_type());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
-              ": only float32 and float64 are supported, got ", x.scalar_type());
-  TORCH_CHECK(x.device() == t.device(), op, ": device mismatch: maps on ", x.device(),
-              ", templates on ", t.device());
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mi_forward_cpu(
     const at::Tensor& x_in, const at::Tensor& t_in, bool batch_marginal, bool with_grad) {
-  check_inputs(x_in, t_in, "zoo::mi_forward");
+  check_mi_inputs(x_in, t_in, "zoo::mi_forward");
   TORCH_INTERNAL_ASSERT(x_in.device().is_cpu());
   at::Tensor x = x_in.contiguous(), tm = t_in.contiguous();
   const int64_t N = x.size(0), M = tm.size(0), K = x.size(1);
@@ -236,7 +222,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mi_forward_cpu(
 
 at::Tensor mi_backward_cpu(const at::Tensor& g, const at::Tensor& x_in, const at::Tensor& t_in,
                            const at::Tensor& stats_in, const at::Tensor& lq_in) {
-  check_inputs(x_in, t_in, "zoo::mi_backward");
+  check_mi_inputs(x_in, t_in, "zoo::mi_backward");
   const int64_t N = x_in.size(0), M = t_in.size(0), K = x_in.size(1);
   TORCH_CHECK(g.numel() == 1, "zoo::mi_backward: grad_mi must be a scalar");
   TORCH_CHECK(stats_in.dim() == 2 && stats_in.size(0) == N && stats_in.size(1) == 3 && lq_in.numel() == M,
