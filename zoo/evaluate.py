@@ -118,7 +118,12 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
     """PE, LS (with A and S), activation robustness (peaks) and ICNN location instability."""
     lc = X.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
+    mi_tau1 = template_mi_diagnostic(fmaps)
     return {
+        # MI of Eq. 5 at tau = 1 (400 templates): comparable across models whatever tau they
+        # were trained with; it also grows with the activation scale (docs/paper-notes.md)
+        "mi_tau1_uniform": mi_tau1["uniform"],
+        "mi_tau1_batch": mi_tau1["batch"],
         "part_explainability": X.part_explainability(ious),
         "location_consistency": lc["LS"],
         "activation_robustness": X.activation_robustness(fmaps),
@@ -129,6 +134,17 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         "per_channel": {"dominant_part": lc["dominant_part"].tolist(), "S": lc["S"].tolist(),
                         "mean_best_iou": best_iou.tolist(), "A": lc["A"].tolist()},
     }
+
+
+def template_mi_diagnostic(fmaps: np.ndarray, tau: float = 1.0, num_templates: int = 400
+                           ) -> Dict[str, float]:
+    """Eq. 5 on held-out maps (I, C, n, n) at a common tau, both marginals, P(x) over all maps."""
+    from .ecloss import mutual_information_reference
+    from .templates import default_radius_for, get_templates
+    n = fmaps.shape[-1]
+    t = get_templates(n, num_templates, default_radius_for(n), tau, dtype=torch.float64)
+    x = torch.as_tensor(fmaps, dtype=torch.float64).reshape(-1, n * n)
+    return {m: float(mutual_information_reference(x, t, m)) for m in ("uniform", "batch")}
 
 
 def _model_dir(name_or_path: str) -> Optional[Path]:
@@ -260,10 +276,12 @@ def render_report(result: Dict[str, object]) -> str:
         parts = ex["per_channel"]["dominant_part"]
         hist = {p: sum(1 for d in parts if d == k) for k, p in enumerate(PART_NAMES)}
         lines += ["## Explainability (target layer, top-10% activation vs 7 part masks)", "",
-                  "| PE | LS | activation peaks (mean) | ICNN location instability | images | channels |",
-                  "|---|---|---|---|---|---|",
+                  "| PE | LS | activation peaks (mean) | ICNN location instability | MI at tau=1 "
+                  "(uniform / batch) | images | channels |",
+                  "|---|---|---|---|---|---|---|",
                   f"| {_fmt(ex['part_explainability'])} | {_fmt(ex['location_consistency'])} | "
                   f"{_fmt(ex['activation_robustness'], 3)} | {_fmt(ex['location_instability'])} | "
+                  f"{_fmt(ex.get('mi_tau1_uniform'), 3)} / {_fmt(ex.get('mi_tau1_batch'), 3)} | "
                   f"{ex['num_images']} | {ex['num_channels']} |", "",
                   "Channels by dominant part: " + ", ".join(f"{p} {n}" for p, n in hist.items())
                   + f", none {sum(1 for d in parts if d < 0)}", ""]

@@ -36,31 +36,42 @@ COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", 
            ("LS", ("explainability", "location_consistency")),
            ("peaks", ("explainability", "activation_robustness")),
            ("ICNN instability", ("explainability", "location_instability")),
+           ("MI@tau=1 uniform", ("explainability", "mi_tau1_uniform")),
+           ("MI@tau=1 batch", ("explainability", "mi_tau1_batch")),
            ("final MI", ("training", "final_mi")), ("final beta", ("training", "final_beta"))]
 
 
+def _training_summary(run_dir: Path) -> Dict[str, float]:
+    """Means of the last 20 logged steps (MI, CE) and the final beta, from log.csv."""
+    import csv
+    with open(run_dir / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-20:]
+    return {"final_mi": float(np.mean([float(r["mi"]) for r in last])),
+            "final_beta": float(last[-1]["beta"]),
+            "final_ce": float(np.mean([float(r["ce"]) for r in last])), "steps": len(rows)}
+
+
 def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
-            epochs: Optional[int]) -> Dict[str, object]:
+            epochs: Optional[int], reevaluate: bool = False) -> Dict[str, object]:
+    """Train (unless done) and evaluate (unless done) one (variant, seed); returns its metrics."""
     from .engine import TrainConfig, train
     from .evaluate import evaluate
     name = f"study-{arch}-{variant}-s{seed}"
-    eval_dir = out / name / "evaluation"
+    run_dir = out / name
+    eval_dir = run_dir / "evaluation"
     metrics_path = eval_dir / "metrics.json"
-    if metrics_path.exists() and not fresh:
-        return json.loads(metrics_path.read_text())
-    cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
-                      progress=False, **({"epochs": epochs} if epochs else {}),
-                      **VARIANTS[variant])
-    res = train(cfg)
-    metrics = evaluate(name, out=str(eval_dir))
-    import csv
-    with open(Path(res["run_dir"]) / "log.csv") as f:
-        rows = list(csv.DictReader(f))
-    last = rows[-20:]
-    metrics["training"] = {
-        "final_mi": float(np.mean([float(r["mi"]) for r in last])),
-        "final_beta": float(last[-1]["beta"]), "final_ce": float(np.mean([float(r["ce"]) for r in last])),
-        "seconds": res["seconds"], "steps": res["steps"]}
+    trained = (run_dir / "summary.json").exists()
+    if fresh or not trained:
+        cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
+                          progress=False, resume=not fresh, **({"epochs": epochs} if epochs else {}),
+                          **VARIANTS[variant])
+        train(cfg)
+    if fresh or reevaluate or not trained or not metrics_path.exists():
+        metrics = evaluate(name, out=str(eval_dir))
+    else:
+        metrics = json.loads(metrics_path.read_text())
+    metrics["training"] = _training_summary(run_dir)
     metrics_path.write_text(json.dumps(metrics, indent=2))
     return metrics
 
@@ -108,7 +119,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--arch", default="vgg16")
     p.add_argument("--epochs", type=int, help="override the cpu preset's epochs")
     p.add_argument("--out", default="runs/study")
-    p.add_argument("--fresh", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="retrain and re-evaluate everything")
+    p.add_argument("--reevaluate", action="store_true", help="re-evaluate trained runs")
     p.add_argument("--zoo-home", help="where the study's models are registered (default OUT/zoo, "
                                       "so they stay out of your model cache)")
     args = p.parse_args(argv)
@@ -119,7 +131,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
-            m = run_one(v, seed, args.arch, out, args.fresh, args.epochs)
+            m = run_one(v, seed, args.arch, out, args.fresh, args.epochs, args.reevaluate)
             results[v].append(m)
             print(f"{v} seed {seed}: acc {m['verification']['accuracy']:.4f} "
                   f"PE {m['explainability']['part_explainability']:.4f} "
