@@ -29,6 +29,8 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     # our extension: maps normalised by their max before the correlation
     "ecloss-norm": {"loss": "ecloss", "tau": 1.0, "map_norm": "max"},
     "ecloss-norm-batch": {"loss": "ecloss", "tau": 1.0, "map_norm": "max", "marginal": "batch"},
+    "ecloss-norm-fixed1": {"loss": "ecloss", "tau": 1.0, "map_norm": "max", "beta": 1.0,
+                           "beta_mode": "fixed"},
 }
 
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),
