@@ -18,18 +18,20 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-# Variants: TrainConfig overrides. "ecloss" is the paper's setting (tau 1e-3, 400 templates,
-# uniform marginal, beta from 1e-5 by the automatic rule).
+# Variants: TrainConfig overrides of the cpu preset. "ecloss" is the paper's setting (tau 1e-3,
+# 400 templates, uniform marginal, beta from 1e-5 by the automatic rule); every variant states
+# its ECLoss parameters so that none depends on the preset's ECLoss defaults.
+PAPER_ECLOSS = {"loss": "ecloss", "tau": 1e-3, "beta": 1e-5, "beta_mode": "auto"}
 VARIANTS: Dict[str, Dict[str, object]] = {
     "softmax": {"loss": "softmax"},
-    "ecloss": {"loss": "ecloss"},
-    "ecloss-tau1": {"loss": "ecloss", "tau": 1.0},
-    "ecloss-tau1-batch": {"loss": "ecloss", "tau": 1.0, "marginal": "batch"},
-    "ecloss-tau1-fixed1": {"loss": "ecloss", "tau": 1.0, "beta": 1.0, "beta_mode": "fixed"},
+    "ecloss": dict(PAPER_ECLOSS),
+    "ecloss-tau1": {**PAPER_ECLOSS, "tau": 1.0},
+    "ecloss-tau1-batch": {**PAPER_ECLOSS, "tau": 1.0, "marginal": "batch"},
+    "ecloss-tau1-fixed1": {**PAPER_ECLOSS, "tau": 1.0, "beta": 1.0, "beta_mode": "fixed"},
     # our extension: maps normalised by their max before the correlation
-    "ecloss-norm": {"loss": "ecloss", "tau": 1.0, "map_norm": "max"},
-    "ecloss-norm-batch": {"loss": "ecloss", "tau": 1.0, "map_norm": "max", "marginal": "batch"},
-    "ecloss-norm-fixed1": {"loss": "ecloss", "tau": 1.0, "map_norm": "max", "beta": 1.0,
+    "ecloss-norm": {**PAPER_ECLOSS, "tau": 1.0, "map_norm": "max"},
+    "ecloss-norm-batch": {**PAPER_ECLOSS, "tau": 1.0, "map_norm": "max", "marginal": "batch"},
+    "ecloss-norm-fixed1": {**PAPER_ECLOSS, "tau": 1.0, "map_norm": "max", "beta": 1.0,
                            "beta_mode": "fixed"},
 }
 

@@ -37,13 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="orl (default) | identity folder | train.rec")
     p.add_argument("--val", nargs="+", default=None, help="orl (default) and/or .bin files")
     p.add_argument("--templates", default=None, help="400 (paper) | full | any count")
-    p.add_argument("--tau", type=float, default=None, help=f"template amplitude (paper {d.tau})")
+    p.add_argument("--tau", type=float, default=None, help="template amplitude (paper preset 1e-3, cpu preset 1)")
     p.add_argument("--radius", type=float, default=None, help="template radius (4 at 14x14, scaled)")
     p.add_argument("--marginal", choices=["uniform", "batch"], default=None)
     p.add_argument("--map-norm", choices=["none", "max"], default=None,
                    help="max: normalise each map before the MI (our extension, not the paper)")
     p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--beta", type=float, default=None, help=f"initial beta (paper {d.beta})")
+    p.add_argument("--beta", type=float, default=None, help="(initial) beta (paper preset 1e-5 auto, cpu preset 1 fixed)")
     p.add_argument("--beta-mode", choices=["fixed", "auto"], default=None)
     p.add_argument("--beta-ratio", type=float, default=None,
                    help="auto beta: target beta*MI / (alpha*CE) (docs/paper-notes.md)")
