@@ -448,36 +448,28 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def model_config(cfg: TrainConfig, model: VGGFace, num_classes: int, metrics: dict) -> dict:
-    """The registry config of a trained model (see zoo.registry)."""
-    from . import __version__
-    from .data.transforms import FACE_MEAN, FACE_STD
-    return {
-        "name": cfg.name,
-        "arch": {"depth": cfg.depth, "batch_norm": cfg.batch_norm, "width": cfg.width,
-                 "input_size": cfg.input_size, "embedding_dim": cfg.embedding_dim,
-                 "dropout": cfg.dropout, "embedding_bn": cfg.embedding_bn},
-        "mean": list(FACE_MEAN), "std": list(FACE_STD), "channel_order": "RGB",
-        "target_layer": model.target_layer, "feature_size": model.feature_size,
-        "feature_channels": model.feature_channels,
-        "loss": cfg.loss, "head": cfg.head,
-        "ecloss": {"num_templates": cfg.templates if cfg.templates == "full" else int(cfg.templates),
-                   "tau": cfg.tau,
-                   "radius": cfg.radius if cfg.radius is not None
-                   else _templates.default_radius_for(model.feature_size),
-                   "marginal": cfg.marginal, "alpha": cfg.alpha, "beta": cfg.beta,
-                   "beta_mode": cfg.beta_mode, "map_norm": cfg.map_norm},
-        "training": {"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
-                     "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-                     "preset": cfg.preset},
-        "metrics": metrics,
-        "zoo_version": __version__,
-    }
+    """The registry config of a trained model (zoo.registry fills the derived fields)."""
+    from . import registry
+    return registry.default_config(
+        f"vgg{cfg.depth}", name=cfg.name, loss=cfg.loss, head=cfg.head,
+        arch={"depth": cfg.depth, "batch_norm": cfg.batch_norm, "width": cfg.width,
+              "input_size": cfg.input_size, "embedding_dim": cfg.embedding_dim,
+              "dropout": cfg.dropout, "embedding_bn": cfg.embedding_bn},
+        ecloss={"num_templates": cfg.templates if cfg.templates == "full" else int(cfg.templates),
+                "tau": cfg.tau, "radius": cfg.radius if cfg.radius is not None
+                else _templates.default_radius_for(model.feature_size),
+                "marginal": cfg.marginal, "alpha": cfg.alpha, "beta": cfg.beta,
+                "beta_mode": cfg.beta_mode, "map_norm": cfg.map_norm},
+        training={"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
+                  "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
+                  "preset": cfg.preset},
+        metrics=metrics)
 
 
 def _register(model: VGGFace, cfg: TrainConfig, dataset, metrics: dict) -> Path:
     from . import registry
-    config = model_config(cfg, model, dataset.num_classes, metrics)
-    return registry.save(model, config, name=cfg.name)
+    return registry.save(model, model_config(cfg, model, dataset.num_classes, metrics),
+                         name=cfg.name)
 
 
 def _plot_curves(csv_path: Path, png_path: Path) -> None:

@@ -83,7 +83,7 @@ def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int):
     ds = ORLFaces(split, transform=None, num_train=orl_num_train, seed=orl_split_seed)
 
     def item(i):
-        return ds.load(i) if hasattr(ds, "load") else ds[i][0], ds.landmarks(i), (ORL_HEIGHT, ORL_WIDTH)
+        return ds.load(i), ds.landmarks(i), (ORL_HEIGHT, ORL_WIDTH)
     return ds, len(ds), item
 
 
