@@ -1,7 +1,6 @@
 """insightface RecordIO: MXNet byte layout, ORL round trip, corrupt-file errors, worker safety."""
 import struct
 
-import numpy as np
 import pytest
 import torch
 

@@ -55,7 +55,6 @@ def test_evaluate_cli_and_compare(zoo_home, tmp_path, monkeypatch, capsys):
 
 
 def test_landmark_folder(tmp_path):
-    from PIL import Image
     from zoo.data.orl import ORLFaces
     from zoo.evaluate import LandmarkFolder
     ds = ORLFaces("heldout")

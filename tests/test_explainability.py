@@ -1,7 +1,6 @@
 """The paper's explainability metrics on hand-made maps with values known by hand."""
 import numpy as np
 import pytest
-import torch
 
 from zoo.metrics import explainability as X
 

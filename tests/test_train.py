@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.engine import TrainConfig, load_checkpoint, save_checkpoint, train
+from zoo.engine import TrainConfig, load_checkpoint, train
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,7 +3,7 @@ part histogram. Each function takes arrays and a PNG path, so evaluation and tes
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 
