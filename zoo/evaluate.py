@@ -147,17 +147,6 @@ def template_mi_diagnostic(fmaps: np.ndarray, tau: float = 1.0, num_templates: i
     return {m: float(mutual_information_reference(x, t, m)) for m in ("uniform", "batch")}
 
 
-def _model_dir(name_or_path: str) -> Optional[Path]:
-    from . import registry
-    p = Path(name_or_path)
-    if p.is_dir() and (p / "config.json").exists():
-        return p
-    if p.suffix == ".safetensors" and p.exists():
-        return p.parent
-    cand = registry.zoo_home() / name_or_path
-    return cand if (cand / "config.json").exists() else None
-
-
 def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
     pc = metrics["per_channel"]
     return {"part_names": list(PART_NAMES), "channel_part": pc["dominant_part"],
@@ -215,9 +204,8 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
                                                           col["landmarks"], size)
         table = channel_parts_table(result["explainability"])
         (out_dir / "channel_parts.json").write_text(json.dumps(table))
-        model_dir = _model_dir(name_or_path)
-        if write_channel_parts and model_dir is not None:
-            (model_dir / "channel_parts.json").write_text(json.dumps(table))
+        if write_channel_parts and model.zoo_dir is not None:
+            (Path(model.zoo_dir) / "channel_parts.json").write_text(json.dumps(table))
         if figures:
             result["figures"] = _write_figures(out_dir, col, result["explainability"], name)
         np.savez_compressed(out_dir / "feature_maps_sample.npz", fmaps=col["fmaps"][:8],

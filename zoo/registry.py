@@ -754,7 +754,8 @@ def _pair_config(folder_cfg: Optional[Path], meta: Dict[str, str], wpath: Path,
 def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.PathLike]] = None,
          map_location: Union[str, torch.device] = "cpu", sha256: Optional[str] = None,
          progress: bool = True) -> VGGFace:
-    """An eval-mode VGGFace with ``model.zoo_config``.
+    """An eval-mode VGGFace with ``model.zoo_config`` and ``model.zoo_dir`` (the local folder of
+    its config.json, where evaluation adds channel_parts.json; None for remote/paper configs).
 
     ``name_or_path``: a registered name (local ZOO_HOME/<name>/, remote, or a paper name with
     ``weights=``), a folder with config.json + model.safetensors, or a .safetensors file with
@@ -767,6 +768,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     path = Path(spec).expanduser()
     cfg: Optional[Dict[str, Any]] = None
     wpath: Optional[Path] = None
+    model_dir: Optional[Path] = None  # the local folder the config came from, if any
     meta: Dict[str, str] = {}
     state = None
 
@@ -781,6 +783,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
             cfg_file, wpath = path / CONFIG_FILE, path / WEIGHTS_FILE
         else:
             cfg_file, wpath = path.parent / CONFIG_FILE, path
+        model_dir = cfg_file.parent
         if weights is None:
             state, meta = _read_safetensors(wpath)
             cfg = _pair_config(cfg_file, meta, wpath, None)
@@ -794,6 +797,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
         local = _local_models()
         if spec in local:
             wpath = local[spec] / WEIGHTS_FILE
+            model_dir = local[spec]
             if weights is None:
                 state, meta = _read_safetensors(wpath)
                 cfg = _pair_config(local[spec] / CONFIG_FILE, meta, wpath, None)
@@ -827,4 +831,5 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     _fit(model, state, wpath)
     model.to(map_location)
     model.eval()
+    model.zoo_dir = model_dir
     return model
