@@ -64,11 +64,10 @@ def fig5_compare(path: Path, names: Sequence[str], image_index: int = 0,
     from .data.transforms import face_transform
     from .figures import feature_maps_figure
     maps, img = {}, None
+    pil = ORLFaces("heldout", transform=None).load(image_index)
     for name in names:
         model = registry.load(name)
         size = model.zoo_config["arch"]["input_size"]
-        ds = ORLFaces("heldout", transform=None)
-        pil = ds.load(image_index)
         with torch.no_grad():
             maps[name] = model.forward_features(face_transform(size)(pil)[None])[0].numpy()
         img = np.asarray(pil.convert("RGB").resize((size, size)))

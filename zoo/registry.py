@@ -35,6 +35,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
+from .data.transforms import FACE_MEAN, FACE_STD
 from .models.vgg import VGG_CONFIGS, VGGFace, _scaled
 
 __all__ = [
@@ -102,7 +103,7 @@ def _paper_config(depth: int, loss: str) -> Dict[str, Any]:
     arch = {"depth": depth, **_PAPER_ARCH}
     return {
         "name": f"vgg{depth}-{loss}", "arch": arch,
-        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "channel_order": "RGB",
+        "mean": list(FACE_MEAN), "std": list(FACE_STD), "channel_order": "RGB",
         **_derived(arch),
         "loss": loss, "head": "softmax", "ecloss": dict(_PAPER_ECLOSS),
         # Empty until a training run fills them: a config never claims a run that did not happen.
