@@ -225,17 +225,14 @@ def _write_figures(out_dir: Path, col, metrics, name) -> Dict[str, str]:
     chans = _fig6_channels(metrics)
     parts = metrics["per_channel"]["dominant_part"]
     labels = [PART_NAMES[parts[c]] if parts[c] >= 0 else "none" for c in chans]
-    heat = np.stack([X.upsample_maps(col["fmaps"][i], size).numpy() for i in pick])
-    regions = np.stack([X.top10_activation(col["fmaps"][i], size) for i in pick])
-    heat_c = np.zeros((len(pick), max(chans) + 1 if chans else 1, size, size), np.float32)
-    reg_c = np.zeros_like(heat_c, dtype=bool)
-    for c in chans:
-        heat_c[:, c], reg_c[:, c] = heat[:, c], regions[:, c]
+    chosen = [col["fmaps"][i][chans] for i in pick]          # (K, n, n) per picked face
+    heat = np.stack([X.upsample_maps(f, size).numpy() for f in chosen])
+    regions = np.stack([X.top10_activation(f, size) for f in chosen])
     figs = {
         "fig5": FIG.feature_maps_figure(out_dir / "fig5_feature_maps.png", imgs[pick[0]],
                                         {name: col["fmaps"][pick[0]]}),
         "fig6": FIG.heatmaps_figure(out_dir / "fig6_heatmaps.png", [imgs[i] for i in pick],
-                                    heat_c, reg_c, chans, labels),
+                                    heat, regions, chans, labels),
         "fig7": FIG.part_masks_figure(out_dir / "fig7_part_masks.png", [imgs[i] for i in pick],
                                       [col["masks"][i] for i in pick]),
         "histogram": FIG.part_histogram_figure(out_dir / "part_histogram.png",

@@ -57,20 +57,21 @@ def heatmaps_figure(path: Path, images: Sequence[np.ndarray], heat: np.ndarray,
                     regions: np.ndarray, channels: Sequence[int],
                     labels: Sequence[str]) -> Path:
     """Paper Fig. 6: for chosen channels (rows) over several faces (columns), the upsampled
-    activation with its top-10% region outlined. heat/regions: (I, C, H, W)."""
+    activation with its top-10% region outlined. heat/regions: (I, K, H, W), K = len(channels),
+    in the order of ``channels``."""
     plt = _plt()
     n_img, n_ch = len(images), len(channels)
     fig, axes = plt.subplots(n_ch, n_img, figsize=(1.6 * n_img + 1, 1.7 * n_ch + 0.5),
                              squeeze=False)
-    for r, (c, label) in enumerate(zip(channels, labels)):
+    for r, (c, label) in enumerate(zip(channels, labels)):  # r indexes heat, c is the label
         for i in range(n_img):
             ax = axes[r][i]
             _show_image(ax, images[i])
-            h = heat[i, c]
+            h = heat[i, r]
             span = float(h.max() - h.min())
             ax.imshow((h - h.min()) / span if span > 0 else np.zeros_like(h), cmap="jet",
                       alpha=0.45, vmin=0, vmax=1)
-            ax.contour(regions[i, c].astype(float), levels=[0.5], colors="white", linewidths=0.8)
+            ax.contour(regions[i, r].astype(float), levels=[0.5], colors="white", linewidths=0.8)
             if i == 0:
                 ax.set_ylabel(f"ch {c}\n{label}", fontsize=8)
     fig.suptitle("top-10% activation of selected channels (white outline), label = dominant part",
