@@ -2,7 +2,9 @@
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
 
 EMBEDDING_FILE = "embedding.onnx"
 FEATUREMAP_FILE = "featuremap.onnx"
@@ -18,6 +20,15 @@ MASK_OUTPUT = "masks"
 
 # Paper Eq. 8-9: maps are upsampled to the input size and the top 10% of pixels are kept.
 TOP_FRACTION = 0.1
+# How many channels `explain` shows; the evaluation's "shown ring share" uses the same number.
+SHOWN_CHANNELS = 8
+# The relative activation of a channel counts up to this many times its typical face peak.
+MAX_RELATIVE_PEAK = 2.0
+
+# Per-channel numbers of a channel -> part table (written by zoo.evaluate, see rank_channels).
+_PER_CHANNEL_KEYS = ("channel_iou", "channel_consistency", "channel_share",
+                     "channel_input_dependence", "channel_fixed", "channel_typical_peak",
+                     "channel_evidence")
 
 
 def top_k_pixels(input_size: int, fraction: float = TOP_FRACTION) -> int:
@@ -51,8 +62,9 @@ def validate_parts(table: Any, num_channels: Optional[int], where: str) -> Dict[
         raise ValueError(f"{where}: channel_part values must be -1 (no part) or 0..{len(names) - 1}"
                          f", got {bad[:5]}")
     out = {"part_names": list(names), "channel_part": list(parts)}
-    # per-channel numbers: the evaluation writes channel_iou (and channel_consistency, S_i)
-    for key in ("channel_iou", "channel_consistency"):
+    # per-channel numbers: the evaluation writes channel_iou, channel_consistency (S_i) and the
+    # evidence that ranks channels (rank_channels); older tables have only the first two
+    for key in _PER_CHANNEL_KEYS:
         vals = table.get(key)
         if vals is None:
             continue
@@ -62,6 +74,27 @@ def validate_parts(table: Any, num_channels: Optional[int], where: str) -> Dict[
             raise ValueError(f"{where}: {key} must be a list of {len(parts)} finite numbers")
         out[key] = [float(v) for v in vals]
     return out
+
+
+def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None) -> List[int]:
+    """Channel indices, most telling first, for one image whose channels peak at ``peaks``.
+
+    With an evidence table (zoo.evaluate's channel_parts.json): score = evidence x relative
+    activation, where evidence (in [0, 1]) = the share of held-out faces on which the channel
+    lands on its part x its input dependence, and 0 for a channel that fires at a fixed cell
+    whatever the input; relative activation = peak / the channel's typical (median) face peak,
+    capped at MAX_RELATIVE_PEAK. Ties (e.g. all-zero evidence) are broken by the raw peak.
+    Without evidence: by raw peak, strongest first (what older exports did)."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    if table is None or "channel_evidence" not in table or "channel_typical_peak" not in table:
+        return [int(c) for c in np.argsort(-peaks, kind="stable")]
+    evidence = np.asarray(table["channel_evidence"], dtype=np.float64)
+    typical = np.asarray(table["channel_typical_peak"], dtype=np.float64)
+    if evidence.shape != peaks.shape or typical.shape != peaks.shape:
+        raise ValueError(f"evidence table has {evidence.size} channels, the maps {peaks.size}")
+    rel = np.minimum(np.divide(peaks, typical, out=np.zeros_like(peaks), where=typical > 0),
+                     MAX_RELATIVE_PEAK)
+    return [int(c) for c in np.lexsort((-peaks, -(evidence * rel)))]
 
 
 def read_parts_file(path: Path, num_channels: Optional[int]) -> Dict[str, Any]:

@@ -35,7 +35,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
 
 from ._common import (EMBEDDING_FILE, EMBEDDING_OUTPUT, FEATURE_OUTPUT, FEATUREMAP_FILE,
-                      HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, validate_parts)
+                      HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, SHOWN_CHANNELS, rank_channels,
+                      validate_parts)
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
            "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
@@ -47,7 +48,7 @@ ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 # each with a caption band below. Size: see overlay_size().
 TILE = 160
 CAPTION = 20
-DEFAULT_TOP_K = 8
+DEFAULT_TOP_K = SHOWN_CHANNELS
 
 
 class ImageError(ValueError):
@@ -312,12 +313,15 @@ class ChannelInfo:
     peak: float                  # max of the channel's target map for this image
     part: Optional[str] = None   # the channel's part from the evaluation table, when present
     iou: Optional[float] = None  # the channel's IoU with that part (evaluation table)
+    evidence: Optional[float] = None  # held-out part share x input dependence (0: fixed cell)
 
     def label(self) -> str:
         s = f"ch {self.channel}"
         if self.part is not None:
             s += f" {self.part}"
-            if self.iou is not None:
+            if self.evidence is not None:
+                s += f" ev {self.evidence:.2f}"
+            elif self.iou is not None:
                 s += f" {self.iou:.2f}"
         return s
 
@@ -328,7 +332,7 @@ class Explanation:
     feature_maps: np.ndarray      # (C, n, n) target-layer maps, post-ReLU
     heatmaps: np.ndarray          # (C, S, S) upsampled maps, 0 outside each channel's top 10%
     masks: np.ndarray             # (C, S, S) bool top-10% masks (paper Eq. 8-9)
-    channels: List[ChannelInfo]   # the strongest channels, strongest first
+    channels: List[ChannelInfo]   # the most telling channels first (rank_channels)
     overlay: Image.Image          # Fig. 6-style grid, size overlay_size(len(channels))
     part_names: Optional[List[str]] = None
 
@@ -409,8 +413,13 @@ class FaceExplainer:
 
     def explain(self, img: ImageLike, top_k: int = DEFAULT_TOP_K,
                 out: Optional[Union[str, os.PathLike]] = None) -> Explanation:
-        """Heatmaps of every channel and the ``top_k`` strongest channels (largest peak of the
-        target map) with their parts; ``out`` saves the overlay PNG there."""
+        """Heatmaps of every channel and the ``top_k`` most telling channels with their parts;
+        ``out`` saves the overlay PNG there.
+
+        Channels are ranked by evidence x relative activation (export._common.rank_channels):
+        a channel that lands on its part on most held-out faces and depends on the input, firing
+        at its usual strength or more, comes first; a channel that fires at a fixed cell
+        whatever the input comes last. Exports without an evidence table rank by raw peak."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         rgb = load_image(img)
@@ -418,7 +427,7 @@ class FaceExplainer:
         fmap, heat, mask = (a[0] for a in self.model.run(
             x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]))
         peaks = fmap.reshape(fmap.shape[0], -1).max(axis=1)
-        order = np.argsort(-peaks, kind="stable")[:min(top_k, len(peaks))]
+        order = rank_channels(peaks, self.parts)[:min(top_k, len(peaks))]
         channels = []
         for c in order:
             info = ChannelInfo(channel=int(c), peak=float(peaks[c]))
@@ -428,6 +437,8 @@ class FaceExplainer:
                     info.part = self.parts["part_names"][p]
                     if "channel_iou" in self.parts:
                         info.iou = self.parts["channel_iou"][c]
+                if "channel_evidence" in self.parts:
+                    info.evidence = self.parts["channel_evidence"][c]
             channels.append(info)
         shown = _resize(rgb, self.input_size)
         result = Explanation(image=shown, feature_maps=fmap, heatmaps=heat, masks=mask,
@@ -489,10 +500,14 @@ def main(argv=None) -> int:
                                   "channels": [c.__dict__ for c in x.channels]}))
             else:
                 print(f"wrote {args.out} ({x.overlay.size[0]}x{x.overlay.size[1]})")
+                if explainer.parts is None or "channel_evidence" not in explainer.parts:
+                    print("  note: this export has no evidence table (evaluate the model, then "
+                          "export again): channels are ranked by raw peak")
                 for c in x.channels:
                     print(f"  channel {c.channel:4d}  peak {c.peak:8.4f}  "
                           f"part {c.part or '-'}" + (f" (IoU {c.iou:.2f})" if c.iou is not None
-                                                      else ""))
+                                                      else "")
+                          + (f"  evidence {c.evidence:.2f}" if c.evidence is not None else ""))
     except (ImageError, ModelDirError, FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -60,17 +60,65 @@ def test_blob_on_mouth_end_to_end():
 
 
 def test_location_consistency_by_hand():
-    # 4 images, 3 channels, 7 parts. channel 0: mouth, mouth, mouth, eyes -> S = 3/4
-    # channel 1: nose in all 4 -> S = 1; channel 2: never overlaps -> S = 0
+    # 4 images, 3 channels, 7 parts. channel 0: mouth, mouth, mouth, eyes -> A = (1/4 eyes, 3/4
+    # mouth); channel 1: nose in all 4; channel 2: never overlaps a part
     ious = np.zeros((4, 3, 7))
     ious[:3, 0, 5] = 0.5
     ious[3, 0, 3] = 0.2
     ious[:, 1, 4] = 0.3
     lc = X.location_consistency(ious)
     assert lc["A"][0].tolist() == [0, 0, 0, 1, 0, 3, 0]
-    assert lc["S"].tolist() == [0.75, 1.0, 0.0]
-    assert lc["LS"] == pytest.approx((0.75 + 1.0 + 0.0) / 3)
+    # the paper's S_i = sqrt(sum_k (A_ik - 1/7)^2) / 7, written out term by term
+    s0 = np.sqrt((0.75 - 1 / 7) ** 2 + (0.25 - 1 / 7) ** 2 + 5 * (1 / 7) ** 2) / 7
+    s1 = np.sqrt((1 - 1 / 7) ** 2 + 6 * (1 / 7) ** 2) / 7
+    assert lc["S"] == pytest.approx([s0, s1, 0.0], abs=1e-12)
+    assert s1 == pytest.approx(0.1322, abs=1e-4)            # the ceiling for 7 parts
+    assert lc["LS"] == pytest.approx((s0 + s1) / 3)
+    assert lc["S_max"].tolist() == [0.75, 1.0, 0.0]          # our LS-max, the older reading
+    assert lc["LS_max"] == pytest.approx(1.75 / 3)
     assert lc["dominant_part"].tolist() == [5, 4, -1]
+    assert lc["none_share"].tolist() == [0.0, 0.0, 1.0]
+    # a channel landing on every part equally often has S = 0
+    uniform = np.zeros((7, 1, 7))
+    uniform[np.arange(7), 0, np.arange(7)] = 0.4
+    assert X.location_consistency(uniform)["S"][0] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_none_below_the_iou_floor():
+    # channel 0 touches the mouth with IoU 0.02 on 3 of 4 images: "none" there, not mouth
+    ious = np.zeros((4, 2, 7))
+    ious[:3, 0, 5] = 0.02
+    ious[3, 0, 3] = 0.3
+    ious[:, 1, 4] = 0.3
+    lc = X.location_consistency(ious, floor=0.05)
+    assert lc["A"][0].tolist() == [0, 0, 0, 1, 0, 0, 0]
+    assert lc["none_share"].tolist() == [0.75, 0.0]
+    assert lc["dominant_part"].tolist() == [-1, 4]           # mostly none: not a part channel
+    assert lc["dominant_share"].tolist() == [0.25, 1.0]
+    assert lc["none_fraction"] == pytest.approx(3 / 8)
+    # without a floor the sliver counts as mouth
+    assert X.location_consistency(ious, floor=0.0)["dominant_part"].tolist() == [5, 4]
+
+
+def test_peak_thresholds_and_ring_split():
+    n = 7
+    m = np.zeros((n, n))
+    m[0, 1] = 1.0          # a border peak, the highest
+    m[3, 3] = 0.5          # an interior peak, prominence 0.5 of the range
+    m[5, 5] = 0.2          # a weak interior peak, prominence 0.2
+    cells, proms = X.peak_prominences(m)
+    assert sorted(zip(cells.tolist(), np.round(proms, 6).tolist())) == [
+        (1, 1.0), (24, 0.5), (40, 0.2)]
+    pc = X.peak_counts(m[None], thresholds=(0.0, 0.1, 0.3))
+    assert pc["0"] == {"all": 3.0, "ring": 1.0, "interior": 2.0}
+    assert pc["0.1"] == {"all": 3.0, "ring": 1.0, "interior": 2.0}
+    assert pc["0.3"] == {"all": 2.0, "ring": 1.0, "interior": 1.0}
+    assert X.outer_ring(4).sum() == 12 and not X.outer_ring(4)[1:3, 1:3].any()
+    # a plateau is one peak at threshold 0, not one per cell; dead maps are left out
+    flat = np.zeros((n, n))
+    flat[2:4, 2:4] = 1.0
+    assert X.activation_peaks(flat, 0.0) == 1
+    assert X.peak_counts(np.stack([flat, np.zeros((n, n))]), (0.0,))["0"]["all"] == 1.0
 
 
 def test_peak_counts():

@@ -60,12 +60,12 @@ def test_paper_models_are_the_paper_configuration():
         depth, loss = int(name[3:5]), name.split("-")[1]
         assert cfg["arch"] == {"depth": depth, "batch_norm": False, "width": 1.0,
                                "input_size": 224, "embedding_dim": 512, "dropout": 0.0,
-                               "embedding_bn": True}
+                               "embedding_bn": True, "padding": "zeros"}
         assert cfg["loss"] == loss and cfg["head"] == "softmax"
         assert cfg["ecloss"] == {"num_templates": 400, "tau": 1e-3, "radius": 4.0,
                                  "marginal": "uniform", "alpha": 1.0, "beta": 1e-5,
-                                 "map_norm": "none",
-                                 "beta_mode": "auto"}
+                                 "map_norm": "none", "template_peaks": "all",
+                                 "content_free": 0.0, "beta_mode": "auto"}
         assert (cfg["feature_size"], cfg["feature_channels"]) == (14, 512)
         assert cfg["mean"] == cfg["std"] == [0.5, 0.5, 0.5] and cfg["channel_order"] == "RGB"
         json.dumps(cfg)

@@ -9,6 +9,8 @@ Recognition"; see docs/paper-notes.md):
                                       either uniform (the paper, "uniform") or the batch
                                       marginal mean_x P(T|x) ("batch").
 * total loss ``total_loss``:           L = alpha * CE - beta * MI; ECLoss = -MI.
+* ``content_free_term``                OUR EXTENSION: log(M P(T-|x)) on maps of content-free
+                                      images (blank, noise), pushed towards the negative template.
 * beta rule ``BetaPolicy``:            the paper's "changed automatically" made precise.
 
 This module is the pure-PyTorch reference: the oracle for the fused kernels in csrc/ and the
@@ -31,6 +33,7 @@ from . import templates as _templates
 __all__ = [
     "MARGINALS", "flatten_maps", "template_logits", "template_log_posterior",
     "mutual_information_reference", "mutual_information", "total_loss", "BetaPolicy", "ECLoss",
+    "content_free_term",
 ]
 
 MARGINALS = ("uniform", "batch")
@@ -146,6 +149,24 @@ def normalize_maps(x: torch.Tensor, how: str = "none", eps: float = 1e-6) -> tor
     return x / x.amax(dim=(-2, -1), keepdim=True).clamp_min(eps)
 
 
+def content_free_term(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
+    """OUR EXTENSION (ICNN's negative images, Zhang et al. 2018, in this loss's terms): the mean
+    over maps of log(M * P(T-|x)), where T- is the negative template (Eq. 4, the last template of
+    the canonical set) and P is Eq. 6.
+
+    For post-ReLU maps every template is >= T- elementwise, so P(T-|x) <= 1/M and the term is
+    <= 0, with equality exactly when all template correlations tie, i.e. x = 0. Maximising it on
+    the maps of content-free images (blank, noise) teaches every channel not to fire where there
+    is no face, which is what a channel that peaks at a fixed border cell whatever the input does.
+    """
+    x, templates = flatten_maps(x, templates)
+    last = templates[-1]
+    if not bool((last == last[0]).all()) or float(last[0]) >= 0:
+        raise ValueError("the last template must be the negative template (-tau everywhere)")
+    log_p = template_log_posterior(x, templates)
+    return log_p[:, -1].mean() + math.log(templates.shape[0])
+
+
 def total_loss(ce: torch.Tensor, mi: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     """The paper's training objective: L = alpha * CE - beta * MI (ECLoss = -MI)."""
     return alpha * ce - beta * mi
@@ -220,12 +241,19 @@ class ECLoss(nn.Module):
         map_norm: "none" (paper) or "max" - OUR EXTENSION, not the paper's method: divide each
             map by its maximum before the correlation, so the MI measures the map's shape only
             and cannot be raised by simply scaling activations up (docs/paper-notes.md).
+        template_peaks: "all" (paper) or "interior" - OUR EXTENSION: template peaks only on the
+            cells off the map's outer ring (zoo.templates.peak_positions).
     """
 
     def __init__(self, map_size: int, num_templates: int | str = _templates.DEFAULT_NUM_TEMPLATES,
                  tau: float = _templates.DEFAULT_TAU, radius: float | None = None,
-                 marginal: str = "uniform", impl: str = "auto", map_norm: str = "none"):
+                 marginal: str = "uniform", impl: str = "auto", map_norm: str = "none",
+                 template_peaks: str = "all"):
         super().__init__()
+        if template_peaks not in _templates.TEMPLATE_PEAKS:
+            raise ValueError(f"template_peaks must be one of {_templates.TEMPLATE_PEAKS}, got "
+                             f"{template_peaks!r}")
+        self.template_peaks = template_peaks
         if map_norm not in MAP_NORMS:
             raise ValueError(f"map_norm must be one of {MAP_NORMS}, got {map_norm!r}")
         self.map_norm = map_norm
@@ -244,7 +272,7 @@ class ECLoss(nn.Module):
 
     def templates_for(self, device, dtype) -> torch.Tensor:
         return _templates.get_templates(self.map_size, self.num_templates, self.radius, self.tau,
-                                        device=device, dtype=dtype)
+                                        device=device, dtype=dtype, peaks=self.template_peaks)
 
     def prepare(self, fmap: torch.Tensor) -> torch.Tensor:
         """The maps the MI is computed on: float32 at least, normalised if map_norm says so."""
@@ -263,7 +291,7 @@ class ECLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"map_size={self.map_size}, num_templates={self.num_templates}, tau={self.tau}, "
                 f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}, "
-                f"map_norm={self.map_norm!r}")
+                f"map_norm={self.map_norm!r}, template_peaks={self.template_peaks!r}")
 
 
 def mutual_information_across_ranks(x: torch.Tensor, templates: torch.Tensor,

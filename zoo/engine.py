@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import templates as _templates
-from .ecloss import BetaPolicy, ECLoss, mutual_information_across_ranks, total_loss
+from .ecloss import (BetaPolicy, ECLoss, content_free_term, mutual_information_across_ranks,
+                     total_loss)
 from .heads import create_head
 from .models import VGGFace
 
@@ -44,9 +45,11 @@ __all__ = ["TrainConfig", "PRESETS", "train", "resolve_config", "save_checkpoint
 # tau = 1, beta = 1 gives part-consistent channels and +3 points held-out accuracy.
 PRESETS: Dict[str, Dict[str, object]] = {
     "cpu": dict(width=0.25, input_size=112, batch_norm=True, epochs=30, batch_size=16, lr=0.05,
-                tau=1.0, beta=1.0, beta_mode="fixed"),
+                tau=1.0, beta=1.0, beta_mode="fixed", padding="zeros", template_peaks="all",
+                content_free=0.0, translate=0.0),
     "paper": dict(width=1.0, input_size=224, batch_norm=False, epochs=30, batch_size=64, lr=0.03,
-                  tau=_templates.DEFAULT_TAU, beta=1e-5, beta_mode="auto"),
+                  tau=_templates.DEFAULT_TAU, beta=1e-5, beta_mode="auto", padding="zeros",
+                  template_peaks="all", content_free=0.0, translate=0.0),
 }
 
 
@@ -65,12 +68,15 @@ class TrainConfig:
     embedding_dim: int = 512
     embedding_bn: bool = True
     dropout: float = 0.0
+    padding: Optional[str] = None       # zeros | reflect | replicate (conv padding)
     # ECLoss (None: from the preset; the paper preset has the paper's values)
     templates: str = "400"              # "400", "full" or any count
     tau: Optional[float] = None
     radius: Optional[float] = None      # None: 4 at 14x14, scaled with the map size
     marginal: str = "uniform"
     map_norm: str = "none"              # "max": our extension (docs/paper-notes.md)
+    template_peaks: Optional[str] = None  # all | interior (our extension)
+    content_free: Optional[float] = None  # weight of content_free_term (our extension), 0 = off
     alpha: float = 1.0
     beta: Optional[float] = None
     beta_mode: Optional[str] = None
@@ -84,6 +90,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     flip: bool = True
+    translate: Optional[float] = None   # random-shift augmentation (face_transform), 0 = off
     amp: bool = False
     workers: int = 0
     seed: int = 0
@@ -98,6 +105,7 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     orl_num_train: int = 30
+    orl_num_val: int = 0                # ORL validation identities (taken after the training ones)
     orl_split_seed: int = 0
 
     @property
@@ -125,7 +133,15 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
         cfg.name = f"vgg{cfg.depth}-{cfg.loss}"
     if cfg.epochs < 1 or cfg.batch_size < 1 or not cfg.lr > 0:
         raise ValueError("epochs and batch size must be >= 1 and lr > 0")
+    if not cfg.content_free >= 0 or not 0 <= cfg.translate < 1:
+        raise ValueError("content_free must be >= 0 and translate in [0, 1)")
+    if cfg.content_free > 0 and cfg.loss != "ecloss":
+        raise ValueError("content_free is a term of ECLoss: it needs --loss ecloss")
     return cfg
+
+
+# Content-free images added to each batch when content_free > 0: a quarter of the batch.
+CONTENT_FREE_SHARE = 0.25
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,11 +185,11 @@ def load_checkpoint(path: Path) -> dict:
 
 def build_train_dataset(cfg: TrainConfig):
     from .data.transforms import face_transform
-    transform = face_transform(cfg.input_size, train=cfg.flip)
+    transform = face_transform(cfg.input_size, train=cfg.flip, translate=cfg.translate)
     if cfg.data == "orl":
         from .data.orl import ORLFaces
         return ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
-                        seed=cfg.orl_split_seed)
+                        seed=cfg.orl_split_seed, num_val=cfg.orl_num_val)
     path = Path(cfg.data)
     if path.suffix == ".rec":
         from .data.recordio import RecordIODataset
@@ -189,7 +205,7 @@ def evaluate_verification(model: nn.Module, cfg: TrainConfig, device) -> Dict[st
     from .evaluate import verification_on
     return {("orl" if val == "orl" else Path(val).stem):
             verification_on(model, val, cfg.input_size, device, orl_num_train=cfg.orl_num_train,
-                            orl_split_seed=cfg.orl_split_seed)
+                            orl_split_seed=cfg.orl_split_seed, orl_num_val=cfg.orl_num_val)
             for val in cfg.val}
 
 
@@ -248,10 +264,12 @@ def train(cfg: TrainConfig) -> dict:
     if rank == 0:
         where = f"{world} x {'GPU' if use_cuda else 'CPU'} processes" if distributed else \
             ("GPU" if use_cuda else "no GPU")
-        ecl = (f", tau {cfg.tau}, beta {cfg.beta} {cfg.beta_mode}, {cfg.templates} templates, "
-               f"{cfg.marginal} marginal" if cfg.loss == "ecloss" else "")
+        ecl = (f", tau {cfg.tau}, beta {cfg.beta} {cfg.beta_mode}, {cfg.templates} templates "
+               f"({cfg.template_peaks} peaks), {cfg.marginal} marginal, content-free weight "
+               f"{cfg.content_free}" if cfg.loss == "ecloss" else "")
         log(f"{where}: using the {cfg.preset} preset (vgg{cfg.depth}, width {cfg.width}, "
-            f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
+            f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.padding} padding, translate "
+            f"{cfg.translate}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
             f"lr {cfg.lr}, loss {cfg.loss}, head {cfg.head}{ecl})")
 
     _seed_everything(cfg.seed)
@@ -259,13 +277,15 @@ def train(cfg: TrainConfig) -> dict:
     num_classes = dataset.num_classes
     model = VGGFace(cfg.depth, batch_norm=cfg.batch_norm, width=cfg.width,
                     input_size=cfg.input_size, embedding_dim=cfg.embedding_dim,
-                    dropout=cfg.dropout, embedding_bn=cfg.embedding_bn).to(device)
+                    dropout=cfg.dropout, embedding_bn=cfg.embedding_bn,
+                    padding=cfg.padding).to(device)
     head = create_head(cfg.head, cfg.embedding_dim, num_classes).to(device)
     ecloss = None
     if cfg.loss == "ecloss":
         m = "full" if cfg.templates == "full" else int(cfg.templates)
         ecloss = ECLoss(model.feature_size, num_templates=m, tau=cfg.tau, radius=cfg.radius,
-                        marginal=cfg.marginal, impl=cfg.ecloss_impl, map_norm=cfg.map_norm)
+                        marginal=cfg.marginal, impl=cfg.ecloss_impl, map_norm=cfg.map_norm,
+                        template_peaks=cfg.template_peaks)
     beta_policy = BetaPolicy(beta=cfg.beta, mode=cfg.beta_mode, ratio=cfg.beta_ratio,
                              rate=cfg.beta_rate, beta_min=min(cfg.beta, 1e-5) if cfg.beta > 0 else 1e-5)
 
@@ -275,8 +295,9 @@ def train(cfg: TrainConfig) -> dict:
             self.model, self.head = model, head
 
         def forward(self, x, y):
+            # x may hold content-free images after the len(y) faces: no labels, no CE for them
             emb, fmap = self.model.forward_with_features(x)
-            return self.head(emb, y), fmap
+            return self.head(emb[:len(y)], y), fmap
 
     net = _Net()
     if distributed and use_cuda and cfg.batch_norm:
@@ -290,6 +311,9 @@ def train(cfg: TrainConfig) -> dict:
                                 lr=cfg.lr, momentum=cfg.momentum)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank,
                                                   shuffle=True, seed=cfg.seed, drop_last=True)
+    n_content_free = int(round(CONTENT_FREE_SHARE * local_batch)) if cfg.content_free > 0 else 0
+    if n_content_free:
+        from .data.content_free import random_content_free_batch
     steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch < 1:
         raise ValueError(f"{len(dataset)} training images give no full batch of {cfg.batch_size}")
@@ -322,7 +346,8 @@ def train(cfg: TrainConfig) -> dict:
         log(f"--resume: no checkpoint at {ckpt_path}, starting from scratch")
 
     csv_path = run_dir / "log.csv"
-    fields = ["epoch", "step", "loss", "ce", "mi", "beta", "acc", "lr", "images_per_s"]
+    fields = ["epoch", "step", "loss", "ce", "mi", "beta", "acc", "lr", "images_per_s",
+              "content_free"]
     if rank == 0 and not (cfg.resume and csv_path.exists() and start_epoch > 0):
         with open(csv_path, "w", newline="") as f:
             csv.writer(f).writerow(fields)
@@ -357,17 +382,28 @@ def train(cfg: TrainConfig) -> dict:
                 completed = False  # stopped inside the epoch: no checkpoint claims it done
                 break
             t0 = time.time()
+            n_faces = len(labels)
+            if n_content_free:
+                # a function of (seed, rank, step) only: resumed runs draw the same images
+                g = torch.Generator().manual_seed(cfg.seed * 1_000_033 + rank * 7_777_777 + step)
+                images = torch.cat([images, random_content_free_batch(
+                    n_content_free, cfg.input_size, g)])
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
                 logits, fmap = ddp(images, labels)
             ce = F.cross_entropy(logits.float(), labels)
             beta = beta_policy.beta
+            cf_value = 0.0
             if ecloss is not None:
+                templates = ecloss.templates_for(device, torch.float32)
                 mi_term, mi_value = mutual_information_across_ranks(
-                    ecloss.prepare(fmap), ecloss.templates_for(device, torch.float32),
-                    cfg.marginal, cfg.ecloss_impl)
+                    ecloss.prepare(fmap[:n_faces]), templates, cfg.marginal, cfg.ecloss_impl)
                 loss = total_loss(ce, mi_term, cfg.alpha, beta)
+                if n_content_free:
+                    cf_term = content_free_term(ecloss.prepare(fmap[n_faces:]), templates)
+                    loss = loss - cfg.content_free * cf_term
+                    cf_value = float(cf_term.detach())
             else:
                 mi_value = torch.zeros((), device=device)
                 loss = cfg.alpha * ce
@@ -396,7 +432,7 @@ def train(cfg: TrainConfig) -> dict:
             sums["seen"] += int(stats[2])
             if rank == 0:
                 row = [epoch, step, loss_v, ce_v, mi_v, beta, float(stats[1]) / float(stats[2]),
-                       scheduler.get_last_lr()[0], ips]
+                       scheduler.get_last_lr()[0], ips, cf_value]
                 with open(csv_path, "a", newline="") as f:
                     csv.writer(f).writerow(row)
                 if bar is not None:
@@ -453,15 +489,18 @@ def model_config(cfg: TrainConfig, model: VGGFace, num_classes: int, metrics: di
         f"vgg{cfg.depth}", name=cfg.name, loss=cfg.loss, head=cfg.head,
         arch={"depth": cfg.depth, "batch_norm": cfg.batch_norm, "width": cfg.width,
               "input_size": cfg.input_size, "embedding_dim": cfg.embedding_dim,
-              "dropout": cfg.dropout, "embedding_bn": cfg.embedding_bn},
+              "dropout": cfg.dropout, "embedding_bn": cfg.embedding_bn, "padding": cfg.padding},
         ecloss={"num_templates": cfg.templates if cfg.templates == "full" else int(cfg.templates),
                 "tau": cfg.tau, "radius": cfg.radius if cfg.radius is not None
                 else _templates.default_radius_for(model.feature_size),
                 "marginal": cfg.marginal, "alpha": cfg.alpha, "beta": cfg.beta,
-                "beta_mode": cfg.beta_mode, "map_norm": cfg.map_norm},
+                "beta_mode": cfg.beta_mode, "map_norm": cfg.map_norm,
+                "template_peaks": cfg.template_peaks, "content_free": cfg.content_free},
         training={"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
-                  "preset": cfg.preset},
+                  "preset": cfg.preset, "translate": cfg.translate,
+                  "orl_num_train": cfg.orl_num_train, "orl_num_val": cfg.orl_num_val,
+                  "orl_split_seed": cfg.orl_split_seed},
         metrics=metrics)
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .metrics import explainability as X
+from .metrics import input_dependence as ID
 from .metrics.verification import embed, pair_scores, verification_report
 from .parts import PART_NAMES, part_masks_from_landmarks, scale_landmarks
 
@@ -28,13 +29,15 @@ __all__ = ["verification_on", "collect_explainability", "explainability_metrics"
 
 
 def verification_on(model, val: str, input_size: int, device=None, flip: bool = True,
-                    orl_num_train: int = 30, orl_split_seed: int = 0) -> Dict[str, object]:
-    """Verification report on 'orl' (held-out identities, LFW-shape pairs) or a .bin file."""
+                    orl_num_train: int = 30, orl_split_seed: int = 0, orl_num_val: int = 0,
+                    orl_split: str = "heldout") -> Dict[str, object]:
+    """Verification report on 'orl' (held-out identities, or orl_split="val" for the validation
+    identities; LFW-shape pairs) or a .bin file."""
     from .data.transforms import face_transform
     if val == "orl":
         from .data.verification import ORLPairs
         pairs = ORLPairs(transform=face_transform(input_size), num_train=orl_num_train,
-                         seed=orl_split_seed)
+                         seed=orl_split_seed, split=orl_split, num_val=orl_num_val)
         images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
         emb = embed(model, images, device=device, flip=flip)
         scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
@@ -78,9 +81,10 @@ class LandmarkFolder:
         return pts - 1.0  # .pts files are 1-based (Matlab); we use 0-based pixel centres
 
 
-def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int):
+def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int, orl_num_val: int = 0):
     from .data.orl import ORL_HEIGHT, ORL_WIDTH, ORLFaces
-    ds = ORLFaces(split, transform=None, num_train=orl_num_train, seed=orl_split_seed)
+    ds = ORLFaces(split, transform=None, num_train=orl_num_train, seed=orl_split_seed,
+                  num_val=orl_num_val)
 
     def item(i):
         return ds.load(i), ds.landmarks(i), (ORL_HEIGHT, ORL_WIDTH)
@@ -91,7 +95,9 @@ def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int):
 def collect_explainability(model, items, input_size: int, device=None, batch_size: int = 32):
     """Run the model over ``items`` (a list of (PIL image, 68 landmarks, (h, w))) and return
     target maps (I, C, n, n), IoUs (I, C, 7), part masks (I, 7, S, S), landmarks in the SxS frame
-    (I, 68, 2) and the resized images (I, S, S, 3) uint8."""
+    (I, 68, 2), the resized images (I, S, S, 3) uint8, and the maps of the content-free probe
+    images (B, C, n, n; zoo.data.content_free) for the input-dependence measures."""
+    from .data.content_free import content_free_images
     from .data.transforms import face_transform
     tf = face_transform(input_size)
     device = torch.device(device) if device else next(model.parameters()).device
@@ -109,31 +115,105 @@ def collect_explainability(model, items, input_size: int, device=None, batch_siz
             lms.append(pts)
             imgs.append(np.asarray(img.convert("RGB").resize((input_size, input_size))))
         fmaps.append(f)
+    probes = content_free_images(input_size)
+    x = torch.stack([tf(img) for img in probes.values()]).to(device)
+    probe_maps = model.forward_features(x).float().cpu().numpy()
+    # the same faces with their content moved one map cell to the right (shifted_pair)
+    plain, moved = [], []
+    for start in range(0, len(items), batch_size):
+        pairs = [shifted_pair(img, input_size, model.feature_size)
+                 for img, _, _ in items[start:start + batch_size]]
+        plain.append(model.forward_features(torch.stack([tf(a) for a, _ in pairs]).to(device)))
+        moved.append(model.forward_features(torch.stack([tf(b) for _, b in pairs]).to(device)))
     return {"fmaps": np.concatenate(fmaps), "ious": np.stack(ious), "masks": np.stack(masks),
-            "landmarks": np.stack(lms), "images": np.stack(imgs)}
+            "landmarks": np.stack(lms), "images": np.stack(imgs), "probe_maps": probe_maps,
+            "probe_kinds": list(probes),
+            "shift_maps": (torch.cat(plain).float().cpu().numpy(),
+                           torch.cat(moved).float().cpu().numpy())}
+
+
+def shifted_pair(img, size: int, map_size: int):
+    """Two size x size views of one face whose content differs by a shift of exactly one map
+    cell (size / map_size pixels) to the right: the face is resized to (size + cell) x size and
+    cropped at x = cell and at x = 0."""
+    cell = size // map_size
+    big = img.convert("RGB").resize((size + cell, size), resample=2)   # 2 = bilinear
+    return big.crop((cell, 0, cell + size, size)), big.crop((0, 0, size, size))
 
 
 def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.ndarray,
-                           input_size: int) -> Dict[str, object]:
-    """PE, LS (with A and S), activation robustness (peaks) and ICNN location instability."""
+                           input_size: int, probe_maps: Optional[np.ndarray] = None,
+                           shift_maps: Optional[tuple] = None) -> Dict[str, object]:
+    """PE, the paper's LS (and our LS-max), peaks at several prominence thresholds split into
+    outer ring and interior, ICNN location instability, and - with the maps of content-free
+    probe images - input dependence and the evidence that ranks channels for explanations."""
+    from export._common import SHOWN_CHANNELS, rank_channels
     lc = X.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
     mi_tau1 = template_mi_diagnostic(fmaps)
-    return {
+    peaks = X.peak_counts(fmaps)
+    n = fmaps.shape[-1]
+    per_channel = {"dominant_part": lc["dominant_part"].tolist(), "S": lc["S"].tolist(),
+                   "S_max": lc["S_max"].tolist(), "dominant_share": lc["dominant_share"].tolist(),
+                   "none_share": lc["none_share"].tolist(), "mean_best_iou": best_iou.tolist(),
+                   "A": lc["A"].tolist()}
+    result = {
         # MI of Eq. 5 at tau = 1 (400 templates): comparable across models whatever tau they
         # were trained with; it also grows with the activation scale (docs/paper-notes.md)
         "mi_tau1_uniform": mi_tau1["uniform"],
         "mi_tau1_batch": mi_tau1["batch"],
         "part_explainability": X.part_explainability(ious),
-        "location_consistency": lc["LS"],
-        "activation_robustness": X.activation_robustness(fmaps),
+        "location_consistency": lc["LS"],                # the paper's S_i formula
+        "location_consistency_max": lc["LS_max"],        # ours: mean share of the dominant part
+        "none_fraction": lc["none_fraction"],            # (image, channel) regions on no part
+        "part_channels": float(np.mean(lc["dominant_part"] >= 0)),
+        "part_iou_floor": X.PART_IOU_FLOOR,
+        "activation_robustness": peaks[f"{X.PEAK_PROMINENCE:g}"]["all"],
+        "peaks": peaks,
         "location_instability": X.location_instability(fmaps, landmarks,
                                                        (input_size, input_size)),
         "num_images": int(len(fmaps)),
         "num_channels": int(fmaps.shape[1]),
-        "per_channel": {"dominant_part": lc["dominant_part"].tolist(), "S": lc["S"].tolist(),
-                        "mean_best_iou": best_iou.tolist(), "A": lc["A"].tolist()},
+        "per_channel": per_channel,
     }
+    if probe_maps is not None:
+        fixed = ID.fixed_cell_channels(fmaps, probe_maps)
+        dep = ID.input_dependence(fmaps, probe_maps)
+        typical = np.median(fmaps.reshape(*fmaps.shape[:2], -1).max(-1), axis=0)
+        evidence = lc["dominant_share"] * dep * ~fixed["fixed"]
+        per_channel.update({"input_dependence": dep.tolist(),
+                            "fixed": fixed["fixed"].astype(int).tolist(),
+                            "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
+        table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist()}
+        face_peaks = fmaps.reshape(*fmaps.shape[:2], -1).max(-1)      # (I, C)
+        cells = ID.argmax_cells(fmaps)                                # (I, C)
+        shown = [cells[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]]
+                 for i in range(len(fmaps))]
+        strongest = [cells[i, np.argsort(-face_peaks[i], kind="stable")[:2 * SHOWN_CHANNELS]]
+                     for i in range(len(fmaps))]
+        result["input_dependence"] = {
+            "fixed_cell_share": float(fixed["fixed"].mean()),
+            "dead_share": float(fixed["dead"].mean()),
+            "mean_dependence": float(dep[~fixed["dead"]].mean()) if (~fixed["dead"]).any()
+            else 0.0,
+            "shown_ring_share": ID.ring_share(np.stack(shown), n),
+            "strongest_ring_share": ID.ring_share(np.stack(strongest), n),
+            "uniform_ring_share": ID.uniform_ring_share(n),
+            "shown_channels": SHOWN_CHANNELS,
+            "probe_images": int(len(probe_maps)),
+        }
+        if shift_maps is not None:
+            follow = ID.translation_following(*shift_maps)
+            shown_mask = np.zeros(fmaps.shape[:2], bool)
+            for i in range(len(fmaps)):
+                shown_mask[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]] = True
+            follow_shown = ID.translation_following(shift_maps[0] * shown_mask[..., None, None],
+                                                    shift_maps[1] * shown_mask[..., None, None])
+            result["input_dependence"].update({
+                "shift_follows": follow["follows"], "shift_stays": follow["stays"],
+                "shown_shift_follows": follow_shown["follows"],
+                "shown_shift_stays": follow_shown["stays"]})
+    return result
 
 
 def template_mi_diagnostic(fmaps: np.ndarray, tau: float = 1.0, num_templates: int = 400
@@ -148,22 +228,36 @@ def template_mi_diagnostic(fmaps: np.ndarray, tau: float = 1.0, num_templates: i
 
 
 def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
+    """What export and the runtime need per channel: its part (-1: none), IoU, the paper's S_i,
+    and - when input dependence was measured - the evidence that ranks channels (rank_channels
+    in export/_common.py)."""
     pc = metrics["per_channel"]
-    return {"part_names": list(PART_NAMES), "channel_part": pc["dominant_part"],
-            "channel_iou": pc["mean_best_iou"], "channel_consistency": pc["S"]}
+    table = {"part_names": list(PART_NAMES), "channel_part": pc["dominant_part"],
+             "channel_iou": pc["mean_best_iou"], "channel_consistency": pc["S"],
+             "channel_share": pc["dominant_share"]}
+    if "evidence" in pc:
+        table.update({"channel_input_dependence": pc["input_dependence"],
+                      "channel_fixed": pc["fixed"], "channel_typical_peak": pc["typical_peak"],
+                      "channel_evidence": pc["evidence"]})
+    return table
 
 
 def _fig6_channels(metrics, k: int = 6) -> List[int]:
+    """The k channels with the most evidence (part share x input dependence, never a fixed-cell
+    channel first); without input dependence: part share x IoU."""
     pc = metrics["per_channel"]
-    score = np.asarray(pc["S"]) * np.asarray(pc["mean_best_iou"])
-    score[np.asarray(pc["dominant_part"]) < 0] = -1
-    return [int(c) for c in np.argsort(-score)[:k]]
+    if "evidence" in pc:
+        score = np.asarray(pc["evidence"], dtype=np.float64)
+    else:
+        score = np.asarray(pc["dominant_share"]) * np.asarray(pc["mean_best_iou"])
+    score = np.where(np.asarray(pc["dominant_part"]) < 0, score - 2, score)
+    return [int(c) for c in np.argsort(-score, kind="stable")[:k]]
 
 
 def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
              split: str = "heldout", device: Optional[str] = None, max_images: Optional[int] = None,
              figures: bool = True, orl_num_train: int = 30, orl_split_seed: int = 0,
-             write_channel_parts: bool = True) -> Dict[str, object]:
+             write_channel_parts: bool = True, orl_num_val: int = 0) -> Dict[str, object]:
     """Evaluate one model; returns the metrics dict that metrics.json holds."""
     from . import registry
     model = registry.load(name_or_path)
@@ -180,10 +274,13 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
 
     items = None
     if data == "orl":
+        # verification on the validation identities when choosing (split="val"), else held out
         result["verification"] = verification_on(model, "orl", size, dev,
                                                   orl_num_train=orl_num_train,
-                                                  orl_split_seed=orl_split_seed)
-        ds, n, item = _orl_explain_source(split, orl_num_train, orl_split_seed)
+                                                  orl_split_seed=orl_split_seed,
+                                                  orl_num_val=orl_num_val,
+                                                  orl_split="val" if split == "val" else "heldout")
+        ds, n, item = _orl_explain_source(split, orl_num_train, orl_split_seed, orl_num_val)
         idx = range(n if max_images is None else min(n, max_images))
         items = [item(i) for i in idx]
         result["explain_split"] = split
@@ -201,7 +298,8 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
     if items:
         col = collect_explainability(model, items, size, dev)
         result["explainability"] = explainability_metrics(col["fmaps"], col["ious"],
-                                                          col["landmarks"], size)
+                                                          col["landmarks"], size,
+                                                          col["probe_maps"], col["shift_maps"])
         table = channel_parts_table(result["explainability"])
         (out_dir / "channel_parts.json").write_text(json.dumps(table))
         if write_channel_parts and model.zoo_dir is not None:
@@ -235,9 +333,10 @@ def _write_figures(out_dir: Path, col, metrics, name) -> Dict[str, str]:
                                     heat, regions, chans, labels),
         "fig7": FIG.part_masks_figure(out_dir / "fig7_part_masks.png", [imgs[i] for i in pick],
                                       [col["masks"][i] for i in pick]),
-        "histogram": FIG.part_histogram_figure(out_dir / "part_histogram.png",
-                                               np.asarray(metrics["per_channel"]["A"]),
-                                               title=f"{name}: per-channel part histogram"),
+        "histogram": FIG.part_histogram_figure(
+            out_dir / "part_histogram.png", np.asarray(metrics["per_channel"]["A"]),
+            title=f"{name}: per-channel part histogram (channels by evidence)",
+            num_images=metrics["num_images"], order=_fig6_channels(metrics, k=64)),
     }
     return {k: str(v) for k, v in figs.items()}
 
@@ -261,15 +360,46 @@ def render_report(result: Dict[str, object]) -> str:
         parts = ex["per_channel"]["dominant_part"]
         hist = {p: sum(1 for d in parts if d == k) for k, p in enumerate(PART_NAMES)}
         lines += ["## Explainability (target layer, top-10% activation vs 7 part masks)", "",
-                  "| PE | LS | activation peaks (mean) | ICNN location instability | MI at tau=1 "
-                  "(uniform / batch) | images | channels |",
-                  "|---|---|---|---|---|---|---|",
+                  "| PE | LS (paper) | LS-max (ours) | regions on no part | activation peaks "
+                  "(10%) | ICNN location instability | MI at tau=1 (uniform / batch) | images | "
+                  "channels |",
+                  "|---|---|---|---|---|---|---|---|---|",
                   f"| {_fmt(ex['part_explainability'])} | {_fmt(ex['location_consistency'])} | "
+                  f"{_fmt(ex.get('location_consistency_max'))} | "
+                  f"{_fmt(ex.get('none_fraction'), 3)} | "
                   f"{_fmt(ex['activation_robustness'], 3)} | {_fmt(ex['location_instability'])} | "
                   f"{_fmt(ex.get('mi_tau1_uniform'), 3)} / {_fmt(ex.get('mi_tau1_batch'), 3)} | "
                   f"{ex['num_images']} | {ex['num_channels']} |", "",
+                  "LS (paper) = mean_i sqrt(sum_k (A_ik - 1/7)^2) / 7 (at most 0.132); LS-max = "
+                  "mean_i max_k A_ik (ours). A region whose best part IoU is below "
+                  f"{ex.get('part_iou_floor', X.PART_IOU_FLOOR)} lands on no part.", "",
                   "Channels by dominant part: " + ", ".join(f"{p} {n}" for p, n in hist.items())
                   + f", none {sum(1 for d in parts if d < 0)}", ""]
+        if ex.get("peaks"):
+            lines += ["Activation peaks per firing map by prominence threshold (share of the "
+                      "map's range): all = outer ring + interior", "",
+                      "| threshold | all | outer ring | interior |", "|---|---|---|---|"]
+            lines += [f"| {t} | {_fmt(v['all'], 3)} | {_fmt(v['ring'], 3)} | "
+                      f"{_fmt(v['interior'], 3)} |" for t, v in ex["peaks"].items()]
+            lines.append("")
+        dep = ex.get("input_dependence")
+        if dep:
+            lines += ["## Input dependence (faces vs content-free images: grey, black, white, "
+                      "noise, smooth noise)", "",
+                      "| channels at a fixed cell whatever the input | dead channels | mean input "
+                      f"dependence | shown ({dep['shown_channels']}/image) on the outer ring | "
+                      f"strongest {2 * dep['shown_channels']}/image on the outer ring | uniform |",
+                      "|---|---|---|---|---|---|",
+                      f"| {_fmt(dep['fixed_cell_share'], 3)} | {_fmt(dep['dead_share'], 3)} | "
+                      f"{_fmt(dep['mean_dependence'], 3)} | {_fmt(dep['shown_ring_share'], 3)} | "
+                      f"{_fmt(dep['strongest_ring_share'], 3)} | "
+                      f"{_fmt(dep['uniform_ring_share'], 3)} |", ""]
+            if "shift_follows" in dep:
+                lines += ["Face content moved one map cell to the right: the share of channel "
+                          f"peaks that follow it {_fmt(dep['shift_follows'], 3)} (shown channels "
+                          f"{_fmt(dep['shown_shift_follows'], 3)}), that stay put "
+                          f"{_fmt(dep['shift_stays'], 3)} (shown "
+                          f"{_fmt(dep['shown_shift_stays'], 3)}).", ""]
     for key, path in (result.get("figures") or {}).items():
         lines.append(f"![{key}]({Path(path).name})")
     return "\n".join(lines) + "\n"
@@ -280,7 +410,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="registered name (zoo.list_models()), model folder or .safetensors")
     p.add_argument("--data", default="orl", help="orl | file.bin | folder of images with .pts")
-    p.add_argument("--split", default="heldout", choices=["heldout", "train", "all"],
+    p.add_argument("--split", default="heldout", choices=["heldout", "val", "train", "all"],
                    help="ORL images for the explainability metrics (default: held-out identities)")
     p.add_argument("--out", help="output folder (default runs/<name>/evaluation)")
     p.add_argument("--device", help="cpu | cuda")

@@ -3,7 +3,7 @@ part histogram. Each function takes arrays and a PNG path, so evaluation and tes
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 
@@ -99,14 +99,18 @@ def part_masks_figure(path: Path, images: Sequence[np.ndarray], masks: Sequence[
 
 
 def part_histogram_figure(path: Path, counts: np.ndarray, title: str = "",
-                          max_channels: int = 64) -> Path:
-    """Per-channel part histogram A_{i,k}: stacked bars of how often each part is the channel's
-    best part, channels sorted by their dominant part and its share."""
+                          max_channels: int = 64, num_images: Optional[int] = None,
+                          order: Optional[Sequence[int]] = None) -> Path:
+    """Per-channel part histogram A_{i,k}: stacked bars of the share of images on which each
+    part is the channel's best part, plus a grey "none" bar (images on which the channel lands
+    on no part) when ``num_images`` is given. Channels in ``order`` (e.g. by evidence), else
+    sorted by their dominant part and its share."""
     plt = _plt()
     counts = np.asarray(counts, dtype=np.float64)
-    total = counts.sum(1)
+    total = counts.sum(1) if num_images is None else np.full(len(counts), float(num_images))
     share = np.divide(counts.max(1), total, out=np.zeros(len(total)), where=total > 0)
-    order = np.lexsort((-share, counts.argmax(1)))[:max_channels]
+    order = (np.asarray(order[:max_channels], dtype=np.int64) if order is not None
+             else np.lexsort((-share, counts.argmax(1)))[:max_channels])
     frac = np.divide(counts[order], total[order, None], out=np.zeros_like(counts[order]),
                      where=total[order, None] > 0)
     fig, ax = plt.subplots(figsize=(max(6, 0.14 * len(order) + 2), 3.2))
@@ -115,7 +119,11 @@ def part_histogram_figure(path: Path, counts: np.ndarray, title: str = "",
         ax.bar(np.arange(len(order)), frac[:, k], bottom=bottom, width=0.9, label=name,
                color=np.array(PART_COLORS[k]) / 255)
         bottom += frac[:, k]
-    ax.set_xlabel("channel (sorted by dominant part)")
+    if num_images is not None:
+        ax.bar(np.arange(len(order)), 1 - bottom, bottom=bottom, width=0.9, label="none",
+               color=(0.85, 0.85, 0.85))
+    ax.set_xlabel("channel (most evidence first)" if order is not None and num_images is not None
+                  else "channel (sorted by dominant part)")
     ax.set_ylabel("share of images")
     ax.set_xticks(np.arange(len(order)))
     ax.set_xticklabels([str(c) for c in order], fontsize=5, rotation=90)

@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Union
 import torch
 
 from .data.transforms import FACE_MEAN, FACE_STD
-from .models.vgg import VGG_CONFIGS, VGGFace, _scaled
+from .models.vgg import PADDINGS, VGG_CONFIGS, VGGFace, _scaled
+from .templates import TEMPLATE_PEAKS
 
 __all__ = [
     "PAPER_MODELS", "REMOTE", "LOSSES", "HEAD_NAMES", "WEIGHTS_FILE", "CONFIG_FILE",
@@ -59,9 +60,9 @@ _BASE_RE = re.compile(r"^vgg(\d+)$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 ARCH_KEYS = ("depth", "batch_norm", "width", "input_size", "embedding_dim", "dropout",
-             "embedding_bn")
+             "embedding_bn", "padding")
 ECLOSS_KEYS = ("num_templates", "tau", "radius", "marginal", "alpha", "beta", "beta_mode",
-               "map_norm")
+               "map_norm", "template_peaks", "content_free")
 # Keys a caller may set; target_layer / feature_size / feature_channels follow from "arch".
 SETTABLE_KEYS = ("name", "arch", "mean", "std", "channel_order", "loss", "head", "ecloss",
                  "training", "metrics", "zoo_version")
@@ -70,9 +71,10 @@ CONFIG_KEYS = SETTABLE_KEYS[:1] + ("arch", "mean", "std", "channel_order") + DER
     "loss", "head", "ecloss", "training", "metrics", "zoo_version")
 
 _PAPER_ARCH = {"batch_norm": False, "width": 1.0, "input_size": 224, "embedding_dim": 512,
-               "dropout": 0.0, "embedding_bn": True}
+               "dropout": 0.0, "embedding_bn": True, "padding": "zeros"}
 _PAPER_ECLOSS = {"num_templates": 400, "tau": 1e-3, "radius": 4.0, "marginal": "uniform",
-                 "alpha": 1.0, "beta": 1e-5, "beta_mode": "auto", "map_norm": "none"}
+                 "alpha": 1.0, "beta": 1e-5, "beta_mode": "auto", "map_norm": "none",
+                 "template_peaks": "all", "content_free": 0.0}
 
 
 class DownloadError(RuntimeError):
@@ -169,6 +171,8 @@ def _validate(cfg: Dict[str, Any], where: str = "") -> None:
     _check_number(where, "arch.dropout", a["dropout"], nonneg=True, below=1)
     if not isinstance(a["embedding_bn"], bool):
         raise _bad(where, f"arch.embedding_bn must be true or false, got {a['embedding_bn']!r}")
+    if a["padding"] not in PADDINGS:
+        raise _bad(where, f"arch.padding must be one of {PADDINGS}, got {a['padding']!r}")
     for key in ("mean", "std"):
         v = cfg[key]
         if not isinstance(v, list) or len(v) != 3:
@@ -198,6 +202,10 @@ def _validate(cfg: Dict[str, Any], where: str = "") -> None:
                           f"{e['beta_mode']!r}")
     if e["map_norm"] not in ("none", "max"):
         raise _bad(where, f"ecloss.map_norm must be 'none' or 'max', got {e['map_norm']!r}")
+    if e["template_peaks"] not in TEMPLATE_PEAKS:
+        raise _bad(where, f"ecloss.template_peaks must be one of {TEMPLATE_PEAKS}, got "
+                          f"{e['template_peaks']!r}")
+    _check_number(where, "ecloss.content_free", e["content_free"], nonneg=True)
     for key in ("training", "metrics"):
         if not isinstance(cfg[key], dict):
             raise _bad(where, f"{key} must be a dict, got {type(cfg[key]).__name__}")
@@ -448,8 +456,10 @@ def _check_model_matches(model: VGGFace, cfg: Dict[str, Any]) -> None:
     actual = {"depth": model.depth, "batch_norm": model.batch_norm, "width": model.width,
               "input_size": model.input_size, "embedding_dim": model.embedding_dim,
               "dropout": drop,
-              "embedding_bn": isinstance(model.embedding_bn, torch.nn.BatchNorm1d)}
-    diff = {k: (a[k], actual[k]) for k in ARCH_KEYS if float(a[k]) != float(actual[k])}
+              "embedding_bn": isinstance(model.embedding_bn, torch.nn.BatchNorm1d),
+              "padding": model.padding}
+    diff = {k: (a[k], actual[k]) for k in ARCH_KEYS
+            if (a[k] != actual[k] if isinstance(a[k], str) else float(a[k]) != float(actual[k]))}
     if diff:
         raise ValueError("config arch does not describe this model: " + ", ".join(
             f"{k}: config {c!r} vs model {m!r}" for k, (c, m) in diff.items()))

@@ -34,6 +34,18 @@ VARIANTS: Dict[str, Dict[str, object]] = {
     "ecloss-norm-fixed1": {**PAPER_ECLOSS, "tau": 1.0, "map_norm": "max", "beta": 1.0,
                            "beta_mode": "fixed"},
 }
+# Remedies for channels that fire at a fixed border cell whatever the input (docs/results.md),
+# each a change of the tau = 1, beta = 1 setting; all but the padding ones are our extensions.
+TAU1_FIXED1 = {**PAPER_ECLOSS, "tau": 1.0, "beta": 1.0, "beta_mode": "fixed"}
+VARIANTS.update({
+    "ecloss-tau1-fixed1-batch": {**TAU1_FIXED1, "marginal": "batch"},
+    "ecloss-reflect": {**TAU1_FIXED1, "padding": "reflect"},
+    "ecloss-replicate": {**TAU1_FIXED1, "padding": "replicate"},
+    "ecloss-translate": {**TAU1_FIXED1, "translate": 0.15},
+    "ecloss-content-free": {**TAU1_FIXED1, "content_free": 1.0},
+    "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
+    "softmax-reflect": {"loss": "softmax", "padding": "reflect"},
+})
 
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),
            ("PE", ("explainability", "part_explainability")),
@@ -57,8 +69,13 @@ def _training_summary(run_dir: Path) -> Dict[str, float]:
 
 
 def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
-            epochs: Optional[int], reevaluate: bool = False) -> Dict[str, object]:
-    """Train (unless done) and evaluate (unless done) one (variant, seed); returns its metrics."""
+            epochs: Optional[int], reevaluate: bool = False, num_train: int = 30,
+            num_val: int = 0, split: str = "heldout",
+            train_only: bool = False) -> Optional[Dict[str, object]]:
+    """Train (unless done) and evaluate (unless done) one (variant, seed); returns its metrics.
+
+    num_train / num_val: ORL identities to train on / keep for validation; split: the identities
+    the metrics are measured on ("val" to choose settings, "heldout" to report)."""
     from .engine import TrainConfig, train
     from .evaluate import evaluate
     name = f"study-{arch}-{variant}-s{seed}"
@@ -69,10 +86,13 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
     if fresh or not trained:
         cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
                           progress=False, resume=not fresh, **({"epochs": epochs} if epochs else {}),
-                          **VARIANTS[variant])
+                          orl_num_train=num_train, orl_num_val=num_val, **VARIANTS[variant])
         train(cfg)
+    if train_only:
+        return None
     if fresh or reevaluate or not trained or not metrics_path.exists():
-        metrics = evaluate(name, out=str(eval_dir))
+        metrics = evaluate(name, out=str(eval_dir), split=split, orl_num_train=num_train,
+                           orl_num_val=num_val)
     else:
         metrics = json.loads(metrics_path.read_text())
     metrics["training"] = _training_summary(run_dir)
@@ -125,6 +145,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default="runs/study")
     p.add_argument("--fresh", action="store_true", help="retrain and re-evaluate everything")
     p.add_argument("--reevaluate", action="store_true", help="re-evaluate trained runs")
+    p.add_argument("--num-train", type=int, default=30, help="ORL training identities")
+    p.add_argument("--num-val", type=int, default=0, help="ORL validation identities")
+    p.add_argument("--split", default="heldout", choices=["val", "heldout"],
+                   help="identities the metrics are measured on: val (choosing) or heldout")
+    p.add_argument("--train-only", action="store_true", help="train, do not evaluate")
     p.add_argument("--zoo-home", help="where the study's models are registered (default OUT/zoo, "
                                       "so they stay out of your model cache)")
     args = p.parse_args(argv)
@@ -135,12 +160,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
-            m = run_one(v, seed, args.arch, out, args.fresh, args.epochs, args.reevaluate)
+            m = run_one(v, seed, args.arch, out, args.fresh, args.epochs, args.reevaluate,
+                        args.num_train, args.num_val, args.split, args.train_only)
+            if m is None:
+                print(f"{v} seed {seed}: trained", flush=True)
+                continue
             results[v].append(m)
             print(f"{v} seed {seed}: acc {m['verification']['accuracy']:.4f} "
                   f"PE {m['explainability']['part_explainability']:.4f} "
                   f"LS {m['explainability']['location_consistency']:.4f} "
                   f"peaks {m['explainability']['activation_robustness']:.3f}", flush=True)
+    if args.train_only:
+        return 0
     table = aggregate(results)
     (out / "study.json").write_text(json.dumps({"seeds": args.seeds, "table": table}, indent=2))
     text = render(table, args.seeds)

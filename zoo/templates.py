@@ -25,7 +25,7 @@ import torch
 __all__ = [
     "one_peak_template", "two_peak_template", "negative_template", "full_template_count",
     "evenly_spaced_indices", "template_kinds", "build_templates", "get_templates",
-    "DEFAULT_TAU", "DEFAULT_RADIUS", "DEFAULT_NUM_TEMPLATES",
+    "DEFAULT_TAU", "DEFAULT_RADIUS", "DEFAULT_NUM_TEMPLATES", "TEMPLATE_PEAKS", "peak_positions",
 ]
 
 DEFAULT_TAU = 1e-3      # paper: tau = 0.001
@@ -131,23 +131,52 @@ def template_kinds(n: int, indices: np.ndarray) -> Tuple[np.ndarray, np.ndarray,
     return kind, a, b
 
 
+TEMPLATE_PEAKS = ("all", "interior")
+
+
+def peak_positions(n: int, peaks: str = "all") -> np.ndarray:
+    """Row-major positions a template peak may sit on: every cell ("all", the paper) or the cells
+    off the outer ring ("interior", OUR EXTENSION: a map that peaks on the image border then
+    matches no template well, so the MI stops rewarding border peaks; docs/paper-notes.md)."""
+    if peaks not in TEMPLATE_PEAKS:
+        raise ValueError(f"template peaks must be one of {TEMPLATE_PEAKS}, got {peaks!r}")
+    ii, jj = np.divmod(np.arange(n * n), n)
+    if peaks == "all":
+        return np.arange(n * n, dtype=np.int64)
+    if n < 3:
+        raise ValueError(f"a {n}x{n} map has no interior cells for interior template peaks")
+    return np.flatnonzero((ii > 0) & (ii < n - 1) & (jj > 0) & (jj < n - 1)).astype(np.int64)
+
+
 def build_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLATES,
-                    r: float = DEFAULT_RADIUS, tau: float = DEFAULT_TAU) -> np.ndarray:
+                    r: float = DEFAULT_RADIUS, tau: float = DEFAULT_TAU,
+                    peaks: str = "all") -> np.ndarray:
     """The (M, n, n) float64 template array: the evenly taken subset of size M, or the full set
-    when ``num_templates`` is None or "full"."""
+    when ``num_templates`` is None or "full".
+
+    peaks="interior" builds the same canonical set over the interior positions only (one-peak
+    templates on interior cells, two-peak templates of two interior cells, the negative
+    template), then takes M evenly from it."""
     _check_geometry(n, r, tau)
-    total = full_template_count(n)
+    pos = peak_positions(n, peaks)
+    kp = len(pos)
+    total = kp + kp * (kp - 1) // 2 + 1
     if num_templates is None or num_templates == "full":
         indices = np.arange(total, dtype=np.int64)
     else:
         indices = evenly_spaced_indices(total, int(num_templates))
-    kind, a, b = template_kinds(n, indices)
+    # the canonical order over kp positions is the n*n order's with kp in place of n*n
+    kind = np.where(indices < kp, 1, np.where(indices == total - 1, 0, 2))
+    a = np.where(kind == 1, indices, -1)
+    b = np.full(indices.shape, -1, dtype=np.int64)
+    two = kind == 2
+    if two.any():
+        a[two], b[two] = _decode_pairs(kp, indices[two] - kp)
     k = n * n
-    one_peak = _one_peak_rows(n, np.arange(k), r, tau)           # (K, K): row p peaks at p
+    one_peak = _one_peak_rows(n, pos, r, tau)                     # (kp, K): row q peaks at pos[q]
     out = np.empty((len(indices), k), dtype=np.float64)
     out[kind == 0] = -tau
     out[kind == 1] = one_peak[a[kind == 1]]
-    two = kind == 2
     out[two] = np.maximum(one_peak[a[two]], one_peak[b[two]])
     return out.reshape(len(indices), n, n)
 
@@ -159,15 +188,16 @@ _CACHE_LOCK = threading.Lock()
 def get_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLATES,
                   r: float = DEFAULT_RADIUS, tau: float = DEFAULT_TAU, *,
                   device: torch.device | str | None = None,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                  dtype: torch.dtype = torch.float32, peaks: str = "all") -> torch.Tensor:
     """Cached (M, n, n) template tensor on ``device`` in ``dtype``. Treat it as read-only."""
     m_key = "full" if num_templates is None else num_templates
     device = torch.device(device) if device is not None else torch.device("cpu")
-    key = (int(n), str(m_key), float(r), float(tau), str(device), dtype)
+    key = (int(n), str(m_key), float(r), float(tau), str(device), dtype, peaks)
     with _CACHE_LOCK:
         t = _CACHE.get(key)
         if t is None:
-            t = torch.from_numpy(build_templates(n, m_key, r, tau)).to(device=device, dtype=dtype)
+            t = torch.from_numpy(build_templates(n, m_key, r, tau, peaks)).to(device=device,
+                                                                               dtype=dtype)
             _CACHE[key] = t
     return t
 

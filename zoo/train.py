@@ -42,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marginal", choices=["uniform", "batch"], default=None)
     p.add_argument("--map-norm", choices=["none", "max"], default=None,
                    help="max: normalise each map before the MI (our extension, not the paper)")
+    p.add_argument("--template-peaks", choices=["all", "interior"], default=None,
+                   help="interior: template peaks off the map's outer ring (our extension)")
+    p.add_argument("--content-free", type=float, default=None, metavar="WEIGHT",
+                   help="push maps of blank/noise images to the negative template with this "
+                        "weight (our extension; 0 = off)")
+    p.add_argument("--padding", choices=["zeros", "reflect", "replicate"], default=None,
+                   help="conv padding (VGG: zeros)")
+    p.add_argument("--translate", type=float, default=None,
+                   help="random-shift augmentation: resize by 1+T, random crop (0 = off)")
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None, help="(initial) beta (paper preset 1e-5 auto, cpu preset 1 fixed)")
     p.add_argument("--beta-mode", choices=["fixed", "auto"], default=None)

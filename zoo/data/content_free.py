@@ -1,0 +1,59 @@
+"""Content-free images: inputs with no face in them (blank, noise).
+
+Two uses, one definition of "content-free":
+
+* ``content_free_images``: the fixed probe set of the input-dependence metric
+  (zoo.metrics.input_dependence): grey, black, white, pixel noise and smooth noise, as PIL
+  images that go through the same transform as faces.
+* ``random_content_free_batch``: the training batch of the content-free remedy (our extension,
+  zoo.ecloss.content_free_term): random constant levels, pixel noise and smooth noise, already
+  normalised like face_transform's output ((x - 0.5) / 0.5, so values in [-1, 1]).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+__all__ = ["CONTENT_FREE_KINDS", "content_free_images", "random_content_free_batch"]
+
+CONTENT_FREE_KINDS = ("grey", "black", "white", "noise", "smooth-noise")
+
+
+def content_free_images(size: int = 112, seed: int = 0) -> Dict[str, Image.Image]:
+    """{kind: RGB PIL image of size x size}: the probe set, the same for every model and run."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    coarse = rng.integers(0, 256, size=(max(2, size // 16), max(2, size // 16), 3), dtype=np.uint8)
+    smooth = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
+    return {
+        "grey": Image.new("RGB", (size, size), (128, 128, 128)),
+        "black": Image.new("RGB", (size, size), (0, 0, 0)),
+        "white": Image.new("RGB", (size, size), (255, 255, 255)),
+        "noise": Image.fromarray(noise),
+        "smooth-noise": smooth,
+    }
+
+
+def random_content_free_batch(k: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """(k, 3, size, size) float32 normalised content-free images: cycling through a constant
+    grey level, pixel noise and smooth noise (coarse noise upsampled), grey or colour."""
+    out = torch.empty(k, 3, size, size)
+    for i in range(k):
+        kind = i % 3
+        if kind == 0:
+            level = torch.rand(1, generator=generator) * 2 - 1
+            out[i] = level
+        elif kind == 1:
+            out[i] = torch.rand(3, size, size, generator=generator) * 2 - 1
+        else:
+            cells = int(torch.randint(2, 9, (1,), generator=generator))
+            coarse = torch.rand(1, 3, cells, cells, generator=generator) * 2 - 1
+            out[i] = F.interpolate(coarse, size=(size, size), mode="bilinear",
+                                   align_corners=False)[0]
+        if bool(torch.rand(1, generator=generator) < 0.5):   # half of them grey, like ORL
+            out[i] = out[i].mean(0, keepdim=True).expand(3, size, size)
+    return out
