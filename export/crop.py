@@ -13,6 +13,8 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from .images import ImageError, load_image
+
 DEFAULT_MARGIN = 0.2  # zoo.prep's default
 _MTCNN = None
 
@@ -33,7 +35,6 @@ def crop_face(src: Union[str, os.PathLike, Image.Image, np.ndarray],
               margin: float = DEFAULT_MARGIN) -> Image.Image:
     """The square crop (RGB PIL, not resized) of the largest MTCNN face in ``src``."""
     from zoo.prep import _largest, square_crop_box  # the training pipeline's own rule
-    from .runtime import ImageError, load_image
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "image"
     img = load_image(src)
     try:

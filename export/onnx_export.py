@@ -24,7 +24,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -166,21 +166,28 @@ def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str,
     return meta
 
 
-def _find_parts(name_or_path: Union[str, os.PathLike], cfg: Dict[str, Any]) -> Optional[Path]:
-    """channel_parts.json beside the model's weights (a folder, a file, or ZOO_HOME/<name>)."""
-    from zoo.registry import zoo_home
-    p = Path(os.fspath(name_or_path)).expanduser()
-    candidates = []
-    if p.is_dir():
-        candidates.append(p / PARTS_FILE)
-    elif p.is_file():
-        candidates.append(p.parent / PARTS_FILE)
-    else:
-        candidates.append(zoo_home() / str(name_or_path) / PARTS_FILE)
-    for c in candidates:
-        if c.is_file():
-            return c
-    return None
+def _find_parts(net: nn.Module) -> Optional[Path]:
+    """channel_parts.json beside the model's weights: in ``net.zoo_dir``, the local folder
+    zoo.load read the model from (None for remote or paper configs), when evaluation wrote one."""
+    zoo_dir = getattr(net, "zoo_dir", None)
+    if zoo_dir is None:
+        return None
+    candidate = Path(zoo_dir) / PARTS_FILE
+    return candidate if candidate.is_file() else None
+
+
+def _parts_table(net: nn.Module, parts: Optional[Union[str, os.PathLike]],
+                 log: Callable[[str], None]) -> Optional[Dict[str, Any]]:
+    """The channel -> part table to embed: ``parts`` when given, else the one beside the
+    weights (_find_parts), else None."""
+    parts_path = Path(parts) if parts is not None else _find_parts(net)
+    if parts_path is None:
+        return None
+    if not parts_path.is_file():
+        raise FileNotFoundError(f"{parts_path}: channel-part table not found")
+    table = read_parts_file(parts_path, int(net.feature_channels))
+    log(f"channel -> part table: {parts_path}")
+    return table
 
 
 # ----------------------------------------------------------------------------------------------
@@ -277,6 +284,103 @@ def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, outputs: L
     onnx.save(model, str(path))
 
 
+@dataclass
+class _Export:
+    """What every artifact writer needs: the loaded model, its metadata and the check settings;
+    ``rows`` collects the parity rows of all artifacts."""
+    net: nn.Module
+    meta: Dict[str, str]
+    flip: bool
+    opset: int
+    tolerance: float
+    log: Callable[[str], None]
+    rows: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.net.zoo_config["name"])
+
+    @property
+    def size(self) -> int:
+        return int(self.net.input_size)
+
+    def example(self) -> torch.Tensor:
+        """The tracing input: a batch size the parity checks do not use."""
+        return _parity_inputs(_TRACE_BATCH, self.size)
+
+
+def _check_embeddings(job: _Export, fname: str,
+                      run: Callable[[torch.Tensor], np.ndarray]) -> None:
+    """Parity of an exported embedding model (``run``: input -> embeddings) at PARITY_BATCHES."""
+    from zoo.metrics.verification import embed as zoo_embed
+    for b in PARITY_BATCHES:
+        x = _parity_inputs(b, job.size)
+        # the reference is the evaluation code itself, not the wrapper
+        ref = zoo_embed(job.net, x, flip=job.flip).numpy()
+        got = run(x)
+        _check(job.rows, {"file": fname, "output": EMBEDDING_OUTPUT, "batch": b,
+                          "max_abs_err": float(np.abs(ref - got).max()),
+                          "tol": job.tolerance}, job.tolerance, job.log)
+
+
+def _export_embedding(job: _Export, path: Path) -> None:
+    """embedding.onnx at ``path``: onnx.checker, then parity against zoo's embed."""
+    _write_onnx(EmbeddingModel(job.net, flip=job.flip).eval(), job.example(), path,
+                [EMBEDDING_OUTPUT], job.opset, job.meta,
+                f"{job.name}: images -> L2-normalised embeddings")
+    sess = _ort_session(path)
+    _check_embeddings(job, EMBEDDING_FILE,
+                      lambda x: sess.run(None, {INPUT_NAME: x.numpy()})[0])
+
+
+def _export_featuremap(job: _Export, path: Path) -> None:
+    """featuremap.onnx at ``path``: onnx.checker, then parity of the maps against the network's
+    forward_features and of heatmaps/masks against the evaluation's top10_activation."""
+    outputs = [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]
+    _write_onnx(FeatureMapModel(job.net).eval(), job.example(), path, outputs, job.opset,
+                job.meta, f"{job.name}: images -> target-layer maps and top-"
+                          f"{TOP_FRACTION:.0%} heatmaps at input size")
+    sess = _ort_session(path)
+    tol = job.tolerance
+    for b in PARITY_BATCHES:
+        x = _parity_inputs(b, job.size)
+        with torch.no_grad():
+            ref_f = job.net.forward_features(x).numpy()
+        got_f, got_h, got_m = sess.run(outputs, {INPUT_NAME: x.numpy()})
+        # maps are not normalised: the tolerance is relative to their scale
+        scale = max(1.0, float(np.abs(ref_f).max()))
+        _check(job.rows, {"file": FEATUREMAP_FILE, "output": FEATURE_OUTPUT, "batch": b,
+                          "max_abs_err": float(np.abs(ref_f - got_f).max()),
+                          "tol": tol * scale}, tol, job.log)
+        _check(job.rows, {"file": FEATUREMAP_FILE, "output": f"{HEATMAP_OUTPUT}+{MASK_OUTPUT}",
+                          "batch": b, **_mask_error(ref_f, got_h, got_m, job.size, tol * scale),
+                          "tol": tol * scale}, tol, job.log)
+
+
+def _export_torchscript(job: _Export, path: Path) -> None:
+    """model.ts at ``path`` (traced embedding model, metadata.json as an extra file), then
+    parity of the reloaded file against zoo's embed."""
+    with _quiet_export(), torch.no_grad():
+        traced = torch.jit.trace(EmbeddingModel(job.net, flip=job.flip).eval(),
+                                 (job.example(),), check_trace=False)
+        traced.save(str(path), _extra_files={"metadata.json": json.dumps(job.meta)})
+        loaded = torch.jit.load(str(path), map_location="cpu")
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return loaded(x).numpy()
+
+    _check_embeddings(job, TORCHSCRIPT_FILE, run)
+
+
+def _check_top_fraction() -> None:
+    from zoo.metrics import explainability
+    if explainability.TOP_FRACTION != TOP_FRACTION:  # the masks must be the evaluation's
+        raise ExportError(f"export's top fraction {TOP_FRACTION} differs from "
+                          f"zoo.metrics.explainability.TOP_FRACTION "
+                          f"{explainability.TOP_FRACTION}; update export/_common.py")
+
+
 def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
                  weights: Optional[Union[str, os.PathLike]] = None, opset: int = DEFAULT_OPSET,
                  tolerance: float = DEFAULT_TOLERANCE, flip: bool = True,
@@ -290,94 +394,35 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
     parts: a channel -> part table (JSON) to embed; default: channel_parts.json beside the
     model's weights when the evaluation step wrote one. threshold_key: which val set's threshold
     goes into the metadata (default: the first one the model was evaluated on).
+
+    Each artifact is written to a temporary name by its own writer, which also runs its checks;
+    only when all pass are they renamed into place. On any failure the temporary files go.
     """
     import zoo
     log = log or (lambda s: None)
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
-    from zoo.metrics import explainability
-    if explainability.TOP_FRACTION != TOP_FRACTION:  # the masks must be the evaluation's
-        raise ExportError(f"export's top fraction {TOP_FRACTION} differs from "
-                          f"zoo.metrics.explainability.TOP_FRACTION "
-                          f"{explainability.TOP_FRACTION}; update export/_common.py")
+    _check_top_fraction()
     net = zoo.load(name_or_path, weights=weights)
     net.eval()
-    cfg = net.zoo_config
-    size = int(net.input_size)
-    parts_path = Path(parts) if parts is not None else _find_parts(name_or_path, cfg)
-    table = None
-    if parts_path is not None:
-        if not parts_path.is_file():
-            raise FileNotFoundError(f"{parts_path}: channel-part table not found")
-        table = read_parts_file(parts_path, int(net.feature_channels))
-        log(f"channel -> part table: {parts_path}")
-    meta = build_metadata(cfg, flip=flip, parts=table, threshold_key=threshold_key)
+    table = _parts_table(net, parts, log)
+    meta = build_metadata(net.zoo_config, flip=flip, parts=table, threshold_key=threshold_key)
     if "threshold" not in meta:
         log("note: the model has no evaluation metrics, so the export carries no verification "
             "threshold (runtime users must pass one)")
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    emb_model = EmbeddingModel(net, flip=flip).eval()
-    example = _parity_inputs(_TRACE_BATCH, size)
-    plan = [(EMBEDDING_FILE, "embedding")]
+    job = _Export(net=net, meta=meta, flip=flip, opset=opset, tolerance=tolerance, log=log)
+    plan: List[Tuple[str, Callable[[_Export, Path], None]]] = [(EMBEDDING_FILE, _export_embedding)]
     if featuremap:
-        plan.append((FEATUREMAP_FILE, "featuremap"))
+        plan.append((FEATUREMAP_FILE, _export_featuremap))
     if torchscript:
-        plan.append((TORCHSCRIPT_FILE, "torchscript"))
+        plan.append((TORCHSCRIPT_FILE, _export_torchscript))
     tmp = {fname: out / f".{fname}.{os.getpid()}.tmp" for fname, _ in plan}
-    rows: List[Dict[str, Any]] = []
-    from zoo.metrics.verification import embed as zoo_embed
     try:
-        for fname, kind in plan:
-            path = tmp[fname]
-            if kind == "embedding":
-                _write_onnx(emb_model, example, path, [EMBEDDING_OUTPUT], opset, meta,
-                            f"{cfg['name']}: images -> L2-normalised embeddings")
-                sess = _ort_session(path)
-                for b in PARITY_BATCHES:
-                    x = _parity_inputs(b, size)
-                    # the reference is the evaluation code itself, not the wrapper
-                    ref = zoo_embed(net, x, flip=flip).numpy()
-                    got = sess.run(None, {INPUT_NAME: x.numpy()})[0]
-                    _check(rows, {"file": fname, "output": EMBEDDING_OUTPUT, "batch": b,
-                                  "max_abs_err": float(np.abs(ref - got).max()),
-                                  "tol": tolerance}, tolerance, log)
-            elif kind == "featuremap":
-                fm_model = FeatureMapModel(net).eval()
-                _write_onnx(fm_model, example, path, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT],
-                            opset,
-                            meta, f"{cfg['name']}: images -> target-layer maps and top-"
-                                  f"{TOP_FRACTION:.0%} heatmaps at input size")
-                sess = _ort_session(path)
-                for b in PARITY_BATCHES:
-                    x = _parity_inputs(b, size)
-                    with torch.no_grad():
-                        ref_f = net.forward_features(x).numpy()
-                    got_f, got_h, got_m = sess.run([FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT],
-                                                   {INPUT_NAME: x.numpy()})
-                    # maps are not normalised: the tolerance is relative to their scale
-                    scale = max(1.0, float(np.abs(ref_f).max()))
-                    _check(rows, {"file": fname, "output": FEATURE_OUTPUT, "batch": b,
-                                  "max_abs_err": float(np.abs(ref_f - got_f).max()),
-                                  "tol": tolerance * scale}, tolerance, log)
-                    _check(rows, {"file": fname, "output": f"{HEATMAP_OUTPUT}+{MASK_OUTPUT}",
-                                  "batch": b, **_mask_error(ref_f, got_h, got_m, size,
-                                                            tolerance * scale),
-                                  "tol": tolerance * scale}, tolerance, log)
-            else:
-                with _quiet_export(), torch.no_grad():
-                    traced = torch.jit.trace(emb_model, (example,), check_trace=False)
-                    traced.save(str(path), _extra_files={"metadata.json": json.dumps(meta)})
-                    loaded = torch.jit.load(str(path), map_location="cpu")
-                for b in PARITY_BATCHES:
-                    x = _parity_inputs(b, size)
-                    ref = zoo_embed(net, x, flip=flip).numpy()
-                    with torch.no_grad():
-                        got = loaded(x).numpy()
-                    _check(rows, {"file": fname, "output": EMBEDDING_OUTPUT, "batch": b,
-                                  "max_abs_err": float(np.abs(ref - got).max()),
-                                  "tol": tolerance}, tolerance, log)
+        for fname, write in plan:
+            write(job, tmp[fname])
         files = {}
         for fname, _ in plan:
             os.replace(tmp[fname], out / fname)
@@ -388,4 +433,4 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
                 p.unlink()
     for fname, p in files.items():
         log(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
-    return ExportResult(out_dir=out, files=files, parity=rows, metadata=meta)
+    return ExportResult(out_dir=out, files=files, parity=job.rows, metadata=meta)

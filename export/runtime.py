@@ -14,7 +14,8 @@ Images: file paths, PIL images or numpy arrays (H x W grey, H x W x 1/3/4; uint8
 in [0, 1]); any mode and size. Preprocessing is the training transform (read from the model's
 metadata): convert to RGB (grey replicated, alpha dropped), bilinear resize (Pillow) to the
 square input size without keeping the aspect ratio, x/255, (x - mean) / std. Faces are expected
-to be cropped (``--crop`` in the CLI runs MTCNN when facenet-pytorch is installed).
+to be cropped (``--crop`` in the CLI runs MTCNN when facenet-pytorch is installed). Image
+loading and preprocessing live in export.images (re-exported here).
 
 This module must not import torch: it is the deployable part (see docs/export.md).
 """
@@ -32,17 +33,16 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
 from ._common import (EMBEDDING_FILE, EMBEDDING_OUTPUT, FEATURE_OUTPUT, FEATUREMAP_FILE,
                       HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, SHOWN_CHANNELS, rank_channels,
                       validate_parts)
+from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
            "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
            "overlay_size", "main"]
-
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 # Overlay layout (Fig. 6 style): the face and its strongest channels as a grid of square tiles,
 # each with a caption band below. Size: see overlay_size().
@@ -51,93 +51,8 @@ CAPTION = 20
 DEFAULT_TOP_K = SHOWN_CHANNELS
 
 
-class ImageError(ValueError):
-    """An input is not a usable image (unreadable file, wrong array shape or dtype)."""
-
-
 class ModelDirError(FileNotFoundError):
     """The model folder lacks an exported file, or the file is not a zoo export."""
-
-
-# ----------------------------------------------------------------------------------------------
-# images
-# ----------------------------------------------------------------------------------------------
-
-def _describe(src: Any, index: Optional[int]) -> str:
-    if isinstance(src, (str, os.PathLike)):
-        return os.fspath(src)
-    what = "PIL image" if isinstance(src, Image.Image) else type(src).__name__
-    return f"{what} #{index}" if index is not None else what
-
-
-def _array_to_pil(a: np.ndarray, name: str) -> Image.Image:
-    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
-        raise ImageError(f"{name}: array of shape {a.shape} looks channels-first; pass H x W x C")
-    if a.ndim == 3 and a.shape[-1] == 1:
-        a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] in (3, 4))):
-        raise ImageError(f"{name}: expected an H x W or H x W x 1/3/4 array, got shape {a.shape}")
-    if a.shape[0] < 1 or a.shape[1] < 1:
-        raise ImageError(f"{name}: empty image array of shape {a.shape}")
-    if a.dtype == np.uint8:
-        pass
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.isfinite(a).all() or a.min() < 0 or a.max() > 1:
-            raise ImageError(f"{name}: float arrays must hold values in [0, 1] (got range "
-                             f"{np.nanmin(a):.3g}..{np.nanmax(a):.3g}); pass uint8 for 0..255")
-        a = np.rint(a * 255.0).astype(np.uint8)
-    else:
-        raise ImageError(f"{name}: array dtype {a.dtype} not supported; use uint8 (0..255) or "
-                         "float in [0, 1]")
-    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA")
-    return Image.fromarray(np.ascontiguousarray(a), mode=mode)
-
-
-def load_image(src: ImageLike, index: Optional[int] = None) -> Image.Image:
-    """An RGB PIL image from a path, PIL image or array; ImageError names the bad input."""
-    name = _describe(src, index)
-    if isinstance(src, (str, os.PathLike)):
-        path = Path(src)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: image file not found")
-        try:
-            with Image.open(path) as im:
-                im.load()  # decode now: a truncated file fails here, not later
-                img = im.copy()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{path}: not an image file Pillow can read ({exc})") from None
-    elif isinstance(src, Image.Image):
-        img = src
-    elif isinstance(src, np.ndarray):
-        img = _array_to_pil(src, name)
-    else:
-        raise ImageError(f"{name}: expected a file path, a PIL image or a numpy array")
-    if img.width < 1 or img.height < 1:
-        raise ImageError(f"{name}: empty image ({img.width}x{img.height})")
-    # The training transform's conversion: grey replicated, alpha dropped, palette expanded.
-    return img if img.mode == "RGB" else img.convert("RGB")
-
-
-def _resize(img: Image.Image, size: int) -> Image.Image:
-    # torchvision's Resize on a PIL image is exactly this call (training used it).
-    return img.resize((size, size), Image.BILINEAR)
-
-
-def preprocess(images: Sequence[ImageLike], input_size: int,
-               mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
-               channel_order: str = "RGB", first_index: int = 0) -> np.ndarray:
-    """(N, 3, S, S) float32 network input, as documented in the model metadata.
-    ``first_index`` numbers in-memory images in error messages (item #first_index + i)."""
-    mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-    arrs = []
-    for i, src in enumerate(images):
-        a = np.asarray(_resize(load_image(src, first_index + i), input_size), dtype=np.float32)
-        arrs.append(a.transpose(2, 0, 1))
-    x = np.stack(arrs) / np.float32(255.0)
-    if channel_order == "BGR":
-        x = x[:, ::-1]
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -228,17 +143,6 @@ class _Model:
         return self.session.run(list(outputs), {INPUT_NAME: x})
 
 
-def _as_list(images) -> list:
-    if isinstance(images, (str, os.PathLike, Image.Image)):
-        return [images]
-    if isinstance(images, np.ndarray):
-        # a stack (N, H, W[, C]) of uint8/float images, or one image
-        if images.ndim == 4 or (images.ndim == 3 and images.shape[-1] not in (1, 3, 4)):
-            return list(images)
-        return [images]
-    return list(images)
-
-
 # ----------------------------------------------------------------------------------------------
 # verification
 # ----------------------------------------------------------------------------------------------
@@ -278,7 +182,7 @@ class FaceVerifier:
     def embed(self, images: Union[ImageLike, Iterable[ImageLike]],
               batch_size: int = 32) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of one image or a list of images."""
-        items = _as_list(images)
+        items = as_list(images)
         if not items:
             return np.zeros((0, int(self.metadata.get("embedding_dim", 0))), np.float32)
         out = []
@@ -440,7 +344,7 @@ class FaceExplainer:
                 if "channel_evidence" in self.parts:
                     info.evidence = self.parts["channel_evidence"][c]
             channels.append(info)
-        shown = _resize(rgb, self.input_size)
+        shown = resize_square(rgb, self.input_size)
         result = Explanation(image=shown, feature_maps=fmap, heatmaps=heat, masks=mask,
                              channels=channels,
                              overlay=_render_overlay(shown, heat, mask, channels),
