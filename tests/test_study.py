@@ -10,10 +10,20 @@ def test_aggregate_and_render_by_hand():
     runs = {"a": [{"verification": {"accuracy": 0.8}}, {"verification": {"accuracy": 0.9}}]}
     table = study.aggregate(runs)
     mean, std, n = table["a"]["accuracy"]
-    assert (mean, n) == (pytest.approx(0.85), 2) and std == pytest.approx(0.05)
+    # the sample std (ddof=1): sqrt(((0.05)^2 + (0.05)^2) / 1) = 0.0707
+    assert (mean, n) == (pytest.approx(0.85), 2) and std == pytest.approx(0.05 * 2 ** 0.5)
     assert table["a"]["PE"] is None
     text = study.render(table, [0, 1])
-    assert "| a | 0.8500 +- 0.0500 |" in text
+    assert "| a | 0.8500 +- 0.0707 |" in text
+
+
+def test_paired_differences_by_hand():
+    acc = {"ref": [0.80, 0.90, 0.70], "b": [0.85, 1.00, 0.80]}
+    runs = {v: [{"verification": {"accuracy": a}} for a in vals] for v, vals in acc.items()}
+    d = study.paired_differences(runs, [0, 1, 2], "ref", ["accuracy"])["b"]["accuracy"]
+    # differences 0.05, 0.10, 0.10: mean 0.0833, sample std 0.0289, t = 5.0 with 2 df
+    assert d[0] == pytest.approx(0.25 / 3) and d[1] == pytest.approx(0.0288675, rel=1e-5)
+    assert d[2] == 3 and d[3] == pytest.approx(0.03775, abs=2e-4)
 
 
 def test_study_main_tiny(tmp_path, monkeypatch):

@@ -385,7 +385,7 @@ def render_report(result: Dict[str, object]) -> str:
         dep = ex.get("input_dependence")
         if dep:
             lines += ["## Input dependence (faces vs content-free images: grey, black, white, "
-                      "noise, smooth noise)", "",
+                      "noise, smooth noise, checkerboard, ramp)", "",
                       "| channels at a fixed cell whatever the input | dead channels | mean input "
                       f"dependence | shown ({dep['shown_channels']}/image) on the outer ring | "
                       f"strongest {2 * dep['shown_channels']}/image on the outer ring | uniform |",

@@ -50,11 +50,32 @@ VARIANTS.update({
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),
            ("PE", ("explainability", "part_explainability")),
            ("LS", ("explainability", "location_consistency")),
+           ("LS-max (ours)", ("explainability", "location_consistency_max")),
+           ("none", ("explainability", "none_fraction")),
            ("peaks", ("explainability", "activation_robustness")),
+           ("peaks@0 ring", ("explainability", "peaks", "0", "ring")),
+           ("peaks@0 interior", ("explainability", "peaks", "0", "interior")),
+           ("peaks@0.1 ring", ("explainability", "peaks", "0.1", "ring")),
+           ("peaks@0.1 interior", ("explainability", "peaks", "0.1", "interior")),
+           ("peaks@0.3 ring", ("explainability", "peaks", "0.3", "ring")),
+           ("peaks@0.3 interior", ("explainability", "peaks", "0.3", "interior")),
+           ("fixed-cell channels", ("explainability", "input_dependence", "fixed_cell_share")),
+           ("input dependence", ("explainability", "input_dependence", "mean_dependence")),
+           ("shown on ring", ("explainability", "input_dependence", "shown_ring_share")),
+           ("strongest on ring", ("explainability", "input_dependence", "strongest_ring_share")),
+           ("shift follows", ("explainability", "input_dependence", "shift_follows")),
+           ("shift stays", ("explainability", "input_dependence", "shift_stays")),
            ("ICNN instability", ("explainability", "location_instability")),
            ("MI@tau=1 uniform", ("explainability", "mi_tau1_uniform")),
            ("MI@tau=1 batch", ("explainability", "mi_tau1_batch")),
            ("final MI", ("training", "final_mi")), ("final beta", ("training", "final_beta"))]
+
+
+def run_numbers(metrics: Dict[str, object]) -> Dict[str, Optional[float]]:
+    """The COLUMNS of one run as {label: value} (None where the run lacks it): the raw per-run
+    record a study commits as each run finishes."""
+    return {label: (None if _get(metrics, path) is None else float(_get(metrics, path)))
+            for label, path in COLUMNS}
 
 
 def _training_summary(run_dir: Path) -> Dict[str, float]:
@@ -90,7 +111,7 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
         train(cfg)
     if train_only:
         return None
-    if fresh or reevaluate or not trained or not metrics_path.exists():
+    if fresh or reevaluate or not metrics_path.exists():
         metrics = evaluate(name, out=str(eval_dir), split=split, orl_num_train=num_train,
                            orl_num_val=num_val)
     else:
@@ -108,20 +129,49 @@ def _get(m, path):
 
 
 def aggregate(results: Dict[str, List[Dict[str, object]]]) -> Dict[str, Dict[str, List[float]]]:
+    """{variant: {label: [mean, sample std (ddof=1; 0 for one run), n]}} over the runs."""
     table = {}
     for variant, runs in results.items():
         table[variant] = {}
         for label, path in COLUMNS:
             vals = [_get(r, path) for r in runs]
             vals = [float(v) for v in vals if v is not None]
-            table[variant][label] = [float(np.mean(vals)), float(np.std(vals)), len(vals)] \
-                if vals else None
+            table[variant][label] = [float(np.mean(vals)),
+                                     float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
+                                     len(vals)] if vals else None
     return table
+
+
+def paired_differences(results: Dict[str, List[Dict[str, object]]], seeds: Sequence[int],
+                       reference: str, labels: Sequence[str]) -> Dict[str, Dict[str, list]]:
+    """Per variant and label, the seed-paired differences (variant - reference): [mean, sample
+    std, n, two-sided paired t-test p] (p is None for fewer than 2 pairs or zero variance)."""
+    from scipy import stats
+    paths = dict(COLUMNS)
+    ref = {sd: r for sd, r in zip(seeds, results.get(reference, []))}
+    out = {}
+    for variant, runs in results.items():
+        if variant == reference:
+            continue
+        out[variant] = {}
+        for label in labels:
+            pairs = [(_get(r, paths[label]), _get(ref[sd], paths[label]))
+                     for sd, r in zip(seeds, runs) if sd in ref]
+            d = np.array([float(a) - float(b) for a, b in pairs
+                          if a is not None and b is not None])
+            if len(d) == 0:
+                continue
+            p = None
+            if len(d) > 1 and d.std(ddof=1) > 0:
+                p = float(stats.ttest_1samp(d, 0.0).pvalue)
+            out[variant][label] = [float(d.mean()),
+                                   float(d.std(ddof=1)) if len(d) > 1 else 0.0, len(d), p]
+    return out
 
 
 def render(table, seeds) -> str:
     head = "| variant | " + " | ".join(label for label, _ in COLUMNS) + " |"
-    lines = [f"Mean +- std over seeds {list(seeds)} (held-out ORL identities).", "", head,
+    lines = [f"Mean +- sample std over seeds {list(seeds)}.", "", head,
              "|---|" + "---|" * len(COLUMNS)]
     for variant, cols in table.items():
         cells = []
@@ -131,6 +181,21 @@ def render(table, seeds) -> str:
                                                   if label.startswith("final") else
                                                   f"{c[0]:.4f} +- {c[1]:.4f}"))
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def render_paired(diffs: Dict[str, Dict[str, list]], reference: str) -> str:
+    labels = sorted({label for d in diffs.values() for label in d},
+                    key=[label for label, _ in COLUMNS].index)
+    lines = ["", f"Seed-paired differences vs {reference}: mean +- sample std (paired t-test p).",
+             "", "| variant | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for v, d in diffs.items():
+        cells = []
+        for label in labels:
+            c = d.get(label)
+            cells.append("n/a" if c is None else f"{c[0]:+.4f} +- {c[1]:.4f}" +
+                         (f" (p={c[3]:.2g})" if c[3] is not None else ""))
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -150,6 +215,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--split", default="heldout", choices=["val", "heldout"],
                    help="identities the metrics are measured on: val (choosing) or heldout")
     p.add_argument("--train-only", action="store_true", help="train, do not evaluate")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="evaluate (or read) runs already trained; skip the others")
+    p.add_argument("--results", help="folder for the raw numbers of every run "
+                                     "(<variant>-s<seed>.json, written as each run finishes)")
+    p.add_argument("--reference", help="variant the seed-paired differences are taken against")
     p.add_argument("--zoo-home", help="where the study's models are registered (default OUT/zoo, "
                                       "so they stay out of your model cache)")
     args = p.parse_args(argv)
@@ -158,23 +228,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import os
     os.environ["ZOO_HOME"] = str(Path(args.zoo_home) if args.zoo_home else (out / "zoo").resolve())
     results = {v: [] for v in args.variants}
+    done_seeds = {v: [] for v in args.variants}
     for seed in args.seeds:
         for v in args.variants:
+            if args.evaluate_only and not (out / f"study-{args.arch}-{v}-s{seed}" /
+                                           "summary.json").exists():
+                continue
             m = run_one(v, seed, args.arch, out, args.fresh, args.epochs, args.reevaluate,
                         args.num_train, args.num_val, args.split, args.train_only)
             if m is None:
                 print(f"{v} seed {seed}: trained", flush=True)
                 continue
             results[v].append(m)
+            done_seeds[v].append(seed)
+            if args.results:
+                Path(args.results).mkdir(parents=True, exist_ok=True)
+                (Path(args.results) / f"{v}-s{seed}.json").write_text(json.dumps(
+                    {"variant": v, "seed": seed, "arch": args.arch, "split": args.split,
+                     "num_train": args.num_train, "num_val": args.num_val,
+                     "settings": VARIANTS[v], **run_numbers(m)}, indent=2) + "\n")
             print(f"{v} seed {seed}: acc {m['verification']['accuracy']:.4f} "
                   f"PE {m['explainability']['part_explainability']:.4f} "
                   f"LS {m['explainability']['location_consistency']:.4f} "
                   f"peaks {m['explainability']['activation_robustness']:.3f}", flush=True)
     if args.train_only:
         return 0
+    results = {v: r for v, r in results.items() if r}
     table = aggregate(results)
-    (out / "study.json").write_text(json.dumps({"seeds": args.seeds, "table": table}, indent=2))
+    summary = {"seeds": args.seeds, "split": args.split, "runs": done_seeds, "table": table}
     text = render(table, args.seeds)
+    if args.reference and args.reference in results:
+        # pair by seed: only seeds every compared variant has
+        seeds_ref = done_seeds[args.reference]
+        labels = [label for label, _ in COLUMNS if not label.startswith("final")]
+        diffs = {}
+        for v, runs in results.items():
+            common = [sd for sd in done_seeds[v] if sd in seeds_ref]
+            sub = {v: [r for sd, r in zip(done_seeds[v], runs) if sd in common],
+                   args.reference: [r for sd, r in zip(seeds_ref, results[args.reference])
+                                    if sd in common]}
+            diffs.update(paired_differences(sub, common, args.reference, labels))
+        summary["paired_vs"] = args.reference
+        summary["paired"] = diffs
+        text += render_paired(diffs, args.reference)
+    (out / "study.json").write_text(json.dumps(summary, indent=2))
     (out / "study.md").write_text(text)
     print(text)
     return 0

@@ -3,8 +3,10 @@
 Two uses, one definition of "content-free":
 
 * ``content_free_images``: the fixed probe set of the input-dependence metric
-  (zoo.metrics.input_dependence): grey, black, white, pixel noise and smooth noise, as PIL
-  images that go through the same transform as faces.
+  (zoo.metrics.input_dependence): grey, black, white, pixel noise, smooth noise, and two kinds
+  the training batch never contains (a checkerboard and a diagonal ramp), so a model trained
+  with the content-free term is also probed on inputs it was not taught to ignore; PIL images
+  that go through the same transform as faces.
 * ``random_content_free_batch``: the training batch of the content-free remedy (our extension,
   zoo.ecloss.content_free_term): random constant levels, pixel noise and smooth noise, already
   normalised like face_transform's output ((x - 0.5) / 0.5, so values in [-1, 1]).
@@ -18,9 +20,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["CONTENT_FREE_KINDS", "content_free_images", "random_content_free_batch"]
+__all__ = ["CONTENT_FREE_KINDS", "TRAINING_KINDS", "content_free_images",
+           "random_content_free_batch"]
 
-CONTENT_FREE_KINDS = ("grey", "black", "white", "noise", "smooth-noise")
+CONTENT_FREE_KINDS = ("grey", "black", "white", "noise", "smooth-noise", "checkerboard", "ramp")
+# kinds random_content_free_batch draws from (the others are never seen in training)
+TRAINING_KINDS = ("constant", "noise", "smooth-noise")
 
 
 def content_free_images(size: int = 112, seed: int = 0) -> Dict[str, Image.Image]:
@@ -29,12 +34,18 @@ def content_free_images(size: int = 112, seed: int = 0) -> Dict[str, Image.Image
     noise = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
     coarse = rng.integers(0, 256, size=(max(2, size // 16), max(2, size // 16), 3), dtype=np.uint8)
     smooth = Image.fromarray(coarse).resize((size, size), Image.BILINEAR)
+    yy, xx = np.mgrid[0:size, 0:size]
+    square = max(2, size // 8)
+    checker = (((yy // square + xx // square) % 2) * 255).astype(np.uint8)
+    ramp = ((yy + xx) * 255.0 / max(1, 2 * size - 2)).astype(np.uint8)
     return {
         "grey": Image.new("RGB", (size, size), (128, 128, 128)),
         "black": Image.new("RGB", (size, size), (0, 0, 0)),
         "white": Image.new("RGB", (size, size), (255, 255, 255)),
         "noise": Image.fromarray(noise),
         "smooth-noise": smooth,
+        "checkerboard": Image.fromarray(checker).convert("RGB"),
+        "ramp": Image.fromarray(ramp).convert("RGB"),
     }
 
 

@@ -4,7 +4,7 @@ Not a metric of the paper. A template-matching loss with a uniform marginal rewa
 peaked map, including one that peaks at the same cell for every input (zero padding makes an
 image-border cell easy to detect). Such a channel scores well on PE, LS and peaks while
 explaining nothing. These measures compare the maps of faces (I, C, n, n) with the maps of
-content-free probe images (B, C, n, n; zoo.data.content_free: grey, black, white, noise):
+content-free probe images (B, C, n, n; zoo.data.content_free: blank, noise, patterns):
 
 * ``fixed_cell_channels``  per channel: does it peak at one cell on (almost) every face AND on
                            most probes? Such a channel fires at a fixed cell whatever the input.
