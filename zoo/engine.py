@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import templates as _templates
+from ._io import atomic_write_bytes, sweep_stale_tmp
 from .ecloss import (BetaPolicy, ECLoss, content_free_term, mutual_information_across_ranks,
                      total_loss)
 from .heads import create_head
@@ -148,27 +149,13 @@ CONTENT_FREE_SHARE = 0.25
 # atomic checkpoints
 # --------------------------------------------------------------------------------------------
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a reader sees the old file or the new one, never half:
-    temp file in the same folder, fsync, rename (atomic on POSIX), fsync the folder."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save ``state`` to ``path`` atomically (zoo._io.atomic_write_bytes), after deleting
+    the temp files of writers that were killed mid-write (e.g. a run killed and resumed)."""
     import io
     buf = io.BytesIO()
     torch.save(state, buf)
+    sweep_stale_tmp(Path(path).parent)
     atomic_write_bytes(path, buf.getvalue())
 
 
