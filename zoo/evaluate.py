@@ -318,8 +318,10 @@ def _write_figures(out_dir: Path, col, metrics, name) -> Dict[str, str]:
     from . import figures as FIG
     imgs = col["images"]
     size = imgs.shape[1]
-    # one face per identity where possible (ORL: 10 images per identity, in order)
-    pick = list(range(0, len(imgs), 10))[:6] if len(imgs) >= 60 else list(range(min(6, len(imgs))))
+    # six faces spread evenly over the set: one per identity where the set holds several
+    # identities in order (ORL: 10 images each)
+    spread = np.linspace(0, len(imgs) - 1, min(6, len(imgs))).round().astype(int)
+    pick = sorted(set(spread.tolist()))
     chans = _fig6_channels(metrics)
     parts = metrics["per_channel"]["dominant_part"]
     labels = [PART_NAMES[parts[c]] if parts[c] >= 0 else "none" for c in chans]

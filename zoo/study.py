@@ -43,6 +43,8 @@ VARIANTS.update({
     "ecloss-replicate": {**TAU1_FIXED1, "padding": "replicate"},
     "ecloss-translate": {**TAU1_FIXED1, "translate": 0.15},
     "ecloss-content-free": {**TAU1_FIXED1, "content_free": 1.0},
+    "ecloss-content-free-0.1": {**TAU1_FIXED1, "content_free": 0.1},
+    "ecloss-content-free-reflect": {**TAU1_FIXED1, "content_free": 1.0, "padding": "reflect"},
     "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
     "softmax-reflect": {"loss": "softmax", "padding": "reflect"},
 })
