@@ -21,9 +21,10 @@ import numpy as np
 # Variants: TrainConfig overrides of the cpu preset. "ecloss" is the paper's setting (tau 1e-3,
 # 400 templates, uniform marginal, beta from 1e-5 by the automatic rule); every variant states
 # its ECLoss parameters so that none depends on the preset's ECLoss defaults.
-PAPER_ECLOSS = {"loss": "ecloss", "tau": 1e-3, "beta": 1e-5, "beta_mode": "auto"}
+PAPER_ECLOSS = {"loss": "ecloss", "tau": 1e-3, "beta": 1e-5, "beta_mode": "auto",
+                "padding": "zeros", "template_peaks": "all", "content_free": 0.0, "translate": 0.0}
 VARIANTS: Dict[str, Dict[str, object]] = {
-    "softmax": {"loss": "softmax"},
+    "softmax": {"loss": "softmax", "padding": "zeros", "translate": 0.0},
     "ecloss": dict(PAPER_ECLOSS),
     "ecloss-tau1": {**PAPER_ECLOSS, "tau": 1.0},
     "ecloss-tau1-batch": {**PAPER_ECLOSS, "tau": 1.0, "marginal": "batch"},
@@ -46,7 +47,7 @@ VARIANTS.update({
     "ecloss-content-free-0.1": {**TAU1_FIXED1, "content_free": 0.1},
     "ecloss-content-free-reflect": {**TAU1_FIXED1, "content_free": 1.0, "padding": "reflect"},
     "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
-    "softmax-reflect": {"loss": "softmax", "padding": "reflect"},
+    "softmax-reflect": {"loss": "softmax", "padding": "reflect", "translate": 0.0},
 })
 
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),

@@ -31,13 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", help="vgg13 | vgg16 | vgg19")
     p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options win)")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="default: paper on a GPU, cpu otherwise")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="default: gpu on a GPU, cpu otherwise; paper = the paper's literal settings")
     p.add_argument("--loss", choices=["softmax", "ecloss"], default=None, help=f"default {d.loss}")
     p.add_argument("--head", choices=["softmax", "cosface", "arcface"], default=None)
     p.add_argument("--data", default=None, help="orl (default) | identity folder | train.rec")
     p.add_argument("--val", nargs="+", default=None, help="orl (default) and/or .bin files")
     p.add_argument("--templates", default=None, help="400 (paper) | full | any count")
-    p.add_argument("--tau", type=float, default=None, help="template amplitude (paper preset 1e-3, cpu preset 1)")
+    p.add_argument("--tau", type=float, default=None,
+                   help="template amplitude (cpu/gpu presets 1, paper preset 1e-3)")
     p.add_argument("--radius", type=float, default=None, help="template radius (4 at 14x14, scaled)")
     p.add_argument("--marginal", choices=["uniform", "batch"], default=None)
     p.add_argument("--map-norm", choices=["none", "max"], default=None,
@@ -52,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--translate", type=float, default=None,
                    help="random-shift augmentation: resize by 1+T, random crop (0 = off)")
     p.add_argument("--alpha", type=float, default=None)
-    p.add_argument("--beta", type=float, default=None, help="(initial) beta (paper preset 1e-5 auto, cpu preset 1 fixed)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="(initial) beta (cpu/gpu presets 1 fixed, paper preset 1e-5 auto)")
     p.add_argument("--beta-mode", choices=["fixed", "auto"], default=None)
     p.add_argument("--beta-ratio", type=float, default=None,
                    help="auto beta: target beta*MI / (alpha*CE) (docs/paper-notes.md)")
