@@ -1,0 +1,81 @@
+"""Explanations ranked by evidence (runtime explain), and export.audit on real faces."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import audit as audit_mod
+from export.onnx_export import export_model
+from export.runtime import FaceExplainer
+from zoo.data.orl import orl_root
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rank_zoo") / "tiny-ecloss"
+    shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("*.py"))
+    out = tmp_path_factory.mktemp("rank_out")
+    export_model(folder, out, torchscript=False, log=None)
+    return out
+
+
+def _table(n, evidence, typical):
+    return {"part_names": ["hair", "forehead", "cheek", "eyes", "nose", "mouth", "jaw"],
+            "channel_part": [3] * n, "channel_evidence": list(map(float, evidence)),
+            "channel_typical_peak": list(map(float, typical)),
+            "channel_fixed": [int(e == 0) for e in evidence]}
+
+
+def test_explain_ranks_by_evidence_not_peak(export_dir):
+    face = orl_root() / "s6" / "1.pgm"
+    plain = FaceExplainer(export_dir, parts=None)
+    peaks = plain.explain(face, top_k=64).feature_maps.reshape(64, -1).max(1)
+    strongest = int(np.argmax(peaks))
+    # the strongest channel is a fixed-cell channel (evidence 0); the weakest firing channel has
+    # the most evidence: it must be shown first, the strongest never among the first
+    firing = np.flatnonzero(peaks > 0)
+    weakest = int(firing[np.argmin(peaks[firing])])
+    evidence = np.full(64, 0.5)
+    evidence[strongest] = 0.0
+    evidence[weakest] = 1.0
+    typical = np.where(peaks > 0, peaks, 1.0)          # every channel at its typical strength
+    table = _table(64, evidence, typical)
+    x = FaceExplainer(export_dir, parts=table).explain(face, top_k=8)
+    shown = [c.channel for c in x.channels]
+    assert shown[0] == weakest and strongest not in shown
+    assert x.channels[0].evidence == 1.0 and "ev 1.00" in x.channels[0].label()
+    # without evidence in the table the order is the raw peak (older exports)
+    old = {k: v for k, v in table.items() if k in ("part_names", "channel_part")}
+    assert FaceExplainer(export_dir, parts=old).explain(face, top_k=1).channels[0].channel == \
+        strongest
+
+
+def test_audit_counts_what_explain_shows(export_dir, tmp_path):
+    faces = [orl_root() / "s6" / f"{k}.pgm" for k in (1, 2, 3)] + [orl_root() / "s8" / "1.pgm"]
+    res = audit_mod.audit(export_dir, [str(p) for p in faces], top_k=4)
+    assert res["images"] == 4 and res["shown_per_image"] == 4
+    n = 4                                               # the fixture's target maps are 4 x 4
+    assert res["uniform_ring_share"] == pytest.approx(12 / 16)
+    # recompute the ring share from the reported cells: independent of the audit's own sum
+    cells = [rc for item in res["per_image"] for rc in item["cells"]]
+    on_ring = [r in (0, n - 1) or c in (0, n - 1) for r, c in cells]
+    assert res["shown_ring_share"] == pytest.approx(np.mean(on_ring))
+    # the channels shown are the ones explain shows
+    explainer = FaceExplainer(export_dir)
+    for item in res["per_image"]:
+        x = explainer.explain(item["image"], top_k=4)
+        assert item["channels"] == [c.channel for c in x.channels]
+    for key in ("shown_fixed_here_share", "shown_fixed_in_table_share", "fixed_here_channel_share"):
+        assert 0.0 <= res[key] <= 1.0
+    # folders are walked; a missing path is named
+    assert audit_mod.audit(export_dir, [str(orl_root() / "s6")], top_k=2)["images"] == 10
+    with pytest.raises(FileNotFoundError, match="nope"):
+        audit_mod.audit(export_dir, [str(tmp_path / "nope")])
+    assert audit_mod.main([str(faces[0]), "--model", str(export_dir), "--json"]) == 0
+    assert audit_mod.main([str(tmp_path / "nope"), "--model", str(export_dir)]) == 2
+    json.dumps(res)                                     # JSON-serialisable for --json
