@@ -80,7 +80,8 @@ def test_translation_following():
     b = np.stack([maps_of(n, [(3, 3), (0, 1), (2, 0)])])  # ch 0 follows, ch 1 stays
     res = ID.translation_following(a, b)
     # ch 2 sits on the last column and cannot follow: left out
-    assert res == {"follows": 0.5, "stays": 0.5, "pairs": 2}
+    # ch 1 stays put on its only face: a position channel (1 of the 2 channels with pairs)
+    assert res == {"follows": 0.5, "stays": 0.5, "position_channels": 0.5, "pairs": 2}
 
 
 def test_ring_share():

@@ -117,7 +117,9 @@ def translation_following(maps: np.ndarray, shifted_maps: np.ndarray, shift: int
     """Maps (I, C, n, n) of faces and of the same faces with their content moved ``shift`` cells
     to the right. Over the (face, channel) pairs that fire in both (non-constant maps) and whose
     peak can move (column + shift < n): "follows" = the share whose argmax moved by exactly
-    ``shift`` columns (same row), "stays" = the share whose argmax did not move."""
+    ``shift`` columns (same row), "stays" = the share whose argmax did not move, and
+    "position_channels" = the share of channels (with such pairs) whose peak stays put on at
+    least FACE_AGREEMENT of the faces: position detectors, whatever the probes show."""
     a = np.asarray(maps, dtype=np.float64)
     b = np.asarray(shifted_maps, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 4:
@@ -128,8 +130,13 @@ def translation_following(maps: np.ndarray, shifted_maps: np.ndarray, shift: int
     ca, cb = fa.argmax(-1), fb.argmax(-1)
     ok = (fa.max(-1) > fa.min(-1)) & (fb.max(-1) > fb.min(-1)) & (ca % n + shift < n)
     if not ok.any():
-        return {"follows": float("nan"), "stays": float("nan"), "pairs": 0}
-    return {"follows": float((cb == ca + shift)[ok].mean()), "stays": float((cb == ca)[ok].mean()),
+        return {"follows": float("nan"), "stays": float("nan"), "position_channels": float("nan"),
+                "pairs": 0}
+    stays = (cb == ca) & ok
+    counted = ok.sum(0) > 0
+    per_channel = stays.sum(0)[counted] / ok.sum(0)[counted]
+    return {"follows": float((cb == ca + shift)[ok].mean()), "stays": float(stays[ok].mean()),
+            "position_channels": float((per_channel >= FACE_AGREEMENT).mean()),
             "pairs": int(ok.sum())}
 
 
