@@ -19,17 +19,39 @@ import torch
 TABLES = [
     ("Table 2: verification (ORL held-out, 10-fold)", "verification",
      [("accuracy", "accuracy"), ("std", "std"), ("AUC", "auc"), ("TAR@FAR=1e-2", "tar_at_far_1e-2")]),
-    ("Table 3: part explainability", "explainability", [("PE", "part_explainability")]),
-    ("Table 4: location consistency", "explainability", [("LS", "location_consistency")]),
+    ("Table 3: part explainability", "explainability",
+     [("PE", "part_explainability"), ("regions on no part", "none_fraction")]),
+    ("Table 4: location consistency", "explainability",
+     [("LS (the paper's S_i)", "location_consistency"),
+      ("LS-max (ours: mean share of the dominant part)", "location_consistency_max")]),
     ("Table 5: activation robustness", "explainability",
-     [("mean peaks per map", "activation_robustness"),
-      ("ICNN location instability (extra)", "location_instability")]),
+     [("mean peaks per map (10% prominence)", "activation_robustness")]
+     + [(f"peaks at {t} prominence: {where}", ("peaks", t, where))
+        for t in ("0", "0.1", "0.3") for where in ("ring", "interior")]
+     + [("ICNN location instability (extra)", "location_instability")]),
+    ("Input dependence (ours)", "explainability",
+     [(label, ("input_dependence", key)) for label, key in (
+         ("channels at a fixed cell whatever the input", "fixed_cell_share"),
+         ("mean input dependence", "mean_dependence"),
+         ("shown channels on the outer ring", "shown_ring_share"),
+         ("16 strongest channels on the outer ring", "strongest_ring_share"),
+         ("uniform outer-ring share", "uniform_ring_share"),
+         ("peaks that follow a moved face", "shift_follows"),
+         ("position channels (peak stays put)", "position_channel_share"))]),
 ]
+
+
+def _lookup(section: dict, key):
+    """section[key], or a nested value for a key path (tuple); None when missing."""
+    for k in (key if isinstance(key, tuple) else (key,)):
+        section = section.get(k) if isinstance(section, dict) else None
+    return section
 
 
 def _metrics(name: str, fresh: bool, data: str) -> Dict[str, object]:
     from .evaluate import evaluate
-    path = Path("runs") / name / "evaluation" / "metrics.json"
+    from .runs import METRICS_FILE, evaluation_dir
+    path = evaluation_dir(name) / METRICS_FILE
     if path.exists() and not fresh:
         m = json.loads(path.read_text())
         if m.get("data") == data:
@@ -51,7 +73,7 @@ def compare_table(metrics: Dict[str, Dict[str, object]]) -> str:
                 "|---|" + "---|" * len(names)]
         for label, key in rows:
             out.append(f"| {label} | " + " | ".join(
-                _cell((metrics[n].get(section) or {}).get(key)) for n in names) + " |")
+                _cell(_lookup(metrics[n].get(section) or {}, key)) for n in names) + " |")
         out.append("")
     return "\n".join(out)
 
