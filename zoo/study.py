@@ -46,6 +46,7 @@ VARIANTS.update({
     "ecloss-content-free": {**TAU1_FIXED1, "content_free": 1.0},
     "ecloss-content-free-0.1": {**TAU1_FIXED1, "content_free": 0.1},
     "ecloss-content-free-reflect": {**TAU1_FIXED1, "content_free": 1.0, "padding": "reflect"},
+    "ecloss-content-free-batch": {**TAU1_FIXED1, "content_free": 1.0, "marginal": "batch"},
     "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
     "softmax-reflect": {"loss": "softmax", "padding": "reflect", "translate": 0.0},
 })
@@ -104,10 +105,11 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
     the metrics are measured on ("val" to choose settings, "heldout" to report)."""
     from .engine import TrainConfig, train
     from .evaluate import evaluate
+    from .runs import METRICS_FILE, evaluation_dir, run_dir as run_folder
     name = f"study-{arch}-{variant}-s{seed}"
-    run_dir = out / name
-    eval_dir = run_dir / "evaluation"
-    metrics_path = eval_dir / "metrics.json"
+    run_dir = run_folder(name, out)
+    eval_dir = evaluation_dir(name, out)
+    metrics_path = eval_dir / METRICS_FILE
     trained = (run_dir / "summary.json").exists()
     if fresh or not trained:
         cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
