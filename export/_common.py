@@ -83,7 +83,10 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
     activation, where evidence (in [0, 1]) = the share of held-out faces on which the channel
     lands on its part x its input dependence, and 0 for a channel that fires at a fixed cell
     whatever the input; relative activation = peak / the channel's typical (median) face peak,
-    capped at MAX_RELATIVE_PEAK. Ties (e.g. all-zero evidence) are broken by the raw peak.
+    capped at MAX_RELATIVE_PEAK. Channels with a positive score are taken one part at a time
+    (the best channel of every part, parts by their best score, then the second best of every
+    part, ...), so an explanation shows the parts the network uses rather than many channels of
+    one part; channels of no part and channels with no score follow, by score, then raw peak.
     Without evidence: by raw peak, strongest first (what older exports did)."""
     peaks = np.asarray(peaks, dtype=np.float64)
     if table is None or "channel_evidence" not in table or "channel_typical_peak" not in table:
@@ -94,7 +97,19 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
         raise ValueError(f"evidence table has {evidence.size} channels, the maps {peaks.size}")
     rel = np.minimum(np.divide(peaks, typical, out=np.zeros_like(peaks), where=typical > 0),
                      MAX_RELATIVE_PEAK)
-    return [int(c) for c in np.lexsort((-peaks, -(evidence * rel)))]
+    score = evidence * rel
+    order = [int(c) for c in np.lexsort((-peaks, -score))]
+    parts = table.get("channel_part")
+    if parts is None:
+        return order
+    groups: Dict[int, List[int]] = {}
+    for c in order:
+        if score[c] > 0 and parts[c] >= 0:
+            groups.setdefault(int(parts[c]), []).append(c)   # parts in order of their best
+    ranked = [g[r] for r in range(max((len(g) for g in groups.values()), default=0))
+              for g in groups.values() if r < len(g)]
+    taken = set(ranked)
+    return ranked + [c for c in order if c not in taken]
 
 
 def read_parts_file(path: Path, num_channels: Optional[int]) -> Dict[str, Any]:

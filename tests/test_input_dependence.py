@@ -104,6 +104,15 @@ def test_rank_channels_by_evidence():
         rank_channels(peaks[:3], table)
 
 
+def test_rank_channels_one_part_at_a_time():
+    # six channels: three eye channels with the best scores, two nose, one of no part, and an
+    # eye channel with no evidence (fixed): eyes, nose, eyes, nose, eyes, then the rest
+    peaks = np.ones(7)
+    table = {"channel_evidence": [0.9, 0.8, 0.7, 0.6, 0.5, 0.95, 0.0],
+             "channel_typical_peak": [1.0] * 7, "channel_part": [3, 3, 3, 4, 4, -1, 3]}
+    assert rank_channels(peaks, table) == [0, 3, 1, 4, 2, 5, 6]
+
+
 def test_content_free_images():
     imgs = content_free_images(32)
     assert list(imgs) == list(CONTENT_FREE_KINDS)
