@@ -191,6 +191,54 @@ def render(table, seeds) -> str:
     return "\n".join(lines) + "\n"
 
 
+def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str] = None,
+              variants: Optional[Sequence[str]] = None) -> str:
+    """Markdown tables from the committed per-run records (<variant>-s<seed>.json, as written
+    with --results): mean +- sample std and n per variant, then seed-paired differences against
+    ``reference`` with a paired t-test. Needs no model: the raw numbers are the source."""
+    runs: Dict[str, Dict[int, Dict[str, object]]] = {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        rec = json.loads(path.read_text())
+        runs.setdefault(rec["variant"], {})[int(rec["seed"])] = rec
+    order = list(variants) if variants else sorted(runs)
+    lines = ["| variant | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for v in order:
+        cells = []
+        for label in labels:
+            vals = [r[label] for r in runs.get(v, {}).values() if r.get(label) is not None]
+            cells.append("n/a" if not vals else f"{np.mean(vals):.3f}" + (
+                f" +- {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""))
+        lines.append(f"| {v} | {len(runs.get(v, {}))} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if reference and reference in runs:
+        from scipy import stats
+        rows = ["", f"Seed-paired differences vs {reference} (mean +- sample std over the seeds "
+                    "both have; two-sided paired t-test p):", "",
+                "| variant | seeds | " + " | ".join(labels) + " |",
+                "|---|---|" + "---|" * len(labels)]
+        for v in order:
+            if v == reference or v not in runs:
+                continue
+            seeds = sorted(set(runs[v]) & set(runs[reference]))
+            cells = []
+            for label in labels:
+                d = np.array([runs[v][sd][label] - runs[reference][sd][label] for sd in seeds
+                              if runs[v][sd].get(label) is not None
+                              and runs[reference][sd].get(label) is not None])
+                if len(d) == 0:
+                    cells.append("n/a")
+                    continue
+                cell = f"{d.mean():+.3f}"
+                if len(d) > 1:
+                    cell += f" +- {d.std(ddof=1):.3f}"
+                    if d.std(ddof=1) > 0:
+                        cell += f" (p={stats.ttest_1samp(d, 0.0).pvalue:.2g})"
+                cells.append(cell)
+            rows.append(f"| {v} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+        text += "\n".join(rows) + "\n"
+    return text
+
+
 def render_paired(diffs: Dict[str, Dict[str, list]], reference: str) -> str:
     labels = sorted({label for d in diffs.values() for label in d},
                     key=[label for label, _ in COLUMNS].index)
@@ -227,9 +275,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--results", help="folder for the raw numbers of every run "
                                      "(<variant>-s<seed>.json, written as each run finishes)")
     p.add_argument("--reference", help="variant the seed-paired differences are taken against")
+    p.add_argument("--summarize", metavar="DIR",
+                   help="print the tables of the per-run records in DIR (no training) and exit")
+    p.add_argument("--columns", nargs="+", help="with --summarize: the columns to show")
     p.add_argument("--zoo-home", help="where the study's models are registered (default OUT/zoo, "
                                       "so they stay out of your model cache)")
     args = p.parse_args(argv)
+    if args.summarize:
+        labels = args.columns or [label for label, _ in COLUMNS if not label.startswith("final")]
+        given = argv is not None and "--variants" in argv
+        print(summarize(Path(args.summarize), labels, args.reference,
+                        args.variants if given else None))
+        return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     import os
