@@ -37,3 +37,15 @@ def test_study_main_tiny(tmp_path, monkeypatch):
     assert data["table"]["softmax"]["accuracy"][2] == 1
     assert (out / "zoo" / "study-vgg13-softmax-s0" / "model.safetensors").exists()
     assert "softmax" in (out / "study.md").read_text()
+
+
+def test_summarize_from_committed_records(tmp_path):
+    for v, accs in {"ref": [0.80, 0.90, 0.70], "b": [0.85, 1.00, 0.80]}.items():
+        for seed, a in enumerate(accs):
+            (tmp_path / f"{v}-s{seed}.json").write_text(json.dumps(
+                {"variant": v, "seed": seed, "accuracy": a, "PE": None}))
+    text = study.summarize(tmp_path, ["accuracy", "PE"], reference="ref", variants=["ref", "b"])
+    assert "| ref | 3 | 0.800 +- 0.100 | n/a |" in text
+    assert "| b | 3 | 0.883 +- 0.104 | n/a |" in text
+    # paired differences 0.05, 0.10, 0.10: +0.083 +- 0.029, t = 5.0 with 2 df, p = 0.038
+    assert "| b | 0,1,2 | +0.083 +- 0.029 (p=0.038) | n/a |" in text
