@@ -2,5 +2,5 @@
 from .templates import get_templates, build_templates, full_template_count  # noqa: F401
 from .ecloss import ECLoss, BetaPolicy, mutual_information, total_loss  # noqa: F401
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 from .registry import list_models, create, load, save  # noqa: F401

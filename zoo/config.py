@@ -5,6 +5,14 @@ rebuild a model: the VGGFace arguments ("arch"), input normalisation, the loss /
 settings it was trained with and what the run recorded. This module knows nothing about files
 beyond reading one config.json: storage lives in zoo.registry and zoo._io.
 
+It is also the one place of the configuration choices (LOSSES, HEAD_NAMES, MARGINALS,
+BETA_MODES, MAP_NORMS, IMPLS, PADDINGS, TEMPLATE_PEAKS, CHANNEL_ORDERS) and of the training
+presets (PRESETS, EXPLAINABLE_ECLOSS, PAPER_GEOMETRY): the validation here, zoo.ecloss, zoo.ops,
+zoo.train_config and the argparse choices of the CLIs import them. PADDINGS, TEMPLATE_PEAKS
+and HEAD_NAMES are defined beside their implementation (zoo.models.vgg, zoo.templates,
+zoo.heads) and re-exported here. This module imports no other zoo module than those leaves
+(never zoo.registry, zoo.engine, zoo.ecloss or zoo.ops), so every module can import it.
+
     default_config("vgg16-ecloss", width=0.25)   complete, validated dict
     load_config("ZOO_HOME/name/config.json")      the same for a stored file; errors name it
 """
@@ -19,21 +27,31 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 from .data.transforms import FACE_MEAN, FACE_STD
+from .heads import HEADS
 from .models.vgg import PADDINGS, VGG_CONFIGS, _scaled
-from .templates import TEMPLATE_PEAKS
+from ._version import __version__
+from .templates import DEFAULT_TAU, TEMPLATE_PEAKS
 
 __all__ = [
-    "LOSSES", "HEAD_NAMES", "MARGINALS", "BETA_MODES", "MAP_NORMS", "CHANNEL_ORDERS",
+    "LOSSES", "HEAD_NAMES", "MARGINALS", "BETA_MODES", "MAP_NORMS", "IMPLS", "PADDINGS",
+    "TEMPLATE_PEAKS", "CHANNEL_ORDERS",
     "ARCH_KEYS", "ECLOSS_KEYS", "SETTABLE_KEYS", "DERIVED_KEYS", "CONFIG_KEYS", "PAPER_MODELS",
+    "EXPLAINABLE_ECLOSS", "PAPER_GEOMETRY", "PRESETS",
     "default_config", "load_config", "derived_fields", "valid_model_name",
 ]
 
+# ----------------------------------------------------------------------------------------------
+# configuration choices (one definition each)
+# ----------------------------------------------------------------------------------------------
+
 LOSSES = ("softmax", "ecloss")
-HEAD_NAMES = ("softmax", "cosface", "arcface")
-MARGINALS = ("uniform", "batch")
-BETA_MODES = ("fixed", "auto")
+HEAD_NAMES = tuple(HEADS)       # softmax | cosface | arcface (zoo.heads.HEADS)
+MARGINALS = ("uniform", "batch")   # P(T) in Eq. 5: the paper's uniform, or the batch marginal
+BETA_MODES = ("fixed", "auto")     # zoo.ecloss.BetaPolicy
 MAP_NORMS = ("none", "max")     # "max": our extension (docs/paper-notes.md)
+IMPLS = ("auto", "reference", "extension")  # how zoo.ecloss computes the MI (zoo.ops: extension)
 CHANNEL_ORDERS = ("RGB", "BGR")
+# PADDINGS (zeros | reflect | replicate) and TEMPLATE_PEAKS (all | interior) are imported above.
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _BASE_RE = re.compile(r"^vgg(\d+)$")
@@ -66,8 +84,7 @@ def valid_model_name(name: Any) -> bool:
 
 def current_zoo_version() -> str:
     """The installed zoo version, recorded in each config that is resolved or saved."""
-    import zoo  # at call time: zoo/__init__ imports this module (via the registry) while loading
-    return getattr(zoo, "__version__", "unknown")
+    return __version__
 
 
 def derived_fields(arch: Dict[str, Any]) -> Dict[str, Any]:
@@ -96,7 +113,33 @@ def _paper_config(depth: int, loss: str) -> Dict[str, Any]:
 
 # The six paper variants: 224 px, full width, no BN, 512-d embedding, ECLoss params of the paper.
 PAPER_MODELS: Dict[str, Dict[str, Any]] = {
-    f"vgg{d}-{loss}": _paper_config(d, loss) for d in (13, 16, 19) for loss in LOSSES}
+    f"vgg{d}-{loss}": _paper_config(d, loss) for d in sorted(VGG_CONFIGS) for loss in LOSSES}
+
+
+# ----------------------------------------------------------------------------------------------
+# training presets (zoo.train_config.TrainConfig; re-exported by zoo.engine)
+# ----------------------------------------------------------------------------------------------
+
+# Presets fill the options the user did not give; a run with no --preset gets "cpu" without a
+# GPU and "gpu" with one. Both train ECLoss with EXPLAINABLE_ECLOSS, the setting chosen on
+# validation identities (docs/results.md): tau = 1 and a fixed beta = 1 (the paper's tau = 1e-3
+# with beta from 1e-5 leaves the MI term inert at this scale), plus the content-free term (our
+# extension), without which a third to a half of the channels fire at a fixed cell whatever the
+# input. "cpu" was chosen by measurement on the 2-core development machine (docs/training.md):
+# VGG+BN at width 1/4 and 112 px (7x7 target maps), 30 epochs of the ORL training images.
+# "gpu" is the paper's network and schedule (224 px, full width) with that ECLoss setting.
+# "paper" is the paper's setting, literally.
+EXPLAINABLE_ECLOSS = dict(tau=1.0, beta=1.0, beta_mode="fixed", padding="zeros",
+                          template_peaks="all", content_free=1.0, translate=0.0)
+PAPER_GEOMETRY = dict(width=1.0, input_size=224, batch_norm=False, epochs=30, batch_size=64,
+                      lr=0.03)
+PRESETS: Dict[str, Dict[str, object]] = {
+    "cpu": dict(width=0.25, input_size=112, batch_norm=True, epochs=30, batch_size=16, lr=0.05,
+                **EXPLAINABLE_ECLOSS),
+    "gpu": dict(**PAPER_GEOMETRY, **EXPLAINABLE_ECLOSS),
+    "paper": dict(**PAPER_GEOMETRY, tau=DEFAULT_TAU, beta=1e-5, beta_mode="auto",
+                  padding="zeros", template_peaks="all", content_free=0.0, translate=0.0),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,9 +203,7 @@ def _validate_ecloss(e: Dict[str, Any], where: str) -> None:
     _check_number(where, "ecloss.alpha", e["alpha"], nonneg=True)
     _check_number(where, "ecloss.beta", e["beta"], nonneg=True)
     _check_choice(where, "ecloss.beta_mode", e["beta_mode"], BETA_MODES)
-    if e["map_norm"] not in MAP_NORMS:
-        raise _config_error(where, f"ecloss.map_norm must be 'none' or 'max', got "
-                                   f"{e['map_norm']!r}")
+    _check_choice(where, "ecloss.map_norm", e["map_norm"], MAP_NORMS)
     _check_choice(where, "ecloss.template_peaks", e["template_peaks"], TEMPLATE_PEAKS)
     _check_number(where, "ecloss.content_free", e["content_free"], nonneg=True)
 

@@ -28,49 +28,16 @@ from typing import Tuple
 import torch
 from torch import nn
 
+from . import ops
 from . import templates as _templates
+from .config import BETA_MODES, IMPLS, MAP_NORMS, MARGINALS
+from .templates import flatten_maps
 
 __all__ = [
-    "MARGINALS", "flatten_maps", "template_logits", "template_log_posterior",
-    "mutual_information_reference", "mutual_information", "total_loss", "BetaPolicy", "ECLoss",
-    "content_free_term",
+    "MARGINALS", "MAP_NORMS", "IMPLS", "flatten_maps", "template_logits",
+    "template_log_posterior", "mutual_information_reference", "mutual_information", "total_loss",
+    "BetaPolicy", "ECLoss", "content_free_term",
 ]
-
-MARGINALS = ("uniform", "batch")
-MAP_NORMS = ("none", "max")
-IMPLS = ("auto", "reference", "extension")
-
-
-def flatten_maps(x: torch.Tensor, templates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Bring maps to (N, n*n) and templates to (M, n*n), checking that they fit.
-
-    Accepts maps as (B, C, n, n) - every channel of every image is one map - or (N, n*n), and
-    templates as (M, n, n) or (M, n*n).
-    """
-    if not isinstance(x, torch.Tensor) or not isinstance(templates, torch.Tensor):
-        raise TypeError("feature maps and templates must be torch tensors")
-    if templates.dim() == 3:
-        templates = templates.reshape(templates.shape[0], -1)
-    if templates.dim() != 2 or templates.shape[0] < 1:
-        raise ValueError(f"templates must be (M, n, n) or (M, n*n) with M >= 1, got "
-                         f"{tuple(templates.shape)}")
-    k = templates.shape[1]
-    if x.dim() == 4:
-        if x.shape[2] * x.shape[3] != k:
-            raise ValueError(f"feature maps are {x.shape[2]}x{x.shape[3]} but the templates have "
-                             f"{k} positions")
-        x = x.reshape(-1, k)
-    elif x.dim() != 2 or x.shape[1] != k:
-        raise ValueError(f"feature maps must be (B, C, n, n) or (N, {k}), got {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError("empty batch: ECLoss needs at least one feature map")
-    if x.dtype != templates.dtype:
-        raise TypeError(f"dtype mismatch: maps are {x.dtype}, templates {templates.dtype}")
-    if x.device != templates.device:
-        raise ValueError(f"device mismatch: maps on {x.device}, templates on {templates.device}")
-    if not x.is_floating_point():
-        raise TypeError(f"feature maps must be floating point, got {x.dtype}")
-    return x, templates
 
 
 def template_logits(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
@@ -125,8 +92,7 @@ def mutual_information(x: torch.Tensor, templates: torch.Tensor, marginal: str =
         return mutual_information_reference(x, templates, marginal)
     if impl == "auto" and x.is_cuda and os.environ.get("ZOO_CUDA_KERNEL") != "1":
         return mutual_information_reference(x, templates, marginal)
-    from . import ops  # local import: ops loads the compiled library lazily
-    if ops.extension_available():
+    if ops.extension_available():  # ops loads the compiled library on first use
         return ops.fused_mutual_information(x, templates, marginal)
     if impl == "extension":
         raise RuntimeError(f"impl='extension' but the compiled extension zoo._C is not available: "
@@ -199,8 +165,8 @@ class BetaPolicy:
     steps: int = field(default=0)
 
     def __post_init__(self):
-        if self.mode not in ("fixed", "auto"):
-            raise ValueError(f"beta mode must be 'fixed' or 'auto', got {self.mode!r}")
+        if self.mode not in BETA_MODES:
+            raise ValueError(f"beta mode must be one of {BETA_MODES}, got {self.mode!r}")
         if self.beta < 0 or not math.isfinite(self.beta):
             raise ValueError(f"beta must be finite and >= 0, got {self.beta}")
         if self.mode == "auto":

@@ -19,66 +19,18 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .metrics import explainability as X
-from .metrics import input_dependence as ID
-from .metrics.verification import embed, pair_scores, verification_report
+from .data.landmarks import LandmarkFolder
+from .data.orl import ORL_SPLITS
+from .metrics import explainability
+from .metrics import input_dependence
 from .parts import PART_NAMES, part_masks_from_landmarks, scale_landmarks
+from .runs import evaluation_dir
+from .validation import verification_on
 
+# verification_on (zoo.validation) and LandmarkFolder (zoo.data.landmarks) are re-exported for
+# the callers that import them from here.
 __all__ = ["verification_on", "collect_explainability", "explainability_metrics", "evaluate",
            "LandmarkFolder"]
-
-
-def verification_on(model, val: str, input_size: int, device=None, flip: bool = True,
-                    orl_num_train: int = 30, orl_split_seed: int = 0, orl_num_val: int = 0,
-                    orl_split: str = "heldout") -> Dict[str, object]:
-    """Verification report on 'orl' (held-out identities, or orl_split="val" for the validation
-    identities; LFW-shape pairs) or a .bin file."""
-    from .data.transforms import face_transform
-    if val == "orl":
-        from .data.verification import ORLPairs
-        pairs = ORLPairs(transform=face_transform(input_size), num_train=orl_num_train,
-                         seed=orl_split_seed, split=orl_split, num_val=orl_num_val)
-        images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
-        emb = embed(model, images, device=device, flip=flip)
-        scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
-        return verification_report(scores, pairs.issame, pairs.folds)
-    from .data.verification import read_bin
-    images, issame = read_bin(val, input_size=input_size)
-    emb = embed(model, images, device=device, flip=flip)
-    idx = np.arange(len(issame)) * 2
-    return verification_report(pair_scores(emb, idx, idx + 1), issame)
-
-
-class LandmarkFolder:
-    """Images with iBUG 68-point .pts files beside them (300-W, AFW, Helen, LFPW layout):
-    ``root/**/name.jpg`` + ``root/**/name.pts``. Images without a .pts are listed in ``missing``
-    (not silently dropped); a bad .pts raises an error naming the file."""
-
-    def __init__(self, root):
-        from .data._images import is_image_file
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"{self.root}: not a folder of images with .pts landmarks")
-        images = sorted(p for p in self.root.rglob("*") if p.is_file() and is_image_file(p.name))
-        self.paths = [p for p in images if p.with_suffix(".pts").is_file()]
-        self.missing = [p for p in images if not p.with_suffix(".pts").is_file()]
-        if not self.paths:
-            raise FileNotFoundError(f"{self.root}: no image has a .pts landmark file beside it")
-
-    def __len__(self):
-        return len(self.paths)
-
-    def image(self, idx):
-        from .data._images import load_rgb
-        return load_rgb(self.paths[idx])
-
-    def landmarks(self, idx) -> np.ndarray:
-        from .parts import read_pts
-        pts = read_pts(self.paths[idx].with_suffix(".pts"))
-        if pts.shape != (68, 2):
-            raise ValueError(f"{self.paths[idx].with_suffix('.pts')}: expected 68 points, got "
-                             f"{len(pts)}")
-        return pts - 1.0  # .pts files are 1-based (Matlab); we use 0-based pixel centres
 
 
 def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int, orl_num_val: int = 0):
@@ -110,7 +62,8 @@ def collect_explainability(model, items, input_size: int, device=None, batch_siz
         for (img, lm, hw), fm in zip(chunk, f):
             pts = scale_landmarks(lm, hw, (input_size, input_size))
             m = part_masks_from_landmarks(pts, input_size, input_size)
-            ious.append(X.part_iou(X.top10_activation(fm, input_size), m))
+            region = explainability.top10_activation(fm, input_size)
+            ious.append(explainability.part_iou(region, m))
             masks.append(m)
             lms.append(pts)
             imgs.append(np.asarray(img.convert("RGB").resize((input_size, input_size))))
@@ -148,10 +101,10 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
     outer ring and interior, ICNN location instability, and - with the maps of content-free
     probe images - input dependence and the evidence that ranks channels for explanations."""
     from export._common import SHOWN_CHANNELS, rank_channels
-    lc = X.location_consistency(ious)
+    lc = explainability.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
     mi_tau1 = template_mi_diagnostic(fmaps)
-    peaks = X.peak_counts(fmaps)
+    peaks = explainability.peak_counts(fmaps)
     n = fmaps.shape[-1]
     per_channel = {"dominant_part": lc["dominant_part"].tolist(), "S": lc["S"].tolist(),
                    "S_max": lc["S_max"].tolist(), "dominant_share": lc["dominant_share"].tolist(),
@@ -162,31 +115,33 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         # were trained with; it also grows with the activation scale (docs/paper-notes.md)
         "mi_tau1_uniform": mi_tau1["uniform"],
         "mi_tau1_batch": mi_tau1["batch"],
-        "part_explainability": X.part_explainability(ious),
+        "part_explainability": explainability.part_explainability(ious),
         "location_consistency": lc["LS"],                # the paper's S_i formula
         "location_consistency_max": lc["LS_max"],        # ours: mean share of the dominant part
         "none_fraction": lc["none_fraction"],            # (image, channel) regions on no part
         "part_channels": float(np.mean(lc["dominant_part"] >= 0)),
-        "part_iou_floor": X.PART_IOU_FLOOR,
-        "activation_robustness": peaks[f"{X.PEAK_PROMINENCE:g}"]["all"],
+        "part_iou_floor": explainability.PART_IOU_FLOOR,
+        "activation_robustness": peaks[f"{explainability.PEAK_PROMINENCE:g}"]["all"],
         "peaks": peaks,
-        "location_instability": X.location_instability(fmaps, landmarks,
-                                                       (input_size, input_size)),
+        "location_instability": explainability.location_instability(
+            fmaps, landmarks, (input_size, input_size)),
         "num_images": int(len(fmaps)),
         "num_channels": int(fmaps.shape[1]),
         "per_channel": per_channel,
     }
     if probe_maps is not None:
-        fixed = ID.fixed_cell_channels(fmaps, probe_maps)
-        dep = ID.input_dependence(fmaps, probe_maps)
+        fixed = input_dependence.fixed_cell_channels(fmaps, probe_maps)
+        dep = input_dependence.input_dependence(fmaps, probe_maps)
         typical = np.median(fmaps.reshape(*fmaps.shape[:2], -1).max(-1), axis=0)
         evidence = lc["dominant_share"] * dep * ~fixed["fixed"]
         per_channel.update({"input_dependence": dep.tolist(),
                             "fixed": fixed["fixed"].astype(int).tolist(),
                             "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
-        table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist()}
+        # the runtime's ranking (export._common.rank_channels) on the same table it will get
+        table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
+                 "channel_part": lc["dominant_part"].tolist()}
         face_peaks = fmaps.reshape(*fmaps.shape[:2], -1).max(-1)      # (I, C)
-        cells = ID.argmax_cells(fmaps)                                # (I, C)
+        cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
         shown = [cells[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]]
                  for i in range(len(fmaps))]
         strongest = [cells[i, np.argsort(-face_peaks[i], kind="stable")[:2 * SHOWN_CHANNELS]]
@@ -196,21 +151,23 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
             "dead_share": float(fixed["dead"].mean()),
             "mean_dependence": float(dep[~fixed["dead"]].mean()) if (~fixed["dead"]).any()
             else 0.0,
-            "shown_ring_share": ID.ring_share(np.stack(shown), n),
-            "strongest_ring_share": ID.ring_share(np.stack(strongest), n),
-            "uniform_ring_share": ID.uniform_ring_share(n),
+            "shown_ring_share": input_dependence.ring_share(np.stack(shown), n),
+            "strongest_ring_share": input_dependence.ring_share(np.stack(strongest), n),
+            "uniform_ring_share": input_dependence.uniform_ring_share(n),
             "shown_channels": SHOWN_CHANNELS,
             "probe_images": int(len(probe_maps)),
         }
         if shift_maps is not None:
-            follow = ID.translation_following(*shift_maps)
+            follow = input_dependence.translation_following(*shift_maps)
             shown_mask = np.zeros(fmaps.shape[:2], bool)
             for i in range(len(fmaps)):
                 shown_mask[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]] = True
-            follow_shown = ID.translation_following(shift_maps[0] * shown_mask[..., None, None],
-                                                    shift_maps[1] * shown_mask[..., None, None])
+            follow_shown = input_dependence.translation_following(
+                shift_maps[0] * shown_mask[..., None, None],
+                shift_maps[1] * shown_mask[..., None, None])
             result["input_dependence"].update({
                 "shift_follows": follow["follows"], "shift_stays": follow["stays"],
+                "position_channel_share": follow["position_channels"],
                 "shown_shift_follows": follow_shown["follows"],
                 "shown_shift_stays": follow_shown["stays"]})
     return result
@@ -267,7 +224,7 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
     model.to(dev)
     size = int(cfg["arch"]["input_size"])
     name = cfg["name"]
-    out_dir = Path(out) if out else Path("runs") / name / "evaluation"
+    out_dir = Path(out) if out else evaluation_dir(name)
     out_dir.mkdir(parents=True, exist_ok=True)
     result: Dict[str, object] = {"model": name, "data": data, "config": {
         k: cfg[k] for k in ("arch", "loss", "head", "ecloss")}}
@@ -289,10 +246,7 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
     else:
         folder = LandmarkFolder(data)
         idx = range(len(folder) if max_images is None else min(len(folder), max_images))
-        items = []
-        for i in idx:
-            img = folder.image(i)
-            items.append((img, folder.landmarks(i), (img.height, img.width)))
+        items = [folder.item(i) for i in idx]
         result["images_without_landmarks"] = [str(p) for p in folder.missing]
 
     if items:
@@ -315,27 +269,28 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
 
 
 def _write_figures(out_dir: Path, col, metrics, name) -> Dict[str, str]:
-    from . import figures as FIG
+    from . import figures
     imgs = col["images"]
     size = imgs.shape[1]
     # six faces spread evenly over the set: one per identity where the set holds several
     # identities in order (ORL: 10 images each)
     spread = np.linspace(0, len(imgs) - 1, min(6, len(imgs))).round().astype(int)
-    pick = sorted(set(spread.tolist()))
+    faces = sorted(set(spread.tolist()))
     chans = _fig6_channels(metrics)
     parts = metrics["per_channel"]["dominant_part"]
     labels = [PART_NAMES[parts[c]] if parts[c] >= 0 else "none" for c in chans]
-    chosen = [col["fmaps"][i][chans] for i in pick]          # (K, n, n) per picked face
-    heat = np.stack([X.upsample_maps(f, size).numpy() for f in chosen])
-    regions = np.stack([X.top10_activation(f, size) for f in chosen])
+    chosen = [col["fmaps"][i][chans] for i in faces]          # (K, n, n) per chosen face
+    heat = np.stack([explainability.upsample_maps(f, size).numpy() for f in chosen])
+    regions = np.stack([explainability.top10_activation(f, size) for f in chosen])
     figs = {
-        "fig5": FIG.feature_maps_figure(out_dir / "fig5_feature_maps.png", imgs[pick[0]],
-                                        {name: col["fmaps"][pick[0]]}),
-        "fig6": FIG.heatmaps_figure(out_dir / "fig6_heatmaps.png", [imgs[i] for i in pick],
-                                    heat, regions, chans, labels),
-        "fig7": FIG.part_masks_figure(out_dir / "fig7_part_masks.png", [imgs[i] for i in pick],
-                                      [col["masks"][i] for i in pick]),
-        "histogram": FIG.part_histogram_figure(
+        "fig5": figures.feature_maps_figure(out_dir / "fig5_feature_maps.png", imgs[faces[0]],
+                                            {name: col["fmaps"][faces[0]]}),
+        "fig6": figures.heatmaps_figure(out_dir / "fig6_heatmaps.png",
+                                        [imgs[i] for i in faces], heat, regions, chans, labels),
+        "fig7": figures.part_masks_figure(out_dir / "fig7_part_masks.png",
+                                          [imgs[i] for i in faces],
+                                          [col["masks"][i] for i in faces]),
+        "histogram": figures.part_histogram_figure(
             out_dir / "part_histogram.png", np.asarray(metrics["per_channel"]["A"]),
             title=f"{name}: per-channel part histogram (channels by evidence)",
             num_images=metrics["num_images"], order=_fig6_channels(metrics, k=64)),
@@ -374,7 +329,8 @@ def render_report(result: Dict[str, object]) -> str:
                   f"{ex['num_images']} | {ex['num_channels']} |", "",
                   "LS (paper) = mean_i sqrt(sum_k (A_ik - 1/7)^2) / 7 (at most 0.132); LS-max = "
                   "mean_i max_k A_ik (ours). A region whose best part IoU is below "
-                  f"{ex.get('part_iou_floor', X.PART_IOU_FLOOR)} lands on no part.", "",
+                  f"{ex.get('part_iou_floor', explainability.PART_IOU_FLOOR)} lands on no "
+                  "part.", "",
                   "Channels by dominant part: " + ", ".join(f"{p} {n}" for p, n in hist.items())
                   + f", none {sum(1 for d in parts if d < 0)}", ""]
         if ex.get("peaks"):
@@ -401,7 +357,9 @@ def render_report(result: Dict[str, object]) -> str:
                           f"peaks that follow it {_fmt(dep['shift_follows'], 3)} (shown channels "
                           f"{_fmt(dep['shown_shift_follows'], 3)}), that stay put "
                           f"{_fmt(dep['shift_stays'], 3)} (shown "
-                          f"{_fmt(dep['shown_shift_stays'], 3)}).", ""]
+                          f"{_fmt(dep['shown_shift_stays'], 3)}); channels whose peak stays put "
+                          f"on >= 90% of the faces: {_fmt(dep['position_channel_share'], 3)}.",
+                          ""]
     for key, path in (result.get("figures") or {}).items():
         lines.append(f"![{key}]({Path(path).name})")
     return "\n".join(lines) + "\n"
@@ -412,7 +370,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="registered name (zoo.list_models()), model folder or .safetensors")
     p.add_argument("--data", default="orl", help="orl | file.bin | folder of images with .pts")
-    p.add_argument("--split", default="heldout", choices=["heldout", "val", "train", "all"],
+    p.add_argument("--split", default="heldout", choices=ORL_SPLITS,
                    help="ORL images for the explainability metrics (default: held-out identities)")
     p.add_argument("--out", help="output folder (default runs/<name>/evaluation)")
     p.add_argument("--device", help="cpu | cuda")

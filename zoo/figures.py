@@ -1,5 +1,6 @@
 """Figures of the paper, drawn with matplotlib (Agg): Fig. 5, Fig. 6, Fig. 7 and the per-channel
-part histogram. Each function takes arrays and a PNG path, so evaluation and tests share them."""
+part histogram. Each function takes arrays and a PNG path, so evaluation and tests share them.
+Also the training curves of a run (from its log.csv)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -134,3 +135,27 @@ def part_histogram_figure(path: Path, counts: np.ndarray, title: str = "",
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return Path(path)
+
+
+def training_curves_figure(csv_path: Path, png_path: Path) -> Optional[Path]:
+    """Loss parts, beta and accuracy against steps, from a run's log.csv (zoo.engine); None when
+    the log has no rows."""
+    import csv
+    plt = _plt()
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    steps = [int(r["step"]) for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.5))
+    for ax, key, title in zip(axes, ["ce", "mi", "beta", "acc"],
+                              ["cross-entropy", "mutual information (Eq. 5)", "beta", "train acc"]):
+        ax.plot(steps, [float(r[key]) for r in rows], lw=1)
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if key == "beta":
+            ax.set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+    return png_path

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import torch
 
+from .config import MARGINALS
+from .templates import flatten_maps
+
 _loaded = None
 _error = None
 
@@ -100,8 +103,6 @@ def fused_mutual_information(x: torch.Tensor, templates: torch.Tensor,
     x: (B, C, n, n) or (N, n*n) maps; templates: (M, n, n) or (M, n*n); float32 or float64, same
     dtype and device. Differentiable with respect to x (not the templates).
     """
-    from .ecloss import MARGINALS, flatten_maps  # local: ecloss imports ops lazily too
-
     if not extension_available():
         raise RuntimeError(f"the compiled extension zoo._C is not available: {_error}")
     if marginal not in MARGINALS:

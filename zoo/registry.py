@@ -2,6 +2,7 @@
 
     list_models("vgg16*")                       names: the paper variants + local + remote
     create("vgg16-ecloss", width=0.25)          untrained model built from a (default) config
+    build(default_config("vgg16", width=0.25))  untrained model of a resolved config
     save(model, config)                         ZOO_HOME/<name>/model.safetensors + config.json
     load("vgg16-ecloss")                        eval-mode model with ``model.zoo_config``
     load("vgg16-ecloss", weights="https://..", sha256="..")   remote weights, hash-checked
@@ -47,7 +48,7 @@ from .config import HEAD_NAMES, LOSSES, MAP_NORMS, MARGINALS, SETTABLE_KEYS  # n
 __all__ = [
     "PAPER_MODELS", "REMOTE", "LOSSES", "HEAD_NAMES", "WEIGHTS_FILE", "CONFIG_FILE",
     "DownloadError", "ChecksumError", "zoo_home", "default_config", "list_models", "create",
-    "save", "load", "register_remote", "download", "load_config", "load_weights",
+    "build", "save", "load", "register_remote", "download", "load_config", "load_weights",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -67,7 +68,9 @@ def zoo_home() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ecloss-zoo"
 
 
-def _build(cfg: Dict[str, Any]) -> VGGFace:
+def build(cfg: Dict[str, Any]) -> VGGFace:
+    """Untrained VGGFace of a resolved config (``default_config``'s output); the config is
+    ``model.zoo_config``. zoo.engine builds the network it trains with this."""
     model = VGGFace(**cfg["arch"])
     # The derived fields are computed without building; check them against the real network.
     actual = {"target_layer": model.target_layer, "feature_size": model.feature_size,
@@ -135,7 +138,7 @@ def create(name: str, /, **overrides) -> VGGFace:
         raise TypeError(f"create takes a model name, got {type(name).__name__}")
     base = _config_for_name(name)
     cfg = default_config(base, **overrides) if overrides else base
-    return _build(cfg)
+    return build(cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,7 +381,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
                 raise FileNotFoundError(f"{wpath}: weights file not found")
         state = load_weights(wpath)
 
-    model = _build(cfg)
+    model = build(cfg)
     _load_state_checked(model, state, wpath)
     model.to(map_location)
     model.eval()

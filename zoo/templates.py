@@ -209,4 +209,40 @@ def default_radius_for(n: int) -> float:
 
 
 __all__.append("default_radius_for")
+
+
+def flatten_maps(x: torch.Tensor, templates: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Bring maps to (N, n*n) and templates to (M, n*n), checking that they fit.
+
+    Accepts maps as (B, C, n, n) - every channel of every image is one map - or (N, n*n), and
+    templates as (M, n, n) or (M, n*n). The input contract of Eq. 5-6, shared by the reference
+    (zoo.ecloss) and the fused op (zoo.ops).
+    """
+    if not isinstance(x, torch.Tensor) or not isinstance(templates, torch.Tensor):
+        raise TypeError("feature maps and templates must be torch tensors")
+    if templates.dim() == 3:
+        templates = templates.reshape(templates.shape[0], -1)
+    if templates.dim() != 2 or templates.shape[0] < 1:
+        raise ValueError(f"templates must be (M, n, n) or (M, n*n) with M >= 1, got "
+                         f"{tuple(templates.shape)}")
+    k = templates.shape[1]
+    if x.dim() == 4:
+        if x.shape[2] * x.shape[3] != k:
+            raise ValueError(f"feature maps are {x.shape[2]}x{x.shape[3]} but the templates have "
+                             f"{k} positions")
+        x = x.reshape(-1, k)
+    elif x.dim() != 2 or x.shape[1] != k:
+        raise ValueError(f"feature maps must be (B, C, n, n) or (N, {k}), got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError("empty batch: ECLoss needs at least one feature map")
+    if x.dtype != templates.dtype:
+        raise TypeError(f"dtype mismatch: maps are {x.dtype}, templates {templates.dtype}")
+    if x.device != templates.device:
+        raise ValueError(f"device mismatch: maps on {x.device}, templates on {templates.device}")
+    if not x.is_floating_point():
+        raise TypeError(f"feature maps must be floating point, got {x.dtype}")
+    return x, templates
+
+
+__all__.append("flatten_maps")
 assert math.comb(196, 2) + 196 + 1 == full_template_count(14) == 19307

@@ -14,7 +14,9 @@ import dataclasses
 import json
 import sys
 
-from .engine import PRESETS, TrainConfig, train
+from .config import (BETA_MODES, HEAD_NAMES, IMPLS, LOSSES, MAP_NORMS, MARGINALS, PADDINGS,
+                     PRESETS, TEMPLATE_PEAKS)
+from .engine import TrainConfig, train
 
 
 def _bool(text: str) -> bool:
@@ -33,33 +35,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options win)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="default: gpu on a GPU, cpu otherwise; paper = the paper's literal settings")
-    p.add_argument("--loss", choices=["softmax", "ecloss"], default=None, help=f"default {d.loss}")
-    p.add_argument("--head", choices=["softmax", "cosface", "arcface"], default=None)
+    p.add_argument("--loss", choices=LOSSES, default=None, help=f"default {d.loss}")
+    p.add_argument("--head", choices=HEAD_NAMES, default=None)
     p.add_argument("--data", default=None, help="orl (default) | identity folder | train.rec")
     p.add_argument("--val", nargs="+", default=None, help="orl (default) and/or .bin files")
     p.add_argument("--templates", default=None, help="400 (paper) | full | any count")
     p.add_argument("--tau", type=float, default=None,
                    help="template amplitude (cpu/gpu presets 1, paper preset 1e-3)")
     p.add_argument("--radius", type=float, default=None, help="template radius (4 at 14x14, scaled)")
-    p.add_argument("--marginal", choices=["uniform", "batch"], default=None)
-    p.add_argument("--map-norm", choices=["none", "max"], default=None,
+    p.add_argument("--marginal", choices=MARGINALS, default=None)
+    p.add_argument("--map-norm", choices=MAP_NORMS, default=None,
                    help="max: normalise each map before the MI (our extension, not the paper)")
-    p.add_argument("--template-peaks", choices=["all", "interior"], default=None,
+    p.add_argument("--template-peaks", choices=TEMPLATE_PEAKS, default=None,
                    help="interior: template peaks off the map's outer ring (our extension)")
     p.add_argument("--content-free", type=float, default=None, metavar="WEIGHT",
                    help="push maps of blank/noise images to the negative template with this "
                         "weight (our extension; 0 = off)")
-    p.add_argument("--padding", choices=["zeros", "reflect", "replicate"], default=None,
+    p.add_argument("--padding", choices=PADDINGS, default=None,
                    help="conv padding (VGG: zeros)")
     p.add_argument("--translate", type=float, default=None,
                    help="random-shift augmentation: resize by 1+T, random crop (0 = off)")
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None,
                    help="(initial) beta (cpu/gpu presets 1 fixed, paper preset 1e-5 auto)")
-    p.add_argument("--beta-mode", choices=["fixed", "auto"], default=None)
+    p.add_argument("--beta-mode", choices=BETA_MODES, default=None)
     p.add_argument("--beta-ratio", type=float, default=None,
                    help="auto beta: target beta*MI / (alpha*CE) (docs/paper-notes.md)")
-    p.add_argument("--ecloss-impl", choices=["auto", "reference", "extension"], default=None)
+    p.add_argument("--ecloss-impl", choices=IMPLS, default=None)
     p.add_argument("--width", type=float, default=None)
     p.add_argument("--input-size", type=int, default=None)
     p.add_argument("--bn", type=_bool, default=None, metavar="true|false", dest="batch_norm")

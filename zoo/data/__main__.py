@@ -9,8 +9,7 @@ import argparse
 import sys
 
 from .recordio import pack_folder
-from .verification import (lfw_pair_paths, make_bin_from_pairs, read_lfw_pairs,
-                           verification_pairs, write_bin)
+from .verification import make_bin_from_dataset, make_bin_from_lfw_pairs
 
 
 def _pack(args):
@@ -23,29 +22,23 @@ def _pack(args):
 
 
 def _make_bin(args):
-    if args.orl:
-        from .orl import ORLFaces
-        ds = ORLFaces("heldout", num_train=args.num_train, seed=args.seed)
-        pairs = verification_pairs(ds.labels, args.num_folds, args.pairs_per_fold, args.pair_seed)
-        make_bin_from_pairs(ds.paths, pairs, args.out)
-    elif args.folder:
-        from .folders import IdentityFolder
-        ds = IdentityFolder(args.folder)
-        pairs = verification_pairs(ds.labels, args.num_folds, args.pairs_per_fold, args.pair_seed)
-        make_bin_from_pairs(ds.paths, pairs, args.out)
-    else:
-        if not args.root:
-            raise SystemExit("make-bin --lfw-pairs needs --root (the LFW image folder)")
-        rows = lfw_pair_paths(read_lfw_pairs(args.lfw_pairs), args.root, args.ext)
-        images = []
-        for a, b, _, _ in rows:
-            for p in (a, b):
-                if not p.is_file():
-                    raise SystemExit(f"{p}: image named in {args.lfw_pairs} not found")
-                images.append(p.read_bytes())
-        pairs = rows
-        write_bin(args.out, images, [r[2] for r in rows])
-    print(f"{args.out}: {len(pairs)} pairs")
+    try:
+        if args.lfw_pairs:
+            if not args.root:
+                raise SystemExit("make-bin --lfw-pairs needs --root (the LFW image folder)")
+            num_pairs = make_bin_from_lfw_pairs(args.lfw_pairs, args.root, args.out, args.ext)
+        else:
+            if args.orl:
+                from .orl import ORLFaces
+                dataset = ORLFaces("heldout", num_train=args.num_train, seed=args.seed)
+            else:
+                from .folders import IdentityFolder
+                dataset = IdentityFolder(args.folder)
+            num_pairs = make_bin_from_dataset(dataset, args.out, args.num_folds,
+                                              args.pairs_per_fold, args.pair_seed)
+    except FileNotFoundError as e:
+        raise SystemExit(f"zoo.data: error: {e}") from None
+    print(f"{args.out}: {num_pairs} pairs")
     return 0
 
 

@@ -16,6 +16,8 @@ NUM_IDENTITIES = 40
 IMAGES_PER_IDENTITY = 10
 ORL_WIDTH, ORL_HEIGHT = 92, 112
 LANDMARKS_FILE = Path(__file__).with_name("orl_landmarks.npz")
+# ORL splits by identity (orl_identity_splits): train, validation, held out (test), all 40
+ORL_SPLITS = ("train", "val", "heldout", "all")
 
 
 def orl_root() -> Path:
@@ -64,13 +66,13 @@ def orl_identity_split(num_train: int = 30, seed: int = 0):
 def orl_landmark_table():
     """{"s<k>/<n>.pgm": (68, 2) float32 landmarks} and {key: method} from the committed file.
 
-    The landmarks were generated once by ``python -m zoo.data.make_orl_landmarks`` (dlib);
+    The landmarks were generated once by ``python tools/make_orl_landmarks.py`` (dlib);
     the file holds only numbers and strings, loaded without pickle.
     """
     if not LANDMARKS_FILE.is_file():
         raise FileNotFoundError(
             f"{LANDMARKS_FILE}: ORL landmark file missing; it ships with the package (regenerate "
-            "it with `python -m zoo.data.make_orl_landmarks`)")
+            "it with `python tools/make_orl_landmarks.py` from a source checkout)")
     with np.load(LANDMARKS_FILE, allow_pickle=False) as z:
         keys = [str(k) for k in z["keys"]]
         pts = z["landmarks"].astype(np.float32)
@@ -91,13 +93,11 @@ class ORLFaces(LabelledImages):
     """
 
     def __init__(self, split="train", transform=None, num_train=30, seed=0, num_val=0):
+        if split not in ORL_SPLITS:
+            raise ValueError(f"split must be one of {ORL_SPLITS}, got {split!r}")
         train_ids, val_ids, heldout_ids = orl_identity_splits(num_train, num_val, seed)
-        try:
-            ids = {"train": train_ids, "val": val_ids, "heldout": heldout_ids,
-                   "all": list(range(1, NUM_IDENTITIES + 1))}[split]
-        except KeyError:
-            raise ValueError(f"split must be 'train', 'val', 'heldout' or 'all', got "
-                             f"{split!r}") from None
+        ids = dict(zip(ORL_SPLITS, (train_ids, val_ids, heldout_ids,
+                                    list(range(1, NUM_IDENTITIES + 1)))))[split]
         if not ids:
             raise ValueError(f"ORL split {split!r} is empty (num_train={num_train}, "
                              f"num_val={num_val})")

@@ -296,6 +296,14 @@ def make_bin_from_pairs(dataset_paths, pairs, out_path):
     return write_bin(out_path, images, pairs[:, 2].astype(bool))
 
 
+def make_bin_from_dataset(dataset, out_path, num_folds=10, pairs_per_fold=None, seed=0):
+    """Write a .bin of balanced pairs (:func:`verification_pairs`) over a file-backed labelled
+    dataset (``.paths`` and ``.labels``: ORLFaces, IdentityFolder); returns the number of pairs."""
+    pairs = verification_pairs(dataset.labels, num_folds, pairs_per_fold, seed)
+    make_bin_from_pairs(dataset.paths, pairs, out_path)
+    return len(pairs)
+
+
 # ---------------------------------------------------------------------------------------------
 # LFW pairs.txt
 # ---------------------------------------------------------------------------------------------
@@ -347,3 +355,18 @@ def lfw_pair_paths(pairs, root, ext="jpg"):
     root = Path(root)
     return [(root / a / f"{a}_{i:04d}.{ext}", root / b / f"{b}_{j:04d}.{ext}", same, fold)
             for a, i, b, j, same, fold in pairs]
+
+
+def make_bin_from_lfw_pairs(pairs_path, root, out_path, ext="jpg"):
+    """Write a .bin of the pairs of an LFW pairs.txt over the images under ``root``
+    (``root/name/name_%04d.<ext>``), stored verbatim; returns the number of pairs. A missing image
+    raises FileNotFoundError naming it and the pairs file, before anything is written."""
+    rows = lfw_pair_paths(read_lfw_pairs(pairs_path), root, ext)
+    images = []
+    for a, b, _, _ in rows:
+        for path in (a, b):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: image named in {pairs_path} not found")
+            images.append(path.read_bytes())
+    write_bin(out_path, images, [r[2] for r in rows])
+    return len(rows)

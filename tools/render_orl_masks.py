@@ -1,13 +1,17 @@
 """Render ORL faces with their 7 part masks overlaid (docs/figures/orl_part_masks.png).
 
-    python -m zoo.data.render_orl_masks [--out docs/figures/orl_part_masks.png] [--size 224]
+    python tools/render_orl_masks.py [--out docs/figures/orl_part_masks.png] [--size 224]
 
-The visual check of the committed landmarks and of the mask geometry in zoo.parts.
+The visual check of the committed landmarks and of the mask geometry in zoo.parts. A
+maintenance script of the source tree (tools/), not part of the installed package.
 """
 import argparse
 import sys
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's zoo package
 
 
 def render(out, size=224, indices=None):
@@ -16,8 +20,8 @@ def render(out, size=224, indices=None):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from ..parts import PART_COLORS, PART_NAMES, overlay_part_masks, scale_landmarks
-    from .orl import ORL_HEIGHT, ORL_WIDTH, ORLFaces
+    from zoo.data.orl import ORL_HEIGHT, ORL_WIDTH, ORLFaces
+    from zoo.parts import PART_COLORS, PART_NAMES, overlay_part_masks, scale_landmarks
 
     ds = ORLFaces("all")
     if indices is None:  # a spread of identities and poses, plus every fixed-box fallback
@@ -47,7 +51,7 @@ def render(out, size=224, indices=None):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m zoo.data.render_orl_masks", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python tools/render_orl_masks.py", description=__doc__)
     ap.add_argument("--out", default="docs/figures/orl_part_masks.png")
     ap.add_argument("--size", type=int, default=224)
     args = ap.parse_args(argv)

@@ -1,0 +1,56 @@
+"""Verification of an embedding network on held-out faces: the library API that training
+(zoo.engine, at the end of a run) and evaluation (zoo.evaluate) share.
+
+    verification_on(model, "orl", 112)          held-out ORL identities, LFW-shape pairs
+    verification_on(model, "lfw.bin", 112)      an insightface .bin verification set
+    validate(model, ["orl", "lfw.bin"], 112)    {"orl": report, "lfw": report}
+
+A report is zoo.metrics.verification.verification_report's dict (10-fold accuracy, AUC, TAR).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+
+from .metrics.verification import embed, pair_scores, verification_report
+
+__all__ = ["verification_on", "validate", "validation_name"]
+
+
+def verification_on(model, val: str, input_size: int, device=None, flip: bool = True,
+                    orl_num_train: int = 30, orl_split_seed: int = 0, orl_num_val: int = 0,
+                    orl_split: str = "heldout") -> Dict[str, object]:
+    """Verification report on 'orl' (held-out identities, or orl_split="val" for the validation
+    identities; LFW-shape pairs) or a .bin file."""
+    from .data.transforms import face_transform
+    if val == "orl":
+        from .data.verification import ORLPairs
+        pairs = ORLPairs(transform=face_transform(input_size), num_train=orl_num_train,
+                         seed=orl_split_seed, split=orl_split, num_val=orl_num_val)
+        images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
+        emb = embed(model, images, device=device, flip=flip)
+        scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
+        return verification_report(scores, pairs.issame, pairs.folds)
+    from .data.verification import read_bin
+    images, issame = read_bin(val, input_size=input_size)
+    emb = embed(model, images, device=device, flip=flip)
+    idx = np.arange(len(issame)) * 2
+    return verification_report(pair_scores(emb, idx, idx + 1), issame)
+
+
+def validation_name(val: str) -> str:
+    """The key of a validation set in reports: "orl", or a .bin file's stem ("lfw")."""
+    return "orl" if val == "orl" else Path(val).stem
+
+
+def validate(model, val_sets: Sequence[str], input_size: int, device=None,
+             orl_num_train: int = 30, orl_split_seed: int = 0,
+             orl_num_val: int = 0) -> Dict[str, Dict[str, object]]:
+    """Verification on each validation set ('orl' held-out identities or .bin files), by name."""
+    return {validation_name(val):
+            verification_on(model, val, input_size, device, orl_num_train=orl_num_train,
+                            orl_split_seed=orl_split_seed, orl_num_val=orl_num_val)
+            for val in val_sets}
