@@ -173,3 +173,14 @@ def test_bad_shapes():
         X.part_iou(np.zeros((2, 10, 10), bool), np.zeros((7, 12, 12), bool))
     with pytest.raises(ValueError):
         X.top10_activation(np.zeros((7, 7)), 10)
+
+
+def test_top10_of_a_sparse_map_keeps_only_its_active_pixels():
+    # one active cell of 49: its upsampled blob covers < 10% of the pixels; the zero background
+    # ties at the 10% cut but is not activation and must not be kept
+    m = np.zeros((1, 7, 7), np.float32)
+    m[0, 3, 3] = 1.0
+    keep = X.top10_activation(m, 70)[0]
+    up = X.upsample_maps(m, 70).numpy()[0]
+    assert keep.sum() == (up > 0).sum() < 0.1 * 70 * 70
+    assert keep[35, 35] and not keep[0, 0]

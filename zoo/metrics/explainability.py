@@ -51,16 +51,16 @@ def top10_activation(fmap: torch.Tensor | np.ndarray, size: int | Sequence[int],
                      fraction: float = TOP_FRACTION) -> np.ndarray:
     """Paper Eq. 8-9: per channel, the pixels of the upsampled map at or above the value that
     keeps the top ``fraction`` (10%) of pixels; (C, H, W) bool. Ties at the threshold are kept,
-    so a channel can keep slightly more than 10%; a constant map (e.g. a dead, all-zero channel)
-    keeps nothing, since no pixel stands out."""
+    so a channel can keep slightly more than 10%; pixels at the map's minimum are never kept:
+    a sparse map (activation on fewer than 10% of the pixels, zero elsewhere) keeps only its
+    active pixels, not the whole zero background, and a constant map (e.g. a dead, all-zero
+    channel) keeps nothing, since no pixel stands out."""
     up = upsample_maps(fmap, size)
     c = up.shape[0]
     flat = up.reshape(c, -1)
     k = max(1, int(round(fraction * flat.shape[1])))
     threshold = torch.topk(flat, k, dim=1).values[:, -1:]               # k-th largest per channel
-    keep = flat >= threshold
-    constant = (flat.max(1).values == flat.min(1).values)[:, None]
-    keep &= ~constant
+    keep = (flat >= threshold) & (flat > flat.min(1, keepdim=True).values)
     return keep.reshape(up.shape).numpy()
 
 
