@@ -31,9 +31,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import (EMBEDDING_FILE, EMBEDDING_OUTPUT, FEATURE_OUTPUT, FEATUREMAP_FILE,
-                      FORMAT_VERSION, HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, PARTS_FILE,
-                      TOP_FRACTION, TORCHSCRIPT_FILE, json_list, read_parts_file, top_k_pixels)
+from ._common import (
+    EMBEDDING_FILE,
+    EMBEDDING_OUTPUT,
+    FEATURE_OUTPUT,
+    FEATUREMAP_FILE,
+    FORMAT_VERSION,
+    HEATMAP_OUTPUT,
+    INPUT_NAME,
+    MASK_OUTPUT,
+    PARTS_FILE,
+    TOP_FRACTION,
+    TORCHSCRIPT_FILE,
+    json_list,
+    read_parts_file,
+    top_k_pixels,
+)
 
 __all__ = ["ExportError", "ExportResult", "EmbeddingModel", "FeatureMapModel", "export_model",
            "build_metadata", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "PARITY_BATCHES"]
@@ -71,7 +84,8 @@ class FeatureMapModel(nn.Module):
 
     The masks are zoo.metrics.explainability.top10_activation (paper Eq. 8-9) for a batch:
     bilinear upsampling (align_corners=False) to the input size, then per channel the pixels at
-    or above the k-th largest value, k = round(10% of S*S); a constant map keeps nothing.
+    or above the k-th largest value, k = round(10% of S*S), never a pixel at the map's minimum
+    (a sparse map keeps only its active pixels; a constant map keeps nothing).
     heatmaps = the upsampled map where the mask is on, 0 elsewhere."""
 
     def __init__(self, net: nn.Module, fraction: float = TOP_FRACTION):
@@ -86,8 +100,7 @@ class FeatureMapModel(nn.Module):
                            align_corners=False)
         flat = up.flatten(2)
         thr = flat.topk(self.k, dim=2).values[..., -1:]
-        constant = flat.amax(2, keepdim=True) == flat.amin(2, keepdim=True)
-        keep = (flat >= thr) & ~constant
+        keep = (flat >= thr) & (flat > flat.amin(2, keepdim=True))
         heat = torch.where(keep, flat, torch.zeros_like(flat)).reshape(up.shape)
         return fmap, heat, keep.reshape(up.shape)
 
