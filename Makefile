@@ -1,6 +1,7 @@
-# Two commands: `make test` and `make demo`. Both create .venv when missing, install the pinned
-# requirements and the project (editable, --no-build-isolation: the torch-extension convention),
-# then run. Re-running is cheap: the install step is redone only when its inputs change.
+# Two commands: `make test` and `make demo` (plus `make lint`, which `make test` also checks).
+# They create .venv when missing, install the pinned requirements and the project (editable,
+# --no-build-isolation: the torch-extension convention), then run. Re-running is cheap: the
+# install step is redone only when its inputs change.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -14,7 +15,7 @@ export MAX_JOBS ?= 2
 
 CSRC := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/cuda/*.cuh)
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint demo bench clean
 
 install: $(STAMP)
 
@@ -27,6 +28,10 @@ $(STAMP): requirements.txt setup.py $(CSRC)
 test: install
 	@$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
+
+# ruff with ruff.toml (line length, pycodestyle, pyflakes, isort); tests/test_lint.py runs the same.
+lint: install
+	$(PY) -m ruff check zoo export tests tools conftest.py setup.py
 
 bench: install
 	$(PY) -m pytest --benchmark

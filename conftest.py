@@ -6,7 +6,6 @@ pytest-benchmark's fixture); without it, they are deselected and the normal suit
 """
 import os
 
-
 BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tests", "benchmarks")
 
 

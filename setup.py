@@ -24,7 +24,8 @@ def _read(name):
 
 def _nvcc_available():
     cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-    return shutil.which("nvcc") is not None or os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+    return (shutil.which("nvcc") is not None
+            or os.path.exists(os.path.join(cuda_home, "bin", "nvcc")))
 
 
 def _extensions():

@@ -10,7 +10,8 @@
 
 #include "mi_simd.h"
 
-// Importing zoo._C runs the static TORCH_LIBRARY initialisers; the module itself is empty.
+// Importing zoo._C runs the static TORCH_LIBRARY initialisers (the zoo and zoo_diag op
+// namespaces); the module itself is empty.
 extern "C" PyObject* PyInit__C(void) {
   static struct PyModuleDef def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
   return PyModule_Create(&def);
@@ -58,6 +59,12 @@ TORCH_LIBRARY(zoo, m) {
   m.def("mi_backward(Tensor grad_mi, Tensor x, Tensor templates, Tensor stats, Tensor log_q) "
         "-> Tensor");
   m.def("has_cuda() -> bool", &has_cuda);
+}
+
+// Diagnostics for tests and benchmarks, kept out of the public zoo:: op namespace:
+// torch.ops.zoo_diag.cpu_variant() names the SIMD variant the CPU row kernel runs,
+// torch.ops.zoo_diag.parallel_threads_used(items) checks the OpenMP build (see above).
+TORCH_LIBRARY(zoo_diag, m) {
   m.def("cpu_variant() -> str", &cpu_variant);
   m.def("parallel_threads_used(int items) -> int", &parallel_threads_used);
 }

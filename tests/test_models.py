@@ -16,7 +16,7 @@ CONVS = {13: 10, 16: 13, 19: 16}
 @pytest.mark.parametrize("size", [112, 224])
 def test_vgg_shapes_quarter_width(depth, bn, size):
     m = VGGFace(depth, batch_norm=bn, width=0.25, input_size=size, embedding_dim=64).eval()
-    convs = [l for l in m.features if isinstance(l, torch.nn.Conv2d)]
+    convs = [layer for layer in m.features if isinstance(layer, torch.nn.Conv2d)]
     assert len(convs) == CONVS[depth]
     assert isinstance(m.features[-1], torch.nn.ReLU)  # the target layer is post-ReLU
     with torch.no_grad():
@@ -77,7 +77,8 @@ def test_arcface_margin():
     for i in range(6):
         c = cos[i, y[i]].item()
         theta = math.acos(max(-1.0, min(1.0, c)))
-        want = math.cos(theta + 0.5) if theta + 0.5 <= math.pi else c - math.sin(math.pi - 0.5) * 0.5
+        want = (math.cos(theta + 0.5) if theta + 0.5 <= math.pi
+                else c - math.sin(math.pi - 0.5) * 0.5)
         assert logits[i, y[i]].item() == pytest.approx(64.0 * want, abs=1e-3)
         assert logits[i, y[i]].item() < 64.0 * c  # the margin lowers the target logit
         others = [k for k in range(5) if k != y[i]]

@@ -17,8 +17,7 @@ import shutil
 import pytest
 import torch
 
-from zoo import ops
-from zoo import templates as T
+from zoo import ops, templates as T
 from zoo.ecloss import ECLoss, mutual_information, mutual_information_reference
 
 needs_ext = pytest.mark.skipif(not ops.extension_available(),
@@ -50,7 +49,8 @@ def _check_f64(x, t, marginal, device="cpu"):
     mi_r, g_r = _value_and_grad(mutual_information_reference, x.cpu(), t.cpu(), marginal)
     mi, g = mi.cpu(), g.cpu()
     s = t.abs().max().item() / x.shape[0]
-    assert abs(mi.item() - mi_r.item()) <= 1e-10 * abs(mi_r.item()) + 1e-13, (mi.item(), mi_r.item())
+    assert abs(mi.item() - mi_r.item()) <= 1e-10 * abs(mi_r.item()) + 1e-13, \
+        (mi.item(), mi_r.item())
     err = (g - g_r).abs().max().item()
     assert err <= 1e-10 * g_r.abs().max().item() + 1e-12 * s, (err, g_r.abs().max().item(), s)
 
@@ -169,10 +169,12 @@ def test_backward_op_equals_gradient_computed_in_forward(marginal):
     assert stats.shape == (40, 3) and log_q.shape == (400,)
     # The statistics mean what the schema says.
     logits = x @ t.t()
-    torch.testing.assert_close(stats[:, 0] + stats[:, 1], torch.logsumexp(logits, 1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(stats[:, 0] + stats[:, 1], torch.logsumexp(logits, 1),
+                               rtol=1e-12, atol=0)
     if b:
         lp = torch.log_softmax(logits, 1)
-        torch.testing.assert_close(log_q, torch.logsumexp(lp, 0) - math.log(40), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(log_q, torch.logsumexp(lp, 0) - math.log(40),
+                                   rtol=1e-12, atol=1e-12)
     else:
         assert torch.allclose(log_q, torch.full_like(log_q, -math.log(400)))
     assert abs(stats[:, 2].mean().item() - mi.item()) < 1e-14
@@ -180,7 +182,8 @@ def test_backward_op_equals_gradient_computed_in_forward(marginal):
 
 @needs_ext
 @pytest.mark.parametrize("env", [{"ZOO_MI_BUFFER_BYTES": "8192"}, {"ZOO_SIMD": "scalar"},
-                                 {"ZOO_SIMD": "avx2"}, {"ZOO_SIMD": "scalar", "ZOO_MI_BUFFER_BYTES": "20000"}])
+                                 {"ZOO_SIMD": "avx2"},
+                                 {"ZOO_SIMD": "scalar", "ZOO_MI_BUFFER_BYTES": "20000"}])
 def test_tiled_path_and_every_simd_variant(env):
     # With the default buffers every M of the paper fits one tile; a tiny buffer (read once per
     # process, hence the subprocess) forces tiles of 64-128 templates, the online (running max)
@@ -206,12 +209,14 @@ for dtype in (torch.float64, torch.float32):
         err = (a.grad.double() - b.grad).abs().max().item()
         assert err <= rt * 10 * b.grad.abs().max().item(), (err, b.grad.abs().max().item())
         s, lq = torch.ops.zoo.mi_forward(x.to(dtype), t.to(dtype), marginal == "batch", False)[1:3]
-        g = torch.ops.zoo.mi_backward(torch.tensor(1.0, dtype=dtype), x.to(dtype), t.to(dtype), s, lq)
+        g = torch.ops.zoo.mi_backward(torch.tensor(1.0, dtype=dtype), x.to(dtype), t.to(dtype),
+                                      s, lq)
         assert (g.double() - b.grad).abs().max().item() <= rt * 10 * b.grad.abs().max().item()
 '''
     allowed = {"scalar": ("scalar",), "avx2": ("avx2", "scalar")}.get(env.get("ZOO_SIMD"),
                                                                       ("avx512", "avx2", "scalar"))
-    code += f"assert torch.ops.zoo.cpu_variant() in {allowed!r}, torch.ops.zoo.cpu_variant()\n"
+    code += (f"assert torch.ops.zoo_diag.cpu_variant() in {allowed!r}, "
+             f"torch.ops.zoo_diag.cpu_variant()\n")
     env = dict(os.environ, **env)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          timeout=120)
@@ -227,7 +232,8 @@ def test_non_contiguous_and_4d_inputs_give_the_same_result():
     wide[:, ::2] = x
     xs = wide[:, ::2]                                    # strided view
     assert not xs.is_contiguous()
-    got, g_got = _value_and_grad(ops.fused_mutual_information, xs, t.t().contiguous().t(), "uniform")
+    got, g_got = _value_and_grad(ops.fused_mutual_information, xs, t.t().contiguous().t(),
+                                 "uniform")
     assert got.item() == base.item()
     torch.testing.assert_close(g_got, g_base, rtol=0, atol=0)
     x4 = x.reshape(4, 16, 14, 14)
@@ -268,6 +274,16 @@ def test_bad_inputs_raise_clear_errors():
 
 
 @needs_ext
+def test_diagnostic_ops_live_outside_the_public_namespace():
+    # cpu_variant and parallel_threads_used are for tests and benchmarks: torch.ops.zoo_diag.
+    assert torch.ops.zoo_diag.cpu_variant() in ("avx512", "avx2", "scalar")
+    assert torch.ops.zoo_diag.parallel_threads_used(1) == 1
+    for name in ("cpu_variant", "parallel_threads_used"):
+        assert not hasattr(torch.ops.zoo, name), name
+    assert hasattr(torch.ops.zoo, "mi_forward") and hasattr(torch.ops.zoo, "has_cuda")
+
+
+@needs_ext
 def test_ecloss_dispatches_to_the_extension():
     t = _templates(14, 400, tau=0.3)
     x = _maps(8, 14, seed=1).reshape(2, 4, 14, 14)
@@ -285,7 +301,7 @@ def test_parallel_for_uses_several_threads_and_results_do_not_depend_on_them():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        assert torch.ops.zoo.parallel_threads_used(8) == 2
+        assert torch.ops.zoo_diag.parallel_threads_used(8) == 2
         t = _templates(14, 400, tau=0.3)
         x = _maps(500, 14, seed=8)
         results = []
@@ -339,10 +355,12 @@ def test_zoo_works_without_the_extension(monkeypatch):
 
 def _nvcc_found():
     cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
-    return shutil.which("nvcc") is not None or os.path.exists(os.path.join(cuda_home, "bin", "nvcc"))
+    return (shutil.which("nvcc") is not None
+            or os.path.exists(os.path.join(cuda_home, "bin", "nvcc")))
 
 
-@pytest.mark.skipif(os.environ.get("ZOO_NO_CUDA") == "1" or os.environ.get("ZOO_NO_EXTENSION") == "1",
+@pytest.mark.skipif(os.environ.get("ZOO_NO_CUDA") == "1"
+                    or os.environ.get("ZOO_NO_EXTENSION") == "1",
                     reason="CUDA part deliberately not built (ZOO_NO_CUDA / ZOO_NO_EXTENSION)")
 @pytest.mark.skipif(torch.version.cuda is None or not _nvcc_found(),
                     reason="CPU-only torch or no nvcc: the CUDA kernels are not built")

@@ -2,8 +2,15 @@
 import numpy as np
 import pytest
 
-from zoo.parts import (LAPA106_TO_68, PART_NAMES, lapa106_to_68, part_masks_from_landmarks,
-                       read_lapa_106, read_pts, scale_landmarks)
+from zoo.parts import (
+    LAPA106_TO_68,
+    PART_NAMES,
+    lapa106_to_68,
+    part_masks_from_landmarks,
+    read_lapa_106,
+    read_pts,
+    scale_landmarks,
+)
 
 W, H = 100, 110
 
@@ -68,7 +75,8 @@ def test_masks_stay_in_image_and_scale():
     full = part_masks_from_landmarks(pts, H, W)
     assert masks.shape == (7, H, W) and part(masks, "eyes").any()
     assert part(masks, "hair").sum() < part(full, "hair").sum() / 2
-    assert part(masks, "forehead").sum() < part(full, "forehead").sum() / 4  # mostly above the frame
+    # mostly above the frame
+    assert part(masks, "forehead").sum() < part(full, "forehead").sum() / 4
     big = part_masks_from_landmarks(scale_landmarks(pts, (H, W), (2 * H, 2 * W)), 2 * H, 2 * W)
     small = part_masks_from_landmarks(pts, H, W)
     up = small.repeat(2, 1).repeat(2, 2)
@@ -81,7 +89,8 @@ def test_rotated_face_rotates_masks():
     pts = synthetic_face()
     flipped = [W - 1, H - 1] - pts  # rotated 180 degrees: the forehead must follow the brows
     masks = part_masks_from_landmarks(flipped, H, W)
-    assert part(masks, "forehead")[H - 1 - 22, W - 1 - 50] and part(masks, "jaw")[H - 1 - 92, W - 1 - 50]
+    assert part(masks, "forehead")[H - 1 - 22, W - 1 - 50]
+    assert part(masks, "jaw")[H - 1 - 92, W - 1 - 50]
 
 
 def test_bad_landmarks_raise():

@@ -54,7 +54,8 @@ def test_two_peak_all_pairs_n7():
     full = T.build_templates(n, "full", 2.0, 1.0)
     pairs = list(itertools.combinations(range(k), 2))
     for idx, (a, b) in enumerate(pairs):
-        expect = np.maximum(eq2_by_hand(n, a // n, a % n, 2.0, 1.0), eq2_by_hand(n, b // n, b % n, 2.0, 1.0))
+        expect = np.maximum(eq2_by_hand(n, a // n, a % n, 2.0, 1.0),
+                            eq2_by_hand(n, b // n, b % n, 2.0, 1.0))
         np.testing.assert_allclose(full[k + idx], expect, atol=1e-15)
     assert len(np.unique(full.reshape(len(full), -1), axis=0)) == len(full)  # unique set
 

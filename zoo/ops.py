@@ -7,11 +7,17 @@ Ops (schemas in csrc/ops.cpp, algorithm in docs/kernels.md):
 
 * ``torch.ops.zoo.mi_forward(x, templates, batch_marginal, with_grad)`` ->
   ``(mi, stats, log_q, grad)``: MI of paper Eq. 5-6 plus the O(N + M) statistics the backward
-  needs (stats (N, 3): max logit, log-sum-exp above it, row MI; log_q (M): log marginal); with ``with_grad`` also dMI/dx (N, K), computed while each block's logits are
-  still in cache (no recompute), else an empty (0, K) tensor.
+  needs (stats (N, 3): max logit, log-sum-exp above it, row MI; log_q (M): log marginal); with
+  ``with_grad`` also dMI/dx (N, K), computed while each block's logits are still in cache (no
+  recompute), else an empty (0, K) tensor.
 * ``torch.ops.zoo.mi_backward(grad_mi, x, templates, stats, log_q)`` -> grad_mi * dMI/dx,
   recomputing the logits block by block (used when the forward did not produce the gradient).
 * ``torch.ops.zoo.has_cuda()``: whether the extension was built with its CUDA kernels.
+
+Diagnostics for tests and benchmarks live apart, in ``torch.ops.zoo_diag`` (not public API):
+``cpu_variant()`` names the SIMD variant of the CPU row kernel ("avx512", "avx2" or "scalar";
+``ZOO_SIMD`` caps it) and ``parallel_threads_used(items)`` counts the threads at::parallel_for
+used (1 means the build lacks -fopenmp).
 
 Autograd and fake (meta) kernels are registered here with torch.library, so the op works under
 torch.compile. The op is differentiable with respect to the maps only (templates are fixed).
@@ -31,7 +37,7 @@ def _load() -> bool:
     global _loaded, _error
     if _loaded is None:
         try:
-            from . import _C  # noqa: F401  registers torch.ops.zoo.*
+            from . import _C  # noqa: F401  registers torch.ops.zoo.*, zoo_diag.*
             _register_python_parts()
             _loaded = True
         except (ImportError, OSError) as e:  # not built, or built against another torch

@@ -14,8 +14,7 @@ import time
 import pytest
 import torch
 
-from zoo import ops
-from zoo import templates as T
+from zoo import ops, templates as T
 from zoo.ecloss import mutual_information_reference
 
 pytestmark = [pytest.mark.benchmark_suite,

@@ -1,2 +1,2 @@
 """Face networks of the zoo."""
-from .vgg import VGGFace, VGG_CONFIGS, vgg13_face, vgg16_face, vgg19_face  # noqa: F401
+from .vgg import VGG_CONFIGS, VGGFace

@@ -15,7 +15,7 @@ from typing import Dict, List, Tuple, Union
 import torch
 from torch import nn
 
-__all__ = ["PADDINGS", "VGG_CONFIGS", "VGGFace", "vgg13_face", "vgg16_face", "vgg19_face"]
+__all__ = ["PADDINGS", "VGG_CONFIGS", "VGGFace"]
 
 PADDINGS = ("zeros", "reflect", "replicate")
 
@@ -127,14 +127,3 @@ class VGGFace(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
-
-def vgg13_face(**kw) -> VGGFace:
-    return VGGFace(depth=13, **kw)
-
-
-def vgg16_face(**kw) -> VGGFace:
-    return VGGFace(depth=16, **kw)
-
-
-def vgg19_face(**kw) -> VGGFace:
-    return VGGFace(depth=19, **kw)
