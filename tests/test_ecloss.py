@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import templates as T
-from zoo.ecloss import (BetaPolicy, ECLoss, mutual_information, mutual_information_reference,
-                        template_log_posterior, total_loss)
+from zoo import templates
+from zoo.ecloss import (
+    BetaPolicy,
+    ECLoss,
+    mutual_information,
+    mutual_information_reference,
+    template_log_posterior,
+    total_loss,
+)
 
 
 def mi_brute_force(maps, temps, marginal):
@@ -32,11 +38,12 @@ def mi_brute_force(maps, temps, marginal):
 
 @pytest.mark.parametrize("marginal", ["uniform", "batch"])
 @pytest.mark.parametrize("n,m,n_maps,tau", [(7, 1, 3, 1.0), (7, 2, 1, 1.0), (7, 50, 10, 0.5),
-                                            (14, 400, 6, 1e-3), (14, 400, 5, 2.0), (5, 301, 20, 1.0)])
+                                            (14, 400, 6, 1e-3), (14, 400, 5, 2.0),
+                                            (5, 301, 20, 1.0)])
 def test_matches_brute_force(marginal, n, m, n_maps, tau):
     g = torch.Generator().manual_seed(n * 1000 + m + n_maps)
     x = torch.rand(n_maps, n, n, generator=g, dtype=torch.float64) * 3
-    temps = T.get_templates(n, m, T.default_radius_for(n), tau, dtype=torch.float64)
+    temps = templates.get_templates(n, m, templates.default_radius_for(n), tau, dtype=torch.float64)
     got = mutual_information_reference(x.reshape(n_maps, -1), temps, marginal).item()
     want = mi_brute_force(x.numpy(), temps.numpy(), marginal)
     assert got == pytest.approx(want, rel=1e-10, abs=1e-14)
@@ -46,7 +53,7 @@ def test_matches_brute_force(marginal, n, m, n_maps, tau):
 
 def test_batch_chw_equals_flat():
     x = torch.rand(2, 3, 7, 7, dtype=torch.float64)
-    temps = T.get_templates(7, 30, 2.0, 1.0, dtype=torch.float64)
+    temps = templates.get_templates(7, 30, 2.0, 1.0, dtype=torch.float64)
     a = mutual_information_reference(x, temps, "batch")
     b = mutual_information_reference(x.reshape(6, 49), temps.reshape(30, 49), "batch")
     assert a.item() == b.item()
@@ -55,8 +62,9 @@ def test_batch_chw_equals_flat():
 @pytest.mark.parametrize("marginal", ["uniform", "batch"])
 def test_gradcheck(marginal):
     x = (torch.rand(4, 25, dtype=torch.float64) * 2).requires_grad_()
-    temps = T.get_templates(5, 40, 1.5, 1.0, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda v: mutual_information_reference(v, temps, marginal), (x,))
+    temps = templates.get_templates(5, 40, 1.5, 1.0, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda v: mutual_information_reference(v, temps, marginal),
+                                    (x,))
 
 
 @pytest.mark.parametrize("tau", [1e-3, 1.0, 10.0])
@@ -64,7 +72,7 @@ def test_gradcheck(marginal):
 @pytest.mark.parametrize("marginal", ["uniform", "batch"])
 def test_no_overflow(tau, scale, marginal):
     x = (torch.rand(8, 16, 14, 14) * scale).requires_grad_()
-    temps = T.get_templates(14, 400, 4.0, tau)
+    temps = templates.get_templates(14, 400, 4.0, tau)
     mi = mutual_information_reference(x, temps, marginal)
     mi.backward()
     assert torch.isfinite(mi) and torch.isfinite(x.grad).all()
@@ -73,7 +81,7 @@ def test_no_overflow(tau, scale, marginal):
 
 def test_peaked_map_has_more_mi_than_noise():
     n = 14
-    temps = T.get_templates(n, 400, 4.0, 1.0, dtype=torch.float64)
+    temps = templates.get_templates(n, 400, 4.0, 1.0, dtype=torch.float64)
     uu, vv = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
     blobs = []
     for (i, j) in [(4, 4), (4, 9), (9, 7), (7, 2)]:
@@ -81,7 +89,8 @@ def test_peaked_map_has_more_mi_than_noise():
     blobs = torch.stack(blobs)
     g = torch.Generator().manual_seed(0)
     noise = torch.rand(4, n, n, generator=g, dtype=torch.float64)
-    noise *= blobs.norm(dim=(1, 2), keepdim=True) / noise.norm(dim=(1, 2), keepdim=True)  # same energy
+    # same energy
+    noise *= blobs.norm(dim=(1, 2), keepdim=True) / noise.norm(dim=(1, 2), keepdim=True)
     for marginal in ("uniform", "batch"):
         mi_blob = mutual_information_reference(blobs.reshape(4, -1), temps, marginal)
         mi_noise = mutual_information_reference(noise.reshape(4, -1), temps, marginal)
@@ -94,7 +103,7 @@ def test_peaked_map_has_more_mi_than_noise():
 
 
 def test_input_errors():
-    temps = T.get_templates(7, 10, 2.0, 1.0)
+    temps = templates.get_templates(7, 10, 2.0, 1.0)
     with pytest.raises(ValueError, match="positions"):
         mutual_information_reference(torch.rand(2, 3, 6, 6), temps)
     with pytest.raises(ValueError, match="empty batch"):
@@ -109,8 +118,9 @@ def test_module_and_total_loss():
     loss_fn = ECLoss(7, num_templates=30, tau=1.0, marginal="batch", impl="reference")
     assert loss_fn.radius == pytest.approx(2.0)
     x = torch.rand(2, 4, 7, 7, dtype=torch.float64)
-    temps = T.get_templates(7, 30, 2.0, 1.0, dtype=torch.float64)
-    assert loss_fn(x).item() == pytest.approx(-mi_brute_force(x.reshape(8, -1).numpy(), temps.numpy(), "batch"), rel=1e-10)
+    temps = templates.get_templates(7, 30, 2.0, 1.0, dtype=torch.float64)
+    want = -mi_brute_force(x.reshape(8, -1).numpy(), temps.numpy(), "batch")
+    assert loss_fn(x).item() == pytest.approx(want, rel=1e-10)
     half = loss_fn(x.half())  # AMP: computed in float32, finite
     assert half.dtype == torch.float32 and torch.isfinite(half)
     ce, mi = torch.tensor(2.0), torch.tensor(0.5)
@@ -148,7 +158,7 @@ def test_beta_policy_fixed_and_auto():
 def test_batch_marginal_gradient_with_detached_prior_is_exact():
     """The identity mutual_information_across_ranks relies on: P(T) may be detached."""
     from zoo.ecloss import flatten_maps
-    temps = T.get_templates(5, 30, 1.5, 1.0, dtype=torch.float64)
+    temps = templates.get_templates(5, 30, 1.5, 1.0, dtype=torch.float64)
     x = (torch.rand(6, 25, dtype=torch.float64) * 3).requires_grad_()
     mutual_information_reference(x, temps, "batch").backward()
     full = x.grad.clone()

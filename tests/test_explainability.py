@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from zoo.metrics import explainability as X
+from zoo.metrics import explainability as expl
 
 
 def blob(n, centres, sigma=1.0):
@@ -13,10 +13,10 @@ def blob(n, centres, sigma=1.0):
 def test_top10_keeps_ten_percent():
     rng = np.random.default_rng(0)
     maps = rng.random((5, 7, 7)).astype(np.float32)
-    keep = X.top10_activation(maps, 112)
+    keep = expl.top10_activation(maps, 112)
     assert keep.shape == (5, 112, 112)
     target = round(0.1 * 112 * 112)
-    up = X.upsample_maps(maps, 112).numpy()
+    up = expl.upsample_maps(maps, 112).numpy()
     for c in range(5):
         kept_min = up[c][keep[c]].min()
         assert kept_min > up[c][~keep[c]].max()             # kept pixels are the largest
@@ -25,8 +25,8 @@ def test_top10_keeps_ten_percent():
     # ties: a map with a flat plateau of 20% keeps the whole plateau; a dead map keeps nothing
     plateau = np.zeros((1, 10, 10), np.float32)
     plateau[0, :2] = 1.0
-    assert X.top10_activation(plateau, 10)[0].sum() == 20
-    assert X.top10_activation(np.zeros((1, 7, 7)), 56).sum() == 0
+    assert expl.top10_activation(plateau, 10)[0].sum() == 20
+    assert expl.top10_activation(np.zeros((1, 7, 7)), 56).sum() == 0
 
 
 def test_part_iou_by_hand():
@@ -37,24 +37,24 @@ def test_part_iou_by_hand():
     act = np.zeros((2, s, s), bool)
     act[0, 15:19, 6:14] = True            # mouth shifted down by one row: 3 x 8 = 24 shared
     act[1, 0:2, 0:2] = True               # nowhere
-    iou = X.part_iou(act, parts)
+    iou = expl.part_iou(act, parts)
     assert iou.shape == (2, 7)
     assert iou[0, 5] == pytest.approx(24 / (32 + 32 - 24))
     assert iou[0, 3] == 0 and iou[1].max() == 0
-    assert X.best_parts(iou).tolist() == [5, -1]
-    assert X.part_explainability(iou) == pytest.approx((24 / 40 + 0) / 2)
+    assert expl.best_parts(iou).tolist() == [5, -1]
+    assert expl.part_explainability(iou) == pytest.approx((24 / 40 + 0) / 2)
 
 
 def test_blob_on_mouth_end_to_end():
     """One blob's top-10% region IS the mouth mask -> IoU 1 for that channel."""
     n, s = 14, 112
     fmap = blob(n, [(10, 7)], sigma=1.5)[None].astype(np.float32)
-    region = X.top10_activation(fmap, s)[0]
+    region = expl.top10_activation(fmap, s)[0]
     parts = np.zeros((7, s, s), bool)
     parts[5] = region
     parts[3, :20] = True
-    iou = X.part_iou(X.top10_activation(fmap, s), parts)
-    assert iou[0, 5] == 1.0 and X.part_explainability(iou) == 1.0
+    iou = expl.part_iou(expl.top10_activation(fmap, s), parts)
+    assert iou[0, 5] == 1.0 and expl.part_explainability(iou) == 1.0
     ys, xs = np.nonzero(region)
     assert abs(ys.mean() - (10 + 0.5) * s / n) < 2 and abs(xs.mean() - (7 + 0.5) * s / n) < 2
 
@@ -66,7 +66,7 @@ def test_location_consistency_by_hand():
     ious[:3, 0, 5] = 0.5
     ious[3, 0, 3] = 0.2
     ious[:, 1, 4] = 0.3
-    lc = X.location_consistency(ious)
+    lc = expl.location_consistency(ious)
     assert lc["A"][0].tolist() == [0, 0, 0, 1, 0, 3, 0]
     # the paper's S_i = sqrt(sum_k (A_ik - 1/7)^2) / 7, written out term by term
     s0 = np.sqrt((0.75 - 1 / 7) ** 2 + (0.25 - 1 / 7) ** 2 + 5 * (1 / 7) ** 2) / 7
@@ -81,7 +81,7 @@ def test_location_consistency_by_hand():
     # a channel landing on every part equally often has S = 0
     uniform = np.zeros((7, 1, 7))
     uniform[np.arange(7), 0, np.arange(7)] = 0.4
-    assert X.location_consistency(uniform)["S"][0] == pytest.approx(0.0, abs=1e-12)
+    assert expl.location_consistency(uniform)["S"][0] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_none_below_the_iou_floor():
@@ -90,14 +90,14 @@ def test_none_below_the_iou_floor():
     ious[:3, 0, 5] = 0.02
     ious[3, 0, 3] = 0.3
     ious[:, 1, 4] = 0.3
-    lc = X.location_consistency(ious, floor=0.05)
+    lc = expl.location_consistency(ious, floor=0.05)
     assert lc["A"][0].tolist() == [0, 0, 0, 1, 0, 0, 0]
     assert lc["none_share"].tolist() == [0.75, 0.0]
     assert lc["dominant_part"].tolist() == [-1, 4]           # mostly none: not a part channel
     assert lc["dominant_share"].tolist() == [0.25, 1.0]
     assert lc["none_fraction"] == pytest.approx(3 / 8)
     # without a floor the sliver counts as mouth
-    assert X.location_consistency(ious, floor=0.0)["dominant_part"].tolist() == [5, 4]
+    assert expl.location_consistency(ious, floor=0.0)["dominant_part"].tolist() == [5, 4]
 
 
 def test_peak_thresholds_and_ring_split():
@@ -106,33 +106,33 @@ def test_peak_thresholds_and_ring_split():
     m[0, 1] = 1.0          # a border peak, the highest
     m[3, 3] = 0.5          # an interior peak, prominence 0.5 of the range
     m[5, 5] = 0.2          # a weak interior peak, prominence 0.2
-    cells, proms = X.peak_prominences(m)
+    cells, proms = expl.peak_prominences(m)
     assert sorted(zip(cells.tolist(), np.round(proms, 6).tolist())) == [
         (1, 1.0), (24, 0.5), (40, 0.2)]
-    pc = X.peak_counts(m[None], thresholds=(0.0, 0.1, 0.3))
+    pc = expl.peak_counts(m[None], thresholds=(0.0, 0.1, 0.3))
     assert pc["0"] == {"all": 3.0, "ring": 1.0, "interior": 2.0}
     assert pc["0.1"] == {"all": 3.0, "ring": 1.0, "interior": 2.0}
     assert pc["0.3"] == {"all": 2.0, "ring": 1.0, "interior": 1.0}
-    assert X.outer_ring(4).sum() == 12 and not X.outer_ring(4)[1:3, 1:3].any()
+    assert expl.outer_ring(4).sum() == 12 and not expl.outer_ring(4)[1:3, 1:3].any()
     # a plateau is one peak at threshold 0, not one per cell; dead maps are left out
     flat = np.zeros((n, n))
     flat[2:4, 2:4] = 1.0
-    assert X.activation_peaks(flat, 0.0) == 1
-    assert X.peak_counts(np.stack([flat, np.zeros((n, n))]), (0.0,))["0"]["all"] == 1.0
+    assert expl.activation_peaks(flat, 0.0) == 1
+    assert expl.peak_counts(np.stack([flat, np.zeros((n, n))]), (0.0,))["0"]["all"] == 1.0
 
 
 def test_peak_counts():
     n = 14
-    assert X.activation_peaks(blob(n, [(7, 7)], 2.0)) == 1
-    assert X.activation_peaks(blob(n, [(3, 3), (10, 10)], 1.5)) == 2
-    assert X.activation_peaks(blob(n, [(2, 2), (2, 11), (11, 6)], 1.2)) == 3
-    assert X.activation_peaks(np.zeros((n, n))) == 0
+    assert expl.activation_peaks(blob(n, [(7, 7)], 2.0)) == 1
+    assert expl.activation_peaks(blob(n, [(3, 3), (10, 10)], 1.5)) == 2
+    assert expl.activation_peaks(blob(n, [(2, 2), (2, 11), (11, 6)], 1.2)) == 3
+    assert expl.activation_peaks(np.zeros((n, n))) == 0
     noise = np.random.default_rng(1).random((n, n))
-    assert X.activation_peaks(noise) >= 8
+    assert expl.activation_peaks(noise) >= 8
     # a small bump on a big blob's shoulder is below 10% prominence: still one peak
     m = blob(n, [(7, 7)], 3.0) + 0.02 * blob(n, [(7, 11)], 0.7)
-    assert X.activation_peaks(m) == 1
-    assert X.activation_robustness(np.stack([blob(n, [(7, 7)]), blob(n, [(3, 3), (10, 10)]),
+    assert expl.activation_peaks(m) == 1
+    assert expl.activation_robustness(np.stack([blob(n, [(7, 7)]), blob(n, [(3, 3), (10, 10)]),
                                              np.zeros((n, n))])) == pytest.approx(1.5)
 
 
@@ -141,16 +141,18 @@ def test_metrics_invariant_to_channel_order():
     fmaps = rng.random((3, 6, 7, 7)) ** 4
     parts = rng.random((3, 7, 56, 56)) > 0.7
     perm = rng.permutation(6)
-    ious = np.stack([X.part_iou(X.top10_activation(f, 56), p) for f, p in zip(fmaps, parts)])
-    ious_p = np.stack([X.part_iou(X.top10_activation(f[perm], 56), p) for f, p in zip(fmaps, parts)])
-    assert X.part_explainability(ious) == pytest.approx(X.part_explainability(ious_p), abs=1e-12)
-    lc, lc_p = X.location_consistency(ious), X.location_consistency(ious_p)
+    ious = np.stack([expl.part_iou(expl.top10_activation(f, 56), p) for f, p in zip(fmaps, parts)])
+    ious_p = np.stack([expl.part_iou(expl.top10_activation(f[perm], 56), p)
+                       for f, p in zip(fmaps, parts)])
+    assert expl.part_explainability(ious) == pytest.approx(expl.part_explainability(ious_p),
+                                                           abs=1e-12)
+    lc, lc_p = expl.location_consistency(ious), expl.location_consistency(ious_p)
     assert lc["LS"] == pytest.approx(lc_p["LS"], abs=1e-12)
     np.testing.assert_array_equal(lc["A"][perm], lc_p["A"])
-    assert X.activation_robustness(fmaps) == X.activation_robustness(fmaps[:, perm])
+    assert expl.activation_robustness(fmaps) == expl.activation_robustness(fmaps[:, perm])
     lm = rng.random((3, 5, 2)) * 56
-    assert X.location_instability(fmaps, lm, (56, 56)) == pytest.approx(
-        X.location_instability(fmaps[:, perm], lm, (56, 56)), abs=1e-12)
+    assert expl.location_instability(fmaps, lm, (56, 56)) == pytest.approx(
+        expl.location_instability(fmaps[:, perm], lm, (56, 56)), abs=1e-12)
 
 
 def test_location_instability():
@@ -158,21 +160,21 @@ def test_location_instability():
     lm = np.array([[[20.0, 20.0], [50.0, 40.0]]] * 4)         # landmarks fixed across images
     stable = np.zeros((4, 1, n, n))
     stable[:, 0, 3, 3] = 1.0                                   # always the same cell
-    assert X.location_instability(stable, lm, (s, s)) == pytest.approx(0.0, abs=1e-12)
+    assert expl.location_instability(stable, lm, (s, s)) == pytest.approx(0.0, abs=1e-12)
     moving = np.zeros((4, 1, n, n))
     for i in range(4):
         moving[i, 0, i, 0] = 1.0                               # peak moves down the map
     py = (np.arange(4) + 0.5) * 10.0
     px = np.full(4, 5.0)
     d = np.hypot(px[:, None] - lm[:, :, 0], py[:, None] - lm[:, :, 1]) / np.hypot(s, s)
-    assert X.location_instability(moving, lm, (s, s)) == pytest.approx(d.std(0).mean())
+    assert expl.location_instability(moving, lm, (s, s)) == pytest.approx(d.std(0).mean())
 
 
 def test_bad_shapes():
     with pytest.raises(ValueError, match="differ in size"):
-        X.part_iou(np.zeros((2, 10, 10), bool), np.zeros((7, 12, 12), bool))
+        expl.part_iou(np.zeros((2, 10, 10), bool), np.zeros((7, 12, 12), bool))
     with pytest.raises(ValueError):
-        X.top10_activation(np.zeros((7, 7)), 10)
+        expl.top10_activation(np.zeros((7, 7)), 10)
 
 
 def test_top10_of_a_sparse_map_keeps_only_its_active_pixels():
@@ -180,7 +182,7 @@ def test_top10_of_a_sparse_map_keeps_only_its_active_pixels():
     # ties at the 10% cut but is not activation and must not be kept
     m = np.zeros((1, 7, 7), np.float32)
     m[0, 3, 3] = 1.0
-    keep = X.top10_activation(m, 70)[0]
-    up = X.upsample_maps(m, 70).numpy()[0]
+    keep = expl.top10_activation(m, 70)[0]
+    up = expl.upsample_maps(m, 70).numpy()[0]
     assert keep.sum() == (up > 0).sum() < 0.1 * 70 * 70
     assert keep[35, 35] and not keep[0, 0]

@@ -4,10 +4,9 @@ import pytest
 import torch
 
 from export._common import rank_channels
-from zoo.data.content_free import (CONTENT_FREE_KINDS, content_free_images,
-                                   random_content_free_batch)
+from zoo.data.content_free import CONTENT_FREE_KINDS, content_free_images, random_content_free_batch
 from zoo.ecloss import content_free_term
-from zoo.metrics import input_dependence as ID
+from zoo.metrics import input_dependence
 from zoo.metrics.explainability import outer_ring
 from zoo.templates import build_templates, peak_positions
 
@@ -44,7 +43,7 @@ def faces_and_probes():
 
 def test_fixed_cell_channels(faces_and_probes):
     faces, probes = faces_and_probes
-    fixed = ID.fixed_cell_channels(faces, probes)
+    fixed = input_dependence.fixed_cell_channels(faces, probes)
     # ch 0 peaks at (0, 1) on every face and every probe: fixed; ch 1 moves over faces; ch 2 is
     # silent on the probes; ch 3 is dead (never "fixed")
     assert fixed["fixed"].tolist() == [True, False, False, False]
@@ -53,15 +52,15 @@ def test_fixed_cell_channels(faces_and_probes):
     # the probes must fire at the modal cell on at least half of them
     half = probes.copy()
     half[:3, 0] = maps_of(N, [(6, 6)] * 3)
-    assert not ID.fixed_cell_channels(faces, half)["fixed"][0]
+    assert not input_dependence.fixed_cell_channels(faces, half)["fixed"][0]
     # a probe peak below 10% of the face peak does not count as firing
     weak = probes * 0.05
-    assert not ID.fixed_cell_channels(faces, weak)["fixed"][0]
+    assert not input_dependence.fixed_cell_channels(faces, weak)["fixed"][0]
 
 
 def test_graded_input_dependence(faces_and_probes):
     faces, probes = faces_and_probes
-    dep = ID.input_dependence(faces, probes)
+    dep = input_dependence.input_dependence(faces, probes)
     assert dep[0] == pytest.approx(0.0, abs=1e-12)        # same map, full strength on a probe
     assert dep[1] == pytest.approx(1.0)                   # probes fire elsewhere: no overlap
     assert dep[2] == pytest.approx(1.0)                   # silent on every probe
@@ -69,24 +68,24 @@ def test_graded_input_dependence(faces_and_probes):
     # half the strength at the same place: dependence 0.5
     half = probes.copy()
     half[:, 0] = spike(N, (0, 1), 0.5)                    # the faces' peak is 1
-    assert ID.input_dependence(faces, half)[0] == pytest.approx(0.5)
+    assert input_dependence.input_dependence(faces, half)[0] == pytest.approx(0.5)
     with pytest.raises(ValueError, match="same"):
-        ID.input_dependence(faces, probes[:, :2])
+        input_dependence.input_dependence(faces, probes[:, :2])
 
 
 def test_translation_following():
     n = 7
     a = np.stack([maps_of(n, [(3, 2), (0, 1), (2, 6)])])
     b = np.stack([maps_of(n, [(3, 3), (0, 1), (2, 0)])])  # ch 0 follows, ch 1 stays
-    res = ID.translation_following(a, b)
+    res = input_dependence.translation_following(a, b)
     # ch 2 sits on the last column and cannot follow: left out
     # ch 1 stays put on its only face: a position channel (1 of the 2 channels with pairs)
     assert res == {"follows": 0.5, "stays": 0.5, "position_channels": 0.5, "pairs": 2}
 
 
 def test_ring_share():
-    assert ID.uniform_ring_share(7) == pytest.approx(24 / 49)
-    assert ID.ring_share(np.array([0, 1, 24, 48]), 7) == 0.75    # 24 is the centre
+    assert input_dependence.uniform_ring_share(7) == pytest.approx(24 / 49)
+    assert input_dependence.ring_share(np.array([0, 1, 24, 48]), 7) == 0.75    # 24 is the centre
 
 
 def test_rank_channels_by_evidence():

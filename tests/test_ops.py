@@ -17,7 +17,7 @@ import shutil
 import pytest
 import torch
 
-from zoo import ops, templates as T
+from zoo import ops, templates
 from zoo.ecloss import ECLoss, mutual_information, mutual_information_reference
 
 needs_ext = pytest.mark.skipif(not ops.extension_available(),
@@ -28,7 +28,8 @@ MARGINALS = ["uniform", "batch"]
 
 
 def _templates(n, m, tau=1.0, dtype=torch.float64):
-    return T.get_templates(n, m, T.default_radius_for(n), tau, dtype=dtype).reshape(-1, n * n)
+    radius = templates.default_radius_for(n)
+    return templates.get_templates(n, m, radius, tau, dtype=dtype).reshape(-1, n * n)
 
 
 def _maps(n_maps, n, seed, scale=2.0, dtype=torch.float64):
@@ -193,11 +194,11 @@ def test_tiled_path_and_every_simd_variant(env):
     import sys
     code = '''
 import torch
-from zoo import ops, templates as T
+from zoo import ops, templates
 from zoo.ecloss import mutual_information_reference as ref
 assert ops.extension_available()
 for dtype in (torch.float64, torch.float32):
-    t = T.get_templates(14, 700, 4.0, 0.3, dtype=torch.float64).reshape(700, -1)
+    t = templates.get_templates(14, 700, 4.0, 0.3, dtype=torch.float64).reshape(700, -1)
     x = torch.rand(37, 196, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2
     for marginal in ("uniform", "batch"):
         a = x.to(dtype).clone().requires_grad_(True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo import templates as T
+from zoo import templates
 
 
 def eq2_by_hand(n, i, j, r, tau):
@@ -20,12 +20,12 @@ def eq2_by_hand(n, i, j, r, tau):
 @pytest.mark.parametrize("n", [1, 2, 7, 14, 28])
 def test_full_count(n):
     k = n * n
-    assert T.full_template_count(n) == k + math.comb(k, 2) + 1
-    assert T.full_template_count(14) == 19307
+    assert templates.full_template_count(n) == k + math.comb(k, 2) + 1
+    assert templates.full_template_count(14) == 19307
 
 
 def test_one_peak_known_points():
-    t = T.one_peak_template(14, 3, 5, r=4, tau=1e-3)
+    t = templates.one_peak_template(14, 3, 5, r=4, tau=1e-3)
     assert t[3, 5] == pytest.approx(1e-3)              # the peak: tau
     assert t[3, 9] == pytest.approx(0.0, abs=1e-18)    # distance r: zero
     assert t[5, 5] == pytest.approx(1e-3 * 0.5)        # distance r/2
@@ -35,9 +35,9 @@ def test_one_peak_known_points():
 
 @pytest.mark.parametrize("n,r,tau", [(7, 2.0, 1.0), (14, 4.0, 1e-3), (5, 1.5, 10.0)])
 def test_full_set_matches_definition(n, r, tau):
-    full = T.build_templates(n, "full", r, tau)
+    full = templates.build_templates(n, "full", r, tau)
     k = n * n
-    assert full.shape == (T.full_template_count(n), n, n)
+    assert full.shape == (templates.full_template_count(n), n, n)
     coords = [(p // n, p % n) for p in range(k)]
     for p, (i, j) in enumerate(coords):
         np.testing.assert_allclose(full[p], eq2_by_hand(n, i, j, r, tau), atol=1e-15)
@@ -51,7 +51,7 @@ def test_full_set_matches_definition(n, r, tau):
 
 def test_two_peak_all_pairs_n7():
     n, k = 7, 49
-    full = T.build_templates(n, "full", 2.0, 1.0)
+    full = templates.build_templates(n, "full", 2.0, 1.0)
     pairs = list(itertools.combinations(range(k), 2))
     for idx, (a, b) in enumerate(pairs):
         expect = np.maximum(eq2_by_hand(n, a // n, a % n, 2.0, 1.0),
@@ -62,25 +62,25 @@ def test_two_peak_all_pairs_n7():
 
 def test_two_peak_rejects_same_peak():
     with pytest.raises(ValueError, match="distinct"):
-        T.two_peak_template(14, (2, 2), (2, 2))
+        templates.two_peak_template(14, (2, 2), (2, 2))
 
 
 def test_evenly_spaced_subset():
-    idx = T.evenly_spaced_indices(19307, 400)
+    idx = templates.evenly_spaced_indices(19307, 400)
     assert len(idx) == 400 and idx[0] == 0 and idx[-1] == 19306
     assert np.all(np.diff(idx) >= 48) and np.all(np.diff(idx) <= 49)
-    sub = T.build_templates(14, 400)
-    full = T.build_templates(14, "full")
+    sub = templates.build_templates(14, 400)
+    full = templates.build_templates(14, "full")
     np.testing.assert_array_equal(sub, full[idx])
-    np.testing.assert_array_equal(T.build_templates(14, 400), sub)  # deterministic
-    assert T.evenly_spaced_indices(10, 1).tolist() == [9]           # M=1: the negative template
-    assert T.evenly_spaced_indices(10, 50).tolist() == list(range(10))
+    np.testing.assert_array_equal(templates.build_templates(14, 400), sub)  # deterministic
+    assert templates.evenly_spaced_indices(10, 1).tolist() == [9]     # M=1: the negative template
+    assert templates.evenly_spaced_indices(10, 50).tolist() == list(range(10))
 
 
 def test_subset_at_n28_without_full_set():
-    sub = T.build_templates(28, 400, r=8.0, tau=1.0)
-    idx = T.evenly_spaced_indices(T.full_template_count(28), 400)
-    kind, a, b = T.template_kinds(28, idx)
+    sub = templates.build_templates(28, 400, r=8.0, tau=1.0)
+    idx = templates.evenly_spaced_indices(templates.full_template_count(28), 400)
+    kind, a, b = templates.template_kinds(28, idx)
     for row, kd, pa, pb in zip(sub[::37], kind[::37], a[::37], b[::37]):
         if kd == 2:
             expect = np.maximum(eq2_by_hand(28, pa // 28, pa % 28, 8.0, 1.0),
@@ -90,10 +90,10 @@ def test_subset_at_n28_without_full_set():
 
 
 def test_get_templates_cache_device_dtype():
-    t1 = T.get_templates(7, 20, 2.0, 0.5, dtype=torch.float32)
-    t2 = T.get_templates(7, 20, 2.0, 0.5, dtype=torch.float32)
+    t1 = templates.get_templates(7, 20, 2.0, 0.5, dtype=torch.float32)
+    t2 = templates.get_templates(7, 20, 2.0, 0.5, dtype=torch.float32)
     assert t1 is t2 and t1.dtype == torch.float32 and t1.shape == (20, 7, 7)
-    t3 = T.get_templates(7, 20, 2.0, 0.5, dtype=torch.float64)
+    t3 = templates.get_templates(7, 20, 2.0, 0.5, dtype=torch.float64)
     assert t3.dtype == torch.float64
     torch.testing.assert_close(t1.double(), t3, rtol=0, atol=1e-7)
 
@@ -103,4 +103,4 @@ def test_bad_geometry(bad):
     kw = dict(n=7, num_templates=10, r=2.0, tau=1.0)
     kw.update(bad)
     with pytest.raises(ValueError):
-        T.build_templates(**kw)
+        templates.build_templates(**kw)

@@ -28,7 +28,7 @@ import time
 import pytest
 import torch
 
-from zoo import ops, templates as T
+from zoo import ops, templates
 from zoo.ecloss import mutual_information_reference
 
 pytestmark = [pytest.mark.benchmark_suite,
@@ -44,14 +44,14 @@ CASES = {  # M: (rounds of the interleaved timing, targets)
 
 _MEM_SCRIPT = r"""
 import gc, json, sys, torch
-from zoo import ops, templates as T
+from zoo import ops, templates
 from zoo.ecloss import mutual_information_reference as ref
 impl, m = sys.argv[1], sys.argv[2]
 n_maps, n, tau = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 m = "full" if m == "19307" else int(m)
 assert ops.extension_available()
 fn = ops.fused_mutual_information if impl == "fused" else ref
-t = T.get_templates(n, m, T.default_radius_for(n), tau, dtype=torch.float32)
+t = templates.get_templates(n, m, templates.default_radius_for(n), tau, dtype=torch.float32)
 t = t.reshape(-1, n * n).contiguous()
 x = torch.relu(torch.randn(n_maps, n * n, generator=torch.Generator().manual_seed(0)))
 w = x[:64].clone().requires_grad_(True)
@@ -82,8 +82,9 @@ def _peak_extra_bytes(impl, m, n_maps=N_IMAGES * CHANNELS):
 
 
 def _inputs(m):
-    t = T.get_templates(N, "full" if m == 19307 else m, T.default_radius_for(N), TAU,
-                        dtype=torch.float32).reshape(-1, N * N).contiguous()
+    t = templates.get_templates(N, "full" if m == 19307 else m,
+                                templates.default_radius_for(N), TAU,
+                                dtype=torch.float32).reshape(-1, N * N).contiguous()
     assert t.shape[0] == m
     x = torch.relu(torch.randn(N_IMAGES * CHANNELS, N * N,
                                generator=torch.Generator().manual_seed(0)))

@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from zoo import ops, templates as T
+from zoo import ops, templates
 from zoo.ecloss import mutual_information_reference
 
 pytestmark = [pytest.mark.benchmark_suite,
@@ -45,7 +45,7 @@ def _peak_extra_mb(fn):
 
 @pytest.mark.parametrize("m", [400, 19307])
 def test_bench_fused_mi_cuda(benchmark, m):
-    t = T.get_templates(N, "full" if m == 19307 else m, 4.0, 1.0, device="cuda",
+    t = templates.get_templates(N, "full" if m == 19307 else m, 4.0, 1.0, device="cuda",
                         dtype=torch.float32).reshape(-1, N * N).contiguous()
     x0 = torch.relu(torch.randn(N_MAPS, N * N, device="cuda", generator=torch.Generator(
         "cuda").manual_seed(0)))
