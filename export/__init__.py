@@ -9,8 +9,14 @@ machines with only onnxruntime, numpy and Pillow. The torch side lives in
 ``export.onnx_export`` (and ``export.crop``), imported only by the export CLI and ``--crop``.
 See docs/export.md.
 """
-from ._common import (EMBEDDING_FILE, FEATUREMAP_FILE, TORCHSCRIPT_FILE, PARTS_FILE,  # noqa: F401
-                      TOP_FRACTION, FORMAT_VERSION)
+from ._common import (
+    EMBEDDING_FILE,
+    FEATUREMAP_FILE,
+    FORMAT_VERSION,
+    PARTS_FILE,
+    TOP_FRACTION,
+    TORCHSCRIPT_FILE,
+)
 
 __all__ = ["EMBEDDING_FILE", "FEATUREMAP_FILE", "TORCHSCRIPT_FILE", "PARTS_FILE",
            "TOP_FRACTION", "FORMAT_VERSION"]

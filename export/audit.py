@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         res = audit(args.model, args.images, args.top_k)
-    except (ImageError, ModelDirError, FileNotFoundError, ValueError) as exc:
+    except (ImageError, ModelDirError, OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

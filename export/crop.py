@@ -34,7 +34,11 @@ def _detector():
 def crop_face(src: Union[str, os.PathLike, Image.Image, np.ndarray],
               margin: float = DEFAULT_MARGIN) -> Image.Image:
     """The square crop (RGB PIL, not resized) of the largest MTCNN face in ``src``."""
-    from zoo.prep import _largest, square_crop_box  # the training pipeline's own rule
+    try:
+        from zoo.prep import _largest, square_crop_box  # the training pipeline's own rule
+    except ImportError as exc:  # the zoo (and torch) are not installed: a runtime-only machine
+        raise RuntimeError("--crop needs facenet-pytorch and torch: pip install "
+                           f"facenet-pytorch==2.5.3 ({exc})") from None
     name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "image"
     img = load_image(src)
     try:

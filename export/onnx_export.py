@@ -15,7 +15,8 @@ model.ts         TorchScript (traced) of the same embedding model as embedding.o
 
 Every file is written under a temporary name, checked (onnx.checker full check, parity against
 PyTorch at batch 1 and 5 on onnxruntime's CPU provider) and only then renamed into place: a
-failed export leaves no file that looks valid.
+failed export leaves no file that looks valid. The metadata written into every file is built by
+export.metadata (build_metadata, re-exported here).
 """
 from __future__ import annotations
 
@@ -36,17 +37,16 @@ from ._common import (
     EMBEDDING_OUTPUT,
     FEATURE_OUTPUT,
     FEATUREMAP_FILE,
-    FORMAT_VERSION,
     HEATMAP_OUTPUT,
     INPUT_NAME,
     MASK_OUTPUT,
     PARTS_FILE,
     TOP_FRACTION,
     TORCHSCRIPT_FILE,
-    json_list,
     read_parts_file,
     top_k_pixels,
 )
+from .metadata import build_metadata
 
 __all__ = ["ExportError", "ExportResult", "EmbeddingModel", "FeatureMapModel", "export_model",
            "build_metadata", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "PARITY_BATCHES"]
@@ -114,70 +114,8 @@ class ExportResult:
 
 
 # ----------------------------------------------------------------------------------------------
-# metadata
+# the channel -> part table to embed
 # ----------------------------------------------------------------------------------------------
-
-def _pick_threshold(metrics: Dict[str, Any], key: Optional[str]):
-    """(threshold, source) from the evaluation reports; the first val set unless ``key``."""
-    reports = {k: v for k, v in (metrics or {}).items()
-               if isinstance(v, dict) and isinstance(v.get("threshold"), (int, float))}
-    if key is not None:
-        if key not in reports:
-            raise ValueError(f"no verification threshold for val set {key!r} in the model's "
-                             f"metrics (have: {sorted(reports) or 'none'})")
-        return float(reports[key]["threshold"]), key
-    for k, rep in reports.items():
-        return float(rep["threshold"]), k
-    return None, None
-
-
-def _summary_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
-    keep = ("accuracy", "std", "auc", "threshold", "tar_at_far_1e-2", "tar_at_far_1e-3",
-            "num_pairs")
-    return {k: {m: v[m] for m in keep if m in v} for k, v in (metrics or {}).items()
-            if isinstance(v, dict)}
-
-
-def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str, Any]],
-                   threshold_key: Optional[str] = None) -> Dict[str, str]:
-    """ONNX metadata_props (str -> str) from a zoo config; JSON for structured values."""
-    size = int(cfg["arch"]["input_size"])
-    threshold, source = _pick_threshold(cfg.get("metrics") or {}, threshold_key)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "model_name": str(cfg["name"]),
-        "zoo_version": str(cfg.get("zoo_version")),
-        "input_name": INPUT_NAME,
-        "input_size": str(size),
-        "input_layout": "NCHW",
-        "channel_order": str(cfg.get("channel_order", "RGB")),
-        "mean": json_list(cfg["mean"]),
-        "std": json_list(cfg["std"]),
-        "pixel_scale": "1/255",
-        "preprocessing": (f"convert to {cfg.get('channel_order', 'RGB')} (grey replicated, alpha "
-                          f"dropped); bilinear resize (Pillow) to {size}x{size}, aspect ratio not "
-                          "kept; x/255; (x - mean) / std per channel; float32 NCHW"),
-        "flip_tta": "true" if flip else "false",
-        "embedding_dim": str(int(cfg["arch"]["embedding_dim"])),
-        "loss": str(cfg.get("loss")),
-        "head": str(cfg.get("head")),
-        "arch": json.dumps(cfg["arch"]),
-        "ecloss": json.dumps(cfg.get("ecloss") or {}),
-        "metrics": json.dumps(_summary_metrics(cfg.get("metrics") or {})),
-        "target_layer": str(cfg.get("target_layer")),
-        "feature_size": str(int(cfg["feature_size"])),
-        "feature_channels": str(int(cfg["feature_channels"])),
-        "top_fraction": repr(TOP_FRACTION),
-    }
-    if threshold is not None:
-        meta["threshold"] = repr(threshold)
-        meta["threshold_source"] = (f"metrics.{source}.threshold: mean of the 10-fold "
-                                    "thresholds on cosine similarity"
-                                    + (" of flip-TTA embeddings" if flip else ""))
-    if parts is not None:
-        meta["channel_parts"] = json.dumps(parts)
-    return meta
-
 
 def _find_parts(net: nn.Module) -> Optional[Path]:
     """channel_parts.json beside the model's weights: in ``net.zoo_dir``, the local folder

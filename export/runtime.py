@@ -10,137 +10,69 @@
     python -m export.runtime verify A.jpg B.jpg --model out/
     python -m export.runtime explain A.jpg --model out/ --out heat.png
 
-Images: file paths, PIL images or numpy arrays (H x W grey, H x W x 1/3/4; uint8 0..255, or float
-in [0, 1]); any mode and size. Preprocessing is the training transform (read from the model's
-metadata): convert to RGB (grey replicated, alpha dropped), bilinear resize (Pillow) to the
-square input size without keeping the aspect ratio, x/255, (x - mean) / std. Faces are expected
-to be cropped (``--crop`` in the CLI runs MTCNN when facenet-pytorch is installed). Image
-loading and preprocessing live in export.images (re-exported here).
+Images: file paths, PIL images or numpy arrays (H x W grey, H x W x 1/3/4; uint8 0..255, uint16,
+or float in [0, 1]); any mode, at least 16 x 16 pixels. Preprocessing is the training transform
+(read from the model's metadata): convert to RGB (grey replicated, alpha dropped), bilinear
+resize (Pillow) to the square input size without keeping the aspect ratio, x/255,
+(x - mean) / std. Faces are expected to be cropped (``--crop`` in the CLI runs MTCNN when
+facenet-pytorch is installed). Image loading and preprocessing live in export.images, opening
+and validating the model folder (ModelDirError, onnx_metadata, select_providers) in
+export.model_dir; both are re-exported here.
 
 This module must not import torch: it is the deployable part (see docs/export.md).
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import math
+import numbers
 import os
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._common import (EMBEDDING_FILE, EMBEDDING_OUTPUT, FEATURE_OUTPUT, FEATUREMAP_FILE,
-                      HEATMAP_OUTPUT, INPUT_NAME, MASK_OUTPUT, SHOWN_CHANNELS, rank_channels,
-                      validate_parts)
+from ._common import (
+    EMBEDDING_FILE,
+    EMBEDDING_OUTPUT,
+    FEATURE_OUTPUT,
+    FEATUREMAP_FILE,
+    HEATMAP_OUTPUT,
+    MASK_OUTPUT,
+    SHOWN_CHANNELS,
+    rank_channels,
+    validate_parts,
+)
 from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
+from .model_dir import ExportedModel, ModelDirError, onnx_metadata, select_providers
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
            "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
-           "overlay_size", "main"]
+           "overlay_size", "overlay_format", "check_threshold", "onnx_metadata", "main"]
 
 # Overlay layout (Fig. 6 style): the face and its strongest channels as a grid of square tiles,
 # each with a caption band below. Size: see overlay_size().
 TILE = 160
 CAPTION = 20
 DEFAULT_TOP_K = SHOWN_CHANNELS
+# Overlay file formats by extension (Explanation.save): the bytes match the name.
+OVERLAY_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
-class ModelDirError(FileNotFoundError):
-    """The model folder lacks an exported file, or the file is not a zoo export."""
-
-
-# ----------------------------------------------------------------------------------------------
-# onnxruntime sessions
-# ----------------------------------------------------------------------------------------------
-
-def _cuda_device_count() -> int:
-    """CUDA devices seen by the driver, without torch; 0 when there is no driver."""
-    for lib in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            cuda = ctypes.CDLL(lib)
-        except OSError:
-            continue
-        try:
-            if cuda.cuInit(0) != 0:
-                return 0
-            n = ctypes.c_int(0)
-            return n.value if cuda.cuDeviceGetCount(ctypes.byref(n)) == 0 else 0
-        except AttributeError:
-            return 0
-    return 0
-
-
-def select_providers(device: str = "auto") -> List[str]:
-    """onnxruntime providers: CUDA when requested/available and a GPU is present, else CPU.
-
-    onnxruntime-gpu lists CUDAExecutionProvider even on machines without a GPU and logs errors
-    when asked to use it there, so a GPU must actually be present before it is requested."""
-    import onnxruntime as ort
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    available = ort.get_available_providers()
-    if device == "cpu":
-        return ["CPUExecutionProvider"]
-    has_cuda = "CUDAExecutionProvider" in available and _cuda_device_count() > 0
-    if device == "cuda" and not has_cuda:
-        raise RuntimeError("device='cuda' requested but onnxruntime has no usable CUDA provider "
-                           f"(available: {available}; CUDA devices: {_cuda_device_count()})")
-    return (["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda
-            else ["CPUExecutionProvider"])
-
-
-class _Model:
-    """An ONNX session plus the zoo metadata stored in the file."""
-
-    def __init__(self, model_dir: Union[str, os.PathLike], fname: str, device: str,
-                 threads: Optional[int]):
-        import onnxruntime as ort
-        folder = Path(model_dir)
-        if not folder.is_dir():
-            raise ModelDirError(f"{folder}: model folder not found (export one with "
-                                "`python -m export NAME --out DIR`)")
-        path = folder / fname
-        if not path.is_file():
-            raise ModelDirError(f"{path}: missing; {folder} is not a complete export (expected "
-                                f"{EMBEDDING_FILE} and {FEATUREMAP_FILE} from `python -m export`)")
-        so = ort.SessionOptions()
-        so.log_severity_level = 3  # warnings off: the CPU fallback below is reported once
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        providers = select_providers(device)
-        ort.set_default_logger_severity(3)
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own Fail / InvalidProtobuf types
-            raise ModelDirError(f"{path}: onnxruntime cannot load this file ({exc})") from None
-        self.providers = self.session.get_providers()
-        if providers[0] == "CUDAExecutionProvider" and self.providers[0] != providers[0]:
-            warnings.warn(f"{path}: CUDA provider failed to load, running on CPU")
-        meta = self.session.get_modelmeta().custom_metadata_map
-        if "input_size" not in meta or "model_name" not in meta:
-            raise ModelDirError(f"{path}: no zoo metadata (input_size, model_name); export it "
-                                "with `python -m export`")
-        self.path = path
-        self.metadata: Dict[str, str] = dict(meta)
-        self.input_size = int(meta["input_size"])
-        self.mean = json.loads(meta.get("mean", "[0.5, 0.5, 0.5]"))
-        self.std = json.loads(meta.get("std", "[0.5, 0.5, 0.5]"))
-        self.channel_order = meta.get("channel_order", "RGB")
-        self.model_name = meta["model_name"]
-
-    def preprocess(self, images: Sequence[ImageLike], first_index: int = 0) -> np.ndarray:
-        return preprocess(images, self.input_size, self.mean, self.std, self.channel_order,
-                          first_index=first_index)
-
-    def run(self, x: np.ndarray, outputs: Sequence[str]) -> List[np.ndarray]:
-        return self.session.run(list(outputs), {INPUT_NAME: x})
+def check_threshold(value: Any, where: str = "threshold") -> float:
+    """A verification threshold as a float: a finite cosine similarity in [-1, 1], else
+    ValueError naming ``where``."""
+    try:
+        th = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        th = math.nan
+    if not (math.isfinite(th) and -1 <= th <= 1):
+        raise ValueError(f"{where} must be a cosine similarity in [-1, 1], got {value!r}")
+    return th
 
 
 # ----------------------------------------------------------------------------------------------
@@ -169,19 +101,25 @@ class FaceVerifier:
 
     def __init__(self, model_dir: Union[str, os.PathLike], threshold: Optional[float] = None,
                  device: str = "auto", threads: Optional[int] = None):
-        self.model = _Model(model_dir, EMBEDDING_FILE, device, threads)
+        self.model = ExportedModel(model_dir, EMBEDDING_FILE, device, threads)
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
-        if threshold is None and "threshold" in self.metadata:
-            threshold = float(self.metadata["threshold"])
-        if threshold is not None and not (math.isfinite(threshold) and -1 <= threshold <= 1):
-            raise ValueError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+        if threshold is not None:
+            threshold = check_threshold(threshold)
+        elif "threshold" in self.metadata:
+            try:
+                threshold = check_threshold(self.metadata["threshold"], "metadata threshold")
+            except ValueError as exc:
+                raise ModelDirError(f"{self.model.path}: {exc}") from None
         self.threshold = threshold
 
     def embed(self, images: Union[ImageLike, Iterable[ImageLike]],
               batch_size: int = 32) -> np.ndarray:
         """(N, D) float32 L2-normalised embeddings of one image or a list of images."""
+        if (isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral)
+                or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
         items = as_list(images)
         if not items:
             return np.zeros((0, int(self.metadata.get("embedding_dim", 0))), np.float32)
@@ -199,7 +137,7 @@ class FaceVerifier:
     def verify(self, img_a: ImageLike, img_b: ImageLike,
                threshold: Optional[float] = None) -> VerificationResult:
         """Similarity and same/different decision (similarity >= threshold)."""
-        th = threshold if threshold is not None else self.threshold
+        th = check_threshold(threshold) if threshold is not None else self.threshold
         if th is None:
             raise ValueError(f"{self.model.path}: the model carries no verification threshold "
                              "(exported before evaluation); pass threshold=")
@@ -241,11 +179,30 @@ class Explanation:
     part_names: Optional[List[str]] = None
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
+        """Write the overlay in the format of the extension: .png, .jpg/.jpeg (quality 95) or
+        .webp (lossless); anything else, or an existing folder, is a ValueError."""
         path = Path(path)
-        if path.parent and not path.parent.is_dir():
-            raise FileNotFoundError(f"{path.parent}: output folder does not exist")
-        self.overlay.save(path, format="PNG")
+        fmt = overlay_format(path)
+        options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+        self.overlay.save(path, format=fmt, **options)
         return path
+
+
+def overlay_format(path: Union[str, os.PathLike]) -> str:
+    """The Pillow format an overlay is written in at ``path`` (by its extension, see
+    OVERLAY_FORMATS); ValueError for a folder or an unknown extension, FileNotFoundError when
+    the folder it would go into does not exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder; give the overlay's file name, e.g. "
+                         f"{path / 'heat.png'}")
+    fmt = OVERLAY_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{path}: unknown overlay extension {path.suffix!r}; use "
+                         f"{', '.join(OVERLAY_FORMATS)}")
+    if path.parent and not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: output folder does not exist")
+    return fmt
 
 
 def overlay_size(top_k: int = DEFAULT_TOP_K, tile: int = TILE) -> tuple:
@@ -299,7 +256,7 @@ class FaceExplainer:
     def __init__(self, model_dir: Union[str, os.PathLike], device: str = "auto",
                  threads: Optional[int] = None,
                  parts: Optional[Union[Dict[str, Any], str, os.PathLike]] = None):
-        self.model = _Model(model_dir, FEATUREMAP_FILE, device, threads)
+        self.model = ExportedModel(model_dir, FEATUREMAP_FILE, device, threads)
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
@@ -326,6 +283,8 @@ class FaceExplainer:
         whatever the input comes last. Exports without an evidence table rank by raw peak."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if out is not None:
+            overlay_format(out)  # a bad output name fails before the model runs
         rgb = load_image(img)
         x = self.model.preprocess([rgb])
         fmap, heat, mask = (a[0] for a in self.model.run(
@@ -358,11 +317,17 @@ class FaceExplainer:
 # CLI
 # ----------------------------------------------------------------------------------------------
 
+CROP_NEEDS = "--crop needs facenet-pytorch and torch: pip install facenet-pytorch==2.5.3"
+
+
 def _maybe_crop(path: str, crop: bool):
     if not crop:
         return path
-    from .crop import crop_face  # torch side: imported only for --crop
-    return crop_face(path)
+    try:
+        from .crop import crop_face  # torch side: imported only for --crop
+        return crop_face(path)
+    except ImportError as exc:  # torch, facenet-pytorch or the zoo package is not installed
+        raise RuntimeError(f"{CROP_NEEDS} ({exc})") from None
 
 
 def main(argv=None) -> int:
@@ -384,7 +349,8 @@ def main(argv=None) -> int:
     v.add_argument("--json", action="store_true", help="print the result as JSON")
     e = sub.add_parser("explain", parents=[common], help="heatmaps of the strongest channels")
     e.add_argument("image")
-    e.add_argument("--out", required=True, help="overlay PNG to write")
+    e.add_argument("--out", required=True,
+                   help="overlay image to write (.png, .jpg, .jpeg or .webp)")
     e.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     e.add_argument("--json", action="store_true", help="print the channels as JSON")
     args = p.parse_args(argv)
@@ -412,7 +378,7 @@ def main(argv=None) -> int:
                           f"part {c.part or '-'}" + (f" (IoU {c.iou:.2f})" if c.iou is not None
                                                       else "")
                           + (f"  evidence {c.evidence:.2f}" if c.evidence is not None else ""))
-    except (ImageError, ModelDirError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ImageError, ModelDirError, OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

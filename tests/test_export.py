@@ -132,6 +132,11 @@ def test_metadata_read_back(trained, exported):
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "model.ts"), _extra_files=extra)
     assert json.loads(extra["metadata.json"])["threshold"] == meta["threshold"]
+    # the files of one export share its id (the runtime refuses a folder mixing two exports)
+    ids = {name: {p.key: p.value for p in onnx.load(str(out / name)).metadata_props}["export_id"]
+           for name in ("embedding.onnx", "featuremap.onnx")}
+    assert len(set(ids.values())) == 1
+    assert json.loads(extra["metadata.json"])["export_id"] == ids["embedding.onnx"]
     # the runtime reads the same values
     v = runtime.FaceVerifier(out, device="cpu")
     assert v.threshold == pytest.approx(cfg["metrics"]["orl"]["threshold"])
@@ -229,7 +234,7 @@ def test_bad_inputs_are_rejected_clearly(exported, tmp_path):
     with pytest.raises(runtime.ImageError, match=r"ndarray #0: .* looks channels-first"):
         v.embed([np.zeros((3, 64, 64), np.uint8)])  # a bare (3, H, W) array is 3 grey images
     with pytest.raises(runtime.ImageError, match=r"#1: float arrays must hold values in \[0, 1\]"):
-        v.embed([np.zeros((8, 8), np.float32), np.full((8, 8), 2.0)])
+        v.embed([np.zeros((16, 16), np.float32), np.full((16, 16), 2.0)])
     with pytest.raises(runtime.ImageError, match="dtype int64"):
         v.embed(np.zeros((8, 8), np.int64))
     with pytest.raises(runtime.ModelDirError, match="model folder not found"):

@@ -120,7 +120,8 @@ def test_no_import_cycle_among_project_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("module", ["export.runtime", "export.images", "export._common"])
+@pytest.mark.parametrize("module", ["export.runtime", "export.model_dir", "export.metadata",
+                                    "export.images", "export._common"])
 def test_runtime_modules_do_not_import_the_torch_side(module):
     g = import_graph()
     seen, todo = set(), [module]

@@ -1,0 +1,88 @@
+"""The metadata an export writes into each of its files (ONNX metadata_props, model.ts's
+metadata.json): str -> str, JSON for structured values.
+
+    meta = build_metadata(net.zoo_config, flip=True, parts=table)
+
+It carries what the runtime needs to use a file on its own (input name and size, channel order,
+mean / std, the embedding and feature-map shapes), the verification threshold chosen at
+evaluation (and which val set it came from), a summary of the evaluation metrics, the ECLoss
+settings, the channel -> part table, and an export id shared by all the files of one export.
+export.model_dir reads and checks it on the runtime side.
+
+No torch here: a zoo config (a dict) in, a dict out.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Dict, Optional
+
+from ._common import FORMAT_VERSION, INPUT_NAME, TOP_FRACTION, json_list
+
+__all__ = ["build_metadata"]
+
+
+def _pick_threshold(metrics: Dict[str, Any], key: Optional[str]):
+    """(threshold, source) from the evaluation reports; the first val set unless ``key``."""
+    reports = {k: v for k, v in (metrics or {}).items()
+               if isinstance(v, dict) and isinstance(v.get("threshold"), (int, float))}
+    if key is not None:
+        if key not in reports:
+            raise ValueError(f"no verification threshold for val set {key!r} in the model's "
+                             f"metrics (have: {sorted(reports) or 'none'})")
+        return float(reports[key]["threshold"]), key
+    for k, rep in reports.items():
+        return float(rep["threshold"]), k
+    return None, None
+
+
+def _summary_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    keep = ("accuracy", "std", "auc", "threshold", "tar_at_far_1e-2", "tar_at_far_1e-3",
+            "num_pairs")
+    return {k: {m: v[m] for m in keep if m in v} for k, v in (metrics or {}).items()
+            if isinstance(v, dict)}
+
+
+def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str, Any]],
+                   threshold_key: Optional[str] = None) -> Dict[str, str]:
+    """ONNX metadata_props (str -> str) from a zoo config; JSON for structured values.
+
+    ``export_id`` is new at every call: export_model writes one metadata dict into all of its
+    files, so the runtime can refuse a folder that mixes files of two exports."""
+    size = int(cfg["arch"]["input_size"])
+    threshold, source = _pick_threshold(cfg.get("metrics") or {}, threshold_key)
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "export_id": uuid.uuid4().hex,
+        "model_name": str(cfg["name"]),
+        "zoo_version": str(cfg.get("zoo_version")),
+        "input_name": INPUT_NAME,
+        "input_size": str(size),
+        "input_layout": "NCHW",
+        "channel_order": str(cfg.get("channel_order", "RGB")),
+        "mean": json_list(cfg["mean"]),
+        "std": json_list(cfg["std"]),
+        "pixel_scale": "1/255",
+        "preprocessing": (f"convert to {cfg.get('channel_order', 'RGB')} (grey replicated, alpha "
+                          f"dropped); bilinear resize (Pillow) to {size}x{size}, aspect ratio not "
+                          "kept; x/255; (x - mean) / std per channel; float32 NCHW"),
+        "flip_tta": "true" if flip else "false",
+        "embedding_dim": str(int(cfg["arch"]["embedding_dim"])),
+        "loss": str(cfg.get("loss")),
+        "head": str(cfg.get("head")),
+        "arch": json.dumps(cfg["arch"]),
+        "ecloss": json.dumps(cfg.get("ecloss") or {}),
+        "metrics": json.dumps(_summary_metrics(cfg.get("metrics") or {})),
+        "target_layer": str(cfg.get("target_layer")),
+        "feature_size": str(int(cfg["feature_size"])),
+        "feature_channels": str(int(cfg["feature_channels"])),
+        "top_fraction": repr(TOP_FRACTION),
+    }
+    if threshold is not None:
+        meta["threshold"] = repr(threshold)
+        meta["threshold_source"] = (f"metrics.{source}.threshold: mean of the 10-fold "
+                                    "thresholds on cosine similarity"
+                                    + (" of flip-TTA embeddings" if flip else ""))
+    if parts is not None:
+        meta["channel_parts"] = json.dumps(parts)
+    return meta
