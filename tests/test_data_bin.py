@@ -1,4 +1,5 @@
-"""insightface .bin verification sets: round trip on ORL pairs, the restricted unpickler, pairs.txt."""
+"""insightface .bin verification sets: round trip on ORL pairs, the restricted unpickler,
+pairs.txt."""
 import pickle
 
 import numpy as np
@@ -40,7 +41,8 @@ def test_crafted_pickle_is_refused_and_runs_nothing(tmp_path):
     marker = tmp_path / "marker"
     evil = tmp_path / "evil.bin"
     evil.write_bytes(pickle.dumps(([b"x", b"y"], [_RunsCode(marker)])))
-    with pytest.raises(UnsafePickleError, match=r"evil\.bin: refused to load global builtins\.exec"):
+    with pytest.raises(UnsafePickleError,
+                       match=r"evil\.bin: refused to load global builtins\.exec"):
         read_bin_raw(evil)
     assert not marker.exists()
     # the payload is real: an unrestricted pickle.load would have run it

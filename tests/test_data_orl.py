@@ -4,8 +4,17 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.data import (FACE_MEAN, FACE_STD, IdentityFolder, ORLFaces, ORLPairs, face_transform,
-                      orl_identity_split, orl_root, verification_pairs)
+from zoo.data import (
+    FACE_MEAN,
+    FACE_STD,
+    IdentityFolder,
+    ORLFaces,
+    ORLPairs,
+    face_transform,
+    orl_identity_split,
+    orl_root,
+    verification_pairs,
+)
 from zoo.data._images import ImageDecodeError
 
 

@@ -7,9 +7,17 @@ import torch
 from zoo.data import ORLFaces, orl_root
 from zoo.data.__main__ import main as data_cli
 from zoo.data.folders import IdentityFolder
-from zoo.data.recordio import (IRHeader, RecordIODataset, RecordIOError, RecordIOReader,
-                               RecordIOWriter, encode_parts, pack_images, pack_record,
-                               unpack_record)
+from zoo.data.recordio import (
+    IRHeader,
+    RecordIODataset,
+    RecordIOError,
+    RecordIOReader,
+    RecordIOWriter,
+    encode_parts,
+    pack_images,
+    pack_record,
+    unpack_record,
+)
 
 
 def test_record_bytes_match_hand_computed_mxnet_layout(tmp_path):
@@ -41,7 +49,8 @@ def test_payload_holding_the_magic_is_split_like_dmlc():
             + magic + struct.pack("<I", (3 << 29) | 2) + b"BB" + b"\0\0")
     assert encode_parts(payload) == want
     # an unaligned magic is data, not a split point
-    assert encode_parts(b"A" + magic + b"CCC") == magic + struct.pack("<I", 8) + b"A" + magic + b"CCC"
+    assert encode_parts(b"A" + magic + b"CCC") == \
+        magic + struct.pack("<I", 8) + b"A" + magic + b"CCC"
 
 
 def test_split_record_round_trip(tmp_path):
@@ -136,7 +145,8 @@ def test_corrupted_idx_names_file_and_offset(small_rec):
     key, off = lines[3].split("\t")
     lines[3] = f"{key}\t{int(off) + 6}"  # not 4-byte aligned
     idx.write_text("\n".join(lines) + "\n")
-    with pytest.raises(RecordIOError, match=rf"t\.idx:4: key {key} points at offset {int(off) + 6}"):
+    with pytest.raises(RecordIOError,
+                       match=rf"t\.idx:4: key {key} points at offset {int(off) + 6}"):
         RecordIODataset(small_rec)
     lines[3] = f"{key}\t{int(off) + 8}"  # aligned, but inside the record: no magic there
     idx.write_text("\n".join(lines) + "\n")

@@ -40,7 +40,8 @@ def test_one_crop_two_reported(src, tmp_path):
     assert m["src"] == "s1/face.png" and m["dst"] == "s1/face.jpg" and m["prob"] > 0.95
     x1, y1, x2, y2 = m["box"]
     assert 0 <= x1 < x2 <= 184 + 20 and 0 <= y1 < y2 <= 224 + 20
-    eyes, nose, mouth = np.array(m["landmarks"][:2]), m["landmarks"][2], np.array(m["landmarks"][3:])
+    eyes, nose = np.array(m["landmarks"][:2]), m["landmarks"][2]
+    mouth = np.array(m["landmarks"][3:])
     assert eyes[:, 1].max() < nose[1] < mouth[:, 1].min()  # a face, upright
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
     assert saved["num_cropped"] == 1 and len(saved["failures"]) == 2

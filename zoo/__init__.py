@@ -1,6 +1,5 @@
 """ECLoss face zoo: activation-template-matching loss, VGG face networks, data, metrics."""
-from .templates import get_templates, build_templates, full_template_count  # noqa: F401
-from .ecloss import ECLoss, BetaPolicy, mutual_information, total_loss  # noqa: F401
-
-from ._version import __version__  # noqa: F401
-from .registry import list_models, create, load, save  # noqa: F401
+from ._version import __version__
+from .ecloss import BetaPolicy, ECLoss, mutual_information, total_loss
+from .registry import create, list_models, load, save
+from .templates import build_templates, full_template_count, get_templates

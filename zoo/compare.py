@@ -18,7 +18,8 @@ import torch
 
 TABLES = [
     ("Table 2: verification (ORL held-out, 10-fold)", "verification",
-     [("accuracy", "accuracy"), ("std", "std"), ("AUC", "auc"), ("TAR@FAR=1e-2", "tar_at_far_1e-2")]),
+     [("accuracy", "accuracy"), ("std", "std"), ("AUC", "auc"),
+      ("TAR@FAR=1e-2", "tar_at_far_1e-2")]),
     ("Table 3: part explainability", "explainability",
      [("PE", "part_explainability"), ("regions on no part", "none_fraction")]),
     ("Table 4: location consistency", "explainability",

@@ -26,10 +26,10 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from ._version import __version__
 from .data.transforms import FACE_MEAN, FACE_STD
 from .heads import HEADS
 from .models.vgg import PADDINGS, VGG_CONFIGS, _scaled
-from ._version import __version__
 from .templates import DEFAULT_TAU, TEMPLATE_PEAKS
 
 __all__ = [
@@ -262,8 +262,8 @@ def _apply(cfg: Dict[str, Any], fields: Dict[str, Any], where: str, *, from_dict
             cfg[key] = copy.deepcopy(value)
         elif key in DERIVED_KEYS and from_dict:
             pass  # a stored config repeats them; they are recomputed and compared below
-        elif key == "save_id" and from_dict:
-            pass  # storage detail of config.json (pairs it with model.safetensors)
+        elif key in ("save_id", "weights_sha256") and from_dict:
+            pass  # storage details of config.json (pair it with model.safetensors, verify it)
         else:
             extra = f"; {list(DERIVED_KEYS)} follow from arch" if key in DERIVED_KEYS else ""
             raise TypeError(f"{where}unknown config key {key!r}{extra}. Valid keys: top-level "

@@ -28,8 +28,7 @@ from typing import Tuple
 import torch
 from torch import nn
 
-from . import ops
-from . import templates as _templates
+from . import ops, templates as _templates
 from .config import BETA_MODES, IMPLS, MAP_NORMS, MARGINALS
 from .templates import flatten_maps
 
@@ -230,7 +229,8 @@ class ECLoss(nn.Module):
         self.map_size = int(map_size)
         self.num_templates = num_templates
         self.tau = float(tau)
-        self.radius = float(radius) if radius is not None else _templates.default_radius_for(map_size)
+        self.radius = (float(radius) if radius is not None
+                       else _templates.default_radius_for(map_size))
         self.marginal = marginal
         self.impl = impl
         # Build once now so that bad geometry fails at construction, not in the first step.
@@ -241,7 +241,15 @@ class ECLoss(nn.Module):
                                         device=device, dtype=dtype, peaks=self.template_peaks)
 
     def prepare(self, fmap: torch.Tensor) -> torch.Tensor:
-        """The maps the MI is computed on: float32 at least, normalised if map_norm says so."""
+        """The maps the MI is computed on: float32 at least, normalised if map_norm says so.
+        ValueError unless they are (B, C, map_size, map_size) or (N, map_size**2)."""
+        n = self.map_size
+        if not isinstance(fmap, torch.Tensor):
+            raise TypeError(f"ECLoss takes a tensor of feature maps, got {type(fmap).__name__}")
+        if not ((fmap.dim() == 4 and tuple(fmap.shape[2:]) == (n, n))
+                or (fmap.dim() == 2 and fmap.shape[1] == n * n)):
+            raise ValueError(f"ECLoss(map_size={n}) needs maps of shape (B, C, {n}, {n}) or "
+                             f"(N, {n * n}), got {tuple(fmap.shape)}")
         if fmap.dtype in (torch.float16, torch.bfloat16):
             fmap = fmap.float()  # under AMP: the softmax over templates needs float32 range
         return normalize_maps(fmap, self.map_norm)

@@ -34,23 +34,37 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from . import registry
-from . import runs
+from . import registry, runs
 from ._io import atomic_write_bytes  # noqa: F401  (re-exported)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .ecloss import (BetaPolicy, ECLoss, content_free_term, mutual_information_across_ranks,
-                     total_loss)
+from .ecloss import (
+    BetaPolicy,
+    ECLoss,
+    content_free_term,
+    mutual_information_across_ranks,
+    total_loss,
+)
 from .heads import create_head
 from .models.vgg import VGGFace
 from .train_config import TrainConfig, build_train_dataset, model_config, resolve_config
 from .validation import validate
 
+# isort: split
 # Re-exported: callers and docs use zoo.engine.<name> for the training configuration.
 from .config import EXPLAINABLE_ECLOSS, PAPER_GEOMETRY, PRESETS  # noqa: F401
 
 __all__ = ["TrainConfig", "PRESETS", "EXPLAINABLE_ECLOSS", "PAPER_GEOMETRY", "train",
            "resolve_config", "model_config", "build_train_dataset", "save_checkpoint",
-           "load_checkpoint", "atomic_write_bytes"]
+           "load_checkpoint", "atomic_write_bytes", "NonFiniteLossError"]
+
+# Under AMP a step with a non-finite loss is skipped (GradScaler); this many in a row stop the run.
+NONFINITE_SKIP_LIMIT = 25
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (CE, MI or content-free term) or the weights became NaN / inf: the run stopped
+    before the weights were updated, and the last checkpoint (the previous epoch's) is kept."""
+
 
 # Content-free images added to each batch when content_free > 0: a quarter of the batch.
 CONTENT_FREE_SHARE = 0.25
@@ -118,6 +132,7 @@ class _Run:
     epoch: int = 0
     step: int = 0
     bar: object = None                  # tqdm progress bar (rank 0 with progress)
+    nonfinite_streak: int = 0           # steps in a row skipped under AMP for a non-finite loss
     epoch_rows: List[dict] = field(default_factory=list)
 
     @property
@@ -298,6 +313,46 @@ def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: f
     return loss, mi_value, cf_value
 
 
+def _checkpoint_note(run: _Run) -> str:
+    if run.ckpt_path.exists():
+        return (f"the last good checkpoint {run.ckpt_path} (epoch {run.epoch}) is kept: fix the "
+                "cause (a lower --lr or --beta, the data) and --resume from it")
+    return "no checkpoint had been written yet"
+
+
+def _check_finite(run: _Run, ce: torch.Tensor, mi_value: torch.Tensor, cf_value: float,
+                  loss: torch.Tensor) -> bool:
+    """True when the step must be skipped. A NaN / inf term stops the run with
+    NonFiniteLossError before the weights change (the checkpoint of the last epoch stays the
+    last good one); under AMP with a GradScaler the step is skipped instead, as GradScaler skips
+    steps with inf gradients, up to NONFINITE_SKIP_LIMIT steps in a row. Ranks decide alike."""
+    names = ("CE", "MI", "content-free term", "total loss")
+    values = torch.stack([ce.detach().float(), mi_value.detach().float().to(ce.device),
+                          torch.tensor(float(cf_value), device=ce.device),
+                          loss.detach().float()])
+    bad = (~torch.isfinite(values)).float()
+    if run.distributed:
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+    if not bad.any():
+        run.nonfinite_streak = 0
+        return False
+    vals = values.tolist()
+    which = [names[k] for k in range(3) if bad[k]] or [names[3]]
+    what = ", ".join(f"{n} = {v:g}" for n, v in zip(names, vals))
+    where = f"step {run.step + 1} (epoch {run.epoch + 1})"
+    if run.scaler.is_enabled():
+        run.nonfinite_streak += 1
+        if run.nonfinite_streak <= NONFINITE_SKIP_LIMIT:
+            run.log(f"{where}: non-finite {' and '.join(which)} ({what}); GradScaler skips the "
+                    "step")
+            return True
+        raise NonFiniteLossError(f"{where}: non-finite {' and '.join(which)} ({what}) in "
+                                 f"{run.nonfinite_streak} steps in a row under AMP; stopped; "
+                                 f"{_checkpoint_note(run)}")
+    raise NonFiniteLossError(f"{where}: non-finite {' and '.join(which)} ({what}); stopped "
+                             f"before updating the weights; {_checkpoint_note(run)}")
+
+
 def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """One optimisation step; returns the step's numbers (global over the ranks)."""
     cfg, device = run.cfg, run.device
@@ -313,10 +368,15 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
     ce = F.cross_entropy(logits.float(), labels)
     beta = run.beta_policy.beta
     loss, mi_value, cf_value = _loss(run, ce, fmap, n_faces, beta)
+    skipped = _check_finite(run, ce, mi_value, cf_value, loss)
     run.optimizer.zero_grad(set_to_none=True)
-    run.scaler.scale(loss).backward()
-    run.scaler.step(run.optimizer)
-    run.scaler.update()
+    if skipped:  # what GradScaler does with inf gradients: no update, a smaller scale (a NaN
+        # loss need not give NaN gradients: a NaN map is cut off from the graph)
+        run.scaler.update(run.scaler.get_scale() * run.scaler.get_backoff_factor())
+    else:
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
     run.scheduler.step()
     stats = torch.tensor([ce.item(), float((logits.argmax(1) == labels).sum()),
                           float(len(labels))], dtype=torch.float64)
@@ -326,13 +386,13 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
         stats = stats.cpu()
         stats[0] /= run.world
     ce_v, mi_v = float(stats[0]), float(mi_value)
-    if run.ecloss is not None:
+    if run.ecloss is not None and not skipped:  # a skipped step does not move beta
         run.beta_policy.update(ce_v, mi_v, cfg.alpha)
     run.step += 1
     return {"loss": cfg.alpha * ce_v - beta * mi_v, "ce": ce_v, "mi": mi_v, "beta": beta,
             "correct": float(stats[1]), "seen": float(stats[2]),
             "images_per_s": float(stats[2]) / max(time.time() - t0, 1e-9),
-            "content_free": cf_value}
+            "content_free": cf_value, "skipped": skipped}
 
 
 def _log_step(run: _Run, out: dict) -> None:
@@ -372,11 +432,13 @@ def _train_one_epoch(run: _Run) -> bool:
         if run.step >= run.total_steps:
             return False
         out = _train_step(run, images, labels)
+        _log_step(run, out)
+        if out["skipped"]:  # logged (NaN), not averaged into the epoch
+            continue
         for key in ("loss", "ce", "mi"):
             sums[key] += out[key]
         sums["correct"] += int(out["correct"])
         sums["seen"] += int(out["seen"])
-        _log_step(run, out)
     _end_epoch(run, sums, time.time() - t_epoch)
     return True
 
@@ -384,6 +446,16 @@ def _train_one_epoch(run: _Run) -> bool:
 def _end_epoch(run: _Run, sums: dict, seconds: float) -> None:
     """Epoch summary and checkpoint (rank 0), then wait for every rank."""
     cfg = run.cfg
+    # A finite loss can still give inf gradients: never checkpoint non-finite weights.
+    bad = [k for k, v in run.net.state_dict().items()
+           if v.is_floating_point() and not torch.isfinite(v).all()]
+    flag = torch.tensor([float(bool(bad))], device=run.device)
+    if run.distributed:  # BN statistics are per rank on CPUs: decide together
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        raise NonFiniteLossError(f"epoch {run.epoch + 1}: non-finite weights or statistics after "
+                                 f"step {run.step} ({', '.join(bad[:4]) or 'on another rank'}); "
+                                 f"{_checkpoint_note(run)}")
     n_batches = max(1, sums["seen"] // cfg.batch_size)
     run.epoch += 1
     if run.rank == 0:

@@ -21,8 +21,7 @@ import torch
 
 from .data.landmarks import LandmarkFolder
 from .data.orl import ORL_SPLITS
-from .metrics import explainability
-from .metrics import input_dependence
+from .metrics import explainability, input_dependence
 from .parts import PART_NAMES, part_masks_from_landmarks, scale_landmarks
 from .runs import evaluation_dir
 from .validation import verification_on
@@ -368,7 +367,8 @@ def render_report(result: Dict[str, object]) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", help="registered name (zoo.list_models()), model folder or .safetensors")
+    p.add_argument("model",
+                   help="registered name (zoo.list_models()), model folder or .safetensors")
     p.add_argument("--data", default="orl", help="orl | file.bin | folder of images with .pts")
     p.add_argument("--split", default="heldout", choices=ORL_SPLITS,
                    help="ORL images for the explainability metrics (default: held-out identities)")

@@ -201,7 +201,8 @@ def part_masks_from_landmarks(landmarks, height, width) -> np.ndarray:
     # Jaw: the chin below the mouth corners and a band along the lower contour.
     contour = Image.new("1", (w, h), 0)
     ImageDraw.Draw(contour).line([(float(x), float(y)) for x, y in pts[3:14]], fill=1)
-    near_contour = ndimage.distance_transform_edt(~np.asarray(contour, dtype=bool)) <= JAW_BAND * iod
+    contour_distance = ndimage.distance_transform_edt(~np.asarray(contour, dtype=bool))
+    near_contour = contour_distance <= JAW_BAND * iod
     below_mouth = height_above((pts[48] + pts[54]) / 2) <= 0
     parts["jaw"] = face & _polygon(pts[3:14], h, w) & (below_mouth | near_contour)
     lower_lids = np.r_[pts[40:42], pts[46:48]].mean(0)

@@ -22,7 +22,8 @@ from .data._images import ImageDecodeError, is_image_file, load_rgb
 
 @dataclass
 class PrepReport:
-    """What :func:`crop_faces` did. ``failures``: list of {"src", "reason"} (no face/undecodable)."""
+    """What :func:`crop_faces` did. ``failures``: list of {"src", "reason"} (no face or
+    undecodable)."""
     src: str
     dst: str
     num_images: int = 0
@@ -32,6 +33,8 @@ class PrepReport:
     failures: list = field(default_factory=list)
     manifest: str = ""
     report: str = ""
+    num_renamed: int = 0
+    renamed: list = field(default_factory=list)  # {"src", "dst"}: names changed by a collision
 
     @property
     def num_reported(self):
@@ -39,7 +42,9 @@ class PrepReport:
 
     def summary(self):
         return (f"{self.num_images} images: {self.num_cropped} cropped, {self.num_no_face} without "
-                f"a face, {self.num_undecodable} undecodable (listed in {self.report})")
+                f"a face, {self.num_undecodable} undecodable (listed in {self.report})"
+                + (f"; {self.num_renamed} crops renamed: their names collided (a.jpg, a.png)"
+                   if self.num_renamed else ""))
 
 
 def square_crop_box(box, margin):
@@ -63,6 +68,34 @@ def crop_face(img: Image.Image, box, size, margin):
 
 def _list_images(src):
     return sorted(p for p in src.rglob("*") if p.is_file() and is_image_file(p.name))
+
+
+def output_names(rels, ext):
+    """The crop path of each source path ``rels`` (relative to SRC): the path with suffix
+    ``ext``. When several sources would get one name (``a.jpg``, ``a.png``; compared ignoring
+    case, for case-insensitive disks) the one already ending in ``ext``, else the first in
+    order, keeps it; the others keep their own extension in the name (``a.png.jpg``), with a
+    counter if that is taken too (``a.png-1.jpg``). Never two sources on one file."""
+    plain = [r.with_suffix(ext) for r in rels]
+    groups = {}
+    for k, r in enumerate(plain):
+        groups.setdefault(str(r).casefold(), []).append(k)
+    out, taken = list(plain), {str(r).casefold() for r in plain}
+    for ks in groups.values():
+        if len(ks) == 1:
+            continue
+        keep = next((k for k in ks if rels[k].suffix.lower() == ext.lower()), ks[0])
+        for k in ks:
+            if k == keep:
+                continue
+            base, n = rels[k], 0
+            cand = base.with_name(base.name + ext)
+            while str(cand).casefold() in taken:
+                n += 1
+                cand = base.with_name(f"{base.name}-{n}{ext}")
+            out[k] = cand
+            taken.add(str(cand).casefold())
+    return out
 
 
 def _largest(boxes):
@@ -99,6 +132,7 @@ def crop_faces(src, dst, size=224, margin=0.2, device=None, batch_size=16, min_f
                         report=str(dst / "report.json"))
     files = _list_images(src)
     report.num_images = len(files)
+    names = dict(zip(files, output_names([p.relative_to(src) for p in files], ext)))
 
     def fail(path, reason, kind):
         report.failures.append({"src": str(path.relative_to(src)), "reason": reason})
@@ -129,7 +163,10 @@ def crop_faces(src, dst, size=224, margin=0.2, device=None, batch_size=16, min_f
                         continue
                     k = _largest(np.asarray(b))
                     face, crop_box = crop_face(img, b[k], size, margin)
-                    rel = p.relative_to(src).with_suffix(ext)
+                    rel = names[p]
+                    if rel != p.relative_to(src).with_suffix(ext):
+                        report.renamed.append({"src": str(p.relative_to(src)), "dst": str(rel)})
+                        report.num_renamed += 1
                     out = dst / rel
                     out.parent.mkdir(parents=True, exist_ok=True)
                     face.save(out, quality=95) if ext != ".png" else face.save(out)

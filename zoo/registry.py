@@ -36,14 +36,33 @@ import torch
 
 from . import _io
 from ._io import load_weights
-from .config import (ARCH_KEYS, DERIVED_KEYS, PAPER_MODELS, current_zoo_version, default_config,
-                     load_config, read_config_json, resolve_stored_config, valid_model_name)
+from .config import (
+    ARCH_KEYS,
+    DERIVED_KEYS,
+    PAPER_MODELS,
+    current_zoo_version,
+    default_config,
+    load_config,
+    read_config_json,
+    resolve_stored_config,
+    valid_model_name,
+)
 from .models.vgg import VGGFace
 
+# isort: split
 # Re-exported: callers use registry.<name> for the config schema and the download errors.
 from ._io import ChecksumError, DownloadError  # noqa: F401
-from .config import BETA_MODES, CHANNEL_ORDERS, CONFIG_KEYS, ECLOSS_KEYS  # noqa: F401
-from .config import HEAD_NAMES, LOSSES, MAP_NORMS, MARGINALS, SETTABLE_KEYS  # noqa: F401
+from .config import (  # noqa: F401
+    BETA_MODES,
+    CHANNEL_ORDERS,
+    CONFIG_KEYS,
+    ECLOSS_KEYS,
+    HEAD_NAMES,
+    LOSSES,
+    MAP_NORMS,
+    MARGINALS,
+    SETTABLE_KEYS,
+)
 
 __all__ = [
     "PAPER_MODELS", "REMOTE", "LOSSES", "HEAD_NAMES", "WEIGHTS_FILE", "CONFIG_FILE",
@@ -56,6 +75,7 @@ CONFIG_FILE = "config.json"
 DOWNLOADS_DIR = "_downloads"  # "_" cannot start a model name, so it never collides with one
 _META_CONFIG = "zoo_config"    # safetensors metadata keys (metadata is str -> str)
 _META_SAVE_ID = "zoo_save_id"
+_WEIGHTS_SHA256 = "weights_sha256"  # config.json: sha256 of model.safetensors, checked on load
 
 # Published weights: name -> {"url", "sha256", "config"}. Empty until weights are published;
 # register_remote() adds entries at run time (see docs/registry.md).
@@ -199,13 +219,17 @@ def save(model, config: Optional[Dict[str, Any]] = None, name: Optional[str] = N
     save_id = uuid.uuid4().hex
     state = _state_dict_for_save(net)
 
+    written = {}
+
     def write_weights(tmp: Path) -> None:
         save_file(state, str(tmp), metadata={_META_CONFIG: json.dumps(cfg),
                                              _META_SAVE_ID: save_id, "format": "pt"})
+        written["sha256"] = _io.file_sha256(tmp)
 
-    def write_config(tmp: Path) -> None:
+    def write_config(tmp: Path) -> None:  # runs after write_weights: the hash is known
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({**cfg, "save_id": save_id}, f, indent=2, allow_nan=False)
+            json.dump({**cfg, "save_id": save_id, _WEIGHTS_SHA256: written["sha256"]}, f,
+                      indent=2, allow_nan=False)
             f.write("\n")
 
     # Weights renamed first: from then on they carry their own config (see module docstring).
@@ -305,6 +329,27 @@ def _pair_config(folder_cfg: Optional[Path], meta: Dict[str, str], wpath: Path,
                             "stored inside them; pass a registered name instead")
 
 
+def _verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> None:
+    """ValueError naming ``wpath`` unless its sha256 is the one config.json recorded at save.
+    Configs of older saves (no hash) and configs of another save (interrupted between the two
+    renames: the weights then carry their own config) are not checked."""
+    if not folder_cfg.is_file():
+        return
+    data = read_config_json(folder_cfg)
+    expected = data.get(_WEIGHTS_SHA256)
+    if expected is None or data.get("save_id") != meta.get(_META_SAVE_ID):
+        return
+    try:
+        expected = _io.check_sha256(expected)
+    except ValueError as exc:
+        raise ValueError(f"{folder_cfg}: {_WEIGHTS_SHA256}: {exc}") from None
+    actual = _io.file_sha256(wpath)
+    if actual != expected:
+        raise ValueError(f"{wpath}: sha256 {actual} differs from the {expected} recorded in "
+                         f"{folder_cfg} when it was saved: the weights were changed or damaged "
+                         "on disk; save or download them again")
+
+
 def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.PathLike]] = None,
          map_location: Union[str, torch.device] = "cpu", sha256: Optional[str] = None,
          progress: bool = True) -> VGGFace:
@@ -341,6 +386,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
         if weights is None:
             state, meta = _io.read_safetensors(wpath)
             cfg = _pair_config(cfg_file, meta, wpath, None)
+            _verify_weights_hash(cfg_file, meta, wpath)
         else:
             if not cfg_file.is_file():
                 raise FileNotFoundError(f"{cfg_file}: config file not found")
@@ -355,6 +401,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
             if weights is None:
                 state, meta = _io.read_safetensors(wpath)
                 cfg = _pair_config(local[spec] / CONFIG_FILE, meta, wpath, None)
+                _verify_weights_hash(local[spec] / CONFIG_FILE, meta, wpath)
             else:
                 cfg = load_config(local[spec] / CONFIG_FILE)
         elif spec in REMOTE:

@@ -113,7 +113,8 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
     trained = (run_dir / "summary.json").exists()
     if fresh or not trained:
         cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
-                          progress=False, resume=not fresh, **({"epochs": epochs} if epochs else {}),
+                          progress=False, resume=not fresh,
+                          **({"epochs": epochs} if epochs else {}),
                           orl_num_train=num_train, orl_num_val=num_val, **VARIANTS[variant])
         train(cfg)
     if train_only:

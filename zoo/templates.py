@@ -215,21 +215,29 @@ def flatten_maps(x: torch.Tensor, templates: torch.Tensor) -> Tuple[torch.Tensor
     """Bring maps to (N, n*n) and templates to (M, n*n), checking that they fit.
 
     Accepts maps as (B, C, n, n) - every channel of every image is one map - or (N, n*n), and
-    templates as (M, n, n) or (M, n*n). The input contract of Eq. 5-6, shared by the reference
-    (zoo.ecloss) and the fused op (zoo.ops).
+    templates as (M, n, n) or (M, n*n); (B, C, H, W) maps must have the templates' shape. The
+    input contract of Eq. 5-6, shared by the reference (zoo.ecloss) and the fused op (zoo.ops).
     """
     if not isinstance(x, torch.Tensor) or not isinstance(templates, torch.Tensor):
         raise TypeError("feature maps and templates must be torch tensors")
+    grid = None  # the templates' (n, n): given by (M, n, n), square n*n for (M, n*n)
     if templates.dim() == 3:
+        grid = tuple(templates.shape[1:])
         templates = templates.reshape(templates.shape[0], -1)
     if templates.dim() != 2 or templates.shape[0] < 1:
         raise ValueError(f"templates must be (M, n, n) or (M, n*n) with M >= 1, got "
                          f"{tuple(templates.shape)}")
     k = templates.shape[1]
+    if grid is None:
+        n = math.isqrt(k)
+        grid = (n, n) if n * n == k else None
     if x.dim() == 4:
-        if x.shape[2] * x.shape[3] != k:
-            raise ValueError(f"feature maps are {x.shape[2]}x{x.shape[3]} but the templates have "
-                             f"{k} positions")
+        # The shape, not only H*W: 7x28 maps against 14x14 templates would be scored as if
+        # they were 14x14 maps, every position in the wrong place.
+        if tuple(x.shape[2:]) != grid:
+            have = f"{grid[0]}x{grid[1]} ({k} positions)" if grid else f"{k} positions (not square)"
+            raise ValueError(f"feature maps are {x.shape[2]}x{x.shape[3]} but the templates are "
+                             f"{have}")
         x = x.reshape(-1, k)
     elif x.dim() != 2 or x.shape[1] != k:
         raise ValueError(f"feature maps must be (B, C, n, n) or (N, {k}), got {tuple(x.shape)}")

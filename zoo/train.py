@@ -14,8 +14,17 @@ import dataclasses
 import json
 import sys
 
-from .config import (BETA_MODES, HEAD_NAMES, IMPLS, LOSSES, MAP_NORMS, MARGINALS, PADDINGS,
-                     PRESETS, TEMPLATE_PEAKS)
+from .config import (
+    BETA_MODES,
+    HEAD_NAMES,
+    IMPLS,
+    LOSSES,
+    MAP_NORMS,
+    MARGINALS,
+    PADDINGS,
+    PRESETS,
+    TEMPLATE_PEAKS,
+)
 from .engine import TrainConfig, train
 
 
@@ -34,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("arch", help="vgg13 | vgg16 | vgg19")
     p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options win)")
     p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="default: gpu on a GPU, cpu otherwise; paper = the paper's literal settings")
+                   help="default: gpu on a GPU, cpu otherwise; "
+                        "paper = the paper's literal settings")
     p.add_argument("--loss", choices=LOSSES, default=None, help=f"default {d.loss}")
     p.add_argument("--head", choices=HEAD_NAMES, default=None)
     p.add_argument("--data", default=None, help="orl (default) | identity folder | train.rec")
@@ -42,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", default=None, help="400 (paper) | full | any count")
     p.add_argument("--tau", type=float, default=None,
                    help="template amplitude (cpu/gpu presets 1, paper preset 1e-3)")
-    p.add_argument("--radius", type=float, default=None, help="template radius (4 at 14x14, scaled)")
+    p.add_argument("--radius", type=float, default=None,
+                   help="template radius (4 at 14x14, scaled)")
     p.add_argument("--marginal", choices=MARGINALS, default=None)
     p.add_argument("--map-norm", choices=MAP_NORMS, default=None,
                    help="max: normalise each map before the MI (our extension, not the paper)")

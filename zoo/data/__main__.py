@@ -12,8 +12,20 @@ from .recordio import pack_folder
 from .verification import make_bin_from_dataset, make_bin_from_lfw_pairs
 
 
+def _user_error(e):
+    """Exit with status 2 and one line naming the file and the problem (no traceback)."""
+    msg = f"zoo.data: error: {e}"
+    print(msg, file=sys.stderr)
+    exc = SystemExit(msg)
+    exc.code = 2
+    return exc
+
+
 def _pack(args):
-    report = pack_folder(args.folder, args.out, args.idx, verify=not args.no_verify)
+    try:
+        report = pack_folder(args.folder, args.out, args.idx, verify=not args.no_verify)
+    except (OSError, ValueError) as e:  # a folder problem, an unreadable file: nothing written
+        raise _user_error(e) from None
     for path, why in report["skipped"]:
         print(f"skipped: {why}", file=sys.stderr)
     print(f"{report['rec']}: {report['num_images']} images, {report['num_classes']} identities "
@@ -22,6 +34,7 @@ def _pack(args):
 
 
 def _make_bin(args):
+    skipped = []
     try:
         if args.lfw_pairs:
             if not args.root:
@@ -35,10 +48,13 @@ def _make_bin(args):
                 from .folders import IdentityFolder
                 dataset = IdentityFolder(args.folder)
             num_pairs = make_bin_from_dataset(dataset, args.out, args.num_folds,
-                                              args.pairs_per_fold, args.pair_seed)
-    except FileNotFoundError as e:
-        raise SystemExit(f"zoo.data: error: {e}") from None
-    print(f"{args.out}: {num_pairs} pairs")
+                                              args.pairs_per_fold, args.pair_seed,
+                                              skipped=skipped)
+    except (OSError, ValueError) as e:  # missing / undecodable image, bad pairs file
+        raise _user_error(e) from None
+    for path, why in skipped:
+        print(f"skipped: {why}", file=sys.stderr)
+    print(f"{args.out}: {num_pairs} pairs; {len(skipped)} undecodable images skipped")
     return 0
 
 

@@ -4,32 +4,43 @@ One convention for every file-backed face dataset: items are (image, label), the
 ``transform(PIL RGB image)`` or the PIL RGB image itself, labels are contiguous 0..K-1 in the
 sorted order of the identities, and an image that cannot be decoded raises an error naming its
 file when it is read (not when the dataset is listed, so listing a million files stays cheap).
+
+Decoding is export.images.decode_image, the one decoder of the project (torch-free, shared with
+the runtime): EXIF orientation applied, 16-bit grey scaled, decompression bombs and images
+below export.images.MIN_IMAGE_SIZE refused.
 """
 import os
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
+
+from export.images import MIN_IMAGE_SIZE, ImageError, decode_image  # noqa: F401 (re-exported)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff",
                     ".webp", ".gif")
 
 
-class ImageDecodeError(ValueError):
-    """An image file (or record) that cannot be decoded; the message names it."""
+class ImageDecodeError(ImageError):
+    """An image file (or record) that cannot be decoded or is refused; the message names it.
+    An export.images.ImageError, hence a ValueError."""
+
+
+def decode_rgb(src, name=None) -> Image.Image:
+    """Decode an image file or encoded bytes (``name``: how errors call them, e.g.
+    "train.rec: record 7") to an upright 8-bit PIL RGB image; errors are ImageDecodeError
+    ``"<name>: cannot decode image: <problem>"`` (FileNotFoundError for a missing file)."""
+    try:
+        return decode_image(src, name)
+    except ImageError as e:
+        where = e.name or name or str(src)
+        raise ImageDecodeError(f"{where}: cannot decode image: {e.problem}", where,
+                               e.problem) from None
 
 
 def load_rgb(path) -> Image.Image:
     """Decode one image file to a PIL RGB image; errors name the file and the problem."""
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise ImageDecodeError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    return decode_rgb(Path(path))
 
 
 def is_image_file(name) -> bool:

@@ -87,8 +87,9 @@ class ORLFaces(LabelledImages):
     """ORL faces with identity labels; items are (image, label).
 
     split: "train" (``num_train`` identities), "val" (``num_val`` identities), "heldout" (the
-    other 40 - num_train - num_val) or "all", from :func:`orl_identity_splits`. Labels are contiguous 0..K-1 in the
-    order of the sorted identity numbers; ``identities[k]`` is the ORL number (1..40) of label k.
+    other 40 - num_train - num_val) or "all", from :func:`orl_identity_splits`. Labels are
+    contiguous 0..K-1 in the order of the sorted identity numbers; ``identities[k]`` is the ORL
+    number (1..40) of label k.
     Images are PIL RGB (grey replicated) before ``transform``.
     """
 

@@ -1,4 +1,5 @@
-"""insightface RecordIO (``train.rec`` + ``train.idx``), binary-compatible with MXNet, without mxnet.
+"""insightface RecordIO (``train.rec`` + ``train.idx``), binary-compatible with MXNet, without
+mxnet.
 
 Byte layout (dmlc-core recordio, little endian; see docs/data.md):
 
@@ -18,7 +19,7 @@ insightface layout: images are records 1..N (label = identity), then one record 
 (N + 1, N + 1 + K): the range of the identity records. A file whose record 0 has flag 0 is read
 as a plain list of image records (all keys).
 """
-import io
+import math
 import os
 import struct
 from collections import namedtuple
@@ -26,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from ._images import ImageDecodeError, load_rgb
+from .._io import atomic_write_files, sweep_stale_tmp
+from ._images import ImageDecodeError, decode_rgb, load_rgb
 from .folders import scan_identity_folder
 
 MAGIC = 0xCED7230A
@@ -46,7 +47,8 @@ class RecordIOError(ValueError):
 
 
 def pack_record(header: IRHeader, data: bytes = b"") -> bytes:
-    """MXNet ``recordio.pack``: IRHeader (+ float32 label vector when label is a sequence) + data."""
+    """MXNet ``recordio.pack``: IRHeader (+ float32 label vector when label is a sequence)
+    + data."""
     flag, label, rid, id2 = header
     if np.isscalar(label):
         head = struct.pack(IR_FORMAT, 0, float(label), int(rid), int(id2))
@@ -88,7 +90,10 @@ def encode_parts(payload: bytes) -> bytes:
 
 
 class RecordIOWriter:
-    """Write records and the ``.idx`` (``key\\toffset``) like MXIndexedRecordIO(..., 'w')."""
+    """Write records and the ``.idx`` (``key\\toffset``) like MXIndexedRecordIO(..., 'w').
+
+    Streams to the given paths as it goes (like MXNet); :func:`pack_images` wraps it in an atomic
+    write, so use that (or write to temp names yourself) when readers may see the files."""
 
     def __init__(self, rec_path, idx_path=None):
         self.rec_path = Path(rec_path)
@@ -137,7 +142,7 @@ class RecordIOReader:
         self.keys = list(self.offsets)
 
     def _read_idx(self):
-        offsets = {}
+        offsets, where = {}, {}  # where: offset -> (key, line) of the first key pointing there
         with open(self.idx_path, "r", encoding="ascii", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
@@ -149,7 +154,7 @@ class RecordIOReader:
                         raise ValueError
                 except (ValueError, IndexError):
                     raise RecordIOError(f"{self.idx_path}:{lineno}: expected 'key<TAB>offset', "
-                                        f"got {line.rstrip()!r}") from None
+                                        f"got {line.rstrip()[:80]!r}") from None
                 if off > self.size - _PART_HEADER.size:
                     raise RecordIOError(
                         f"{self.idx_path}:{lineno}: key {key} points at offset {off}, beyond the "
@@ -160,7 +165,16 @@ class RecordIOReader:
                         f"{self.idx_path}:{lineno}: key {key} points at offset {off}, which is "
                         f"not a 4-byte aligned record start inside {self.rec_path} "
                         f"({self.size} bytes)")
-                offsets[key] = off
+                if key in offsets:
+                    raise RecordIOError(
+                        f"{self.idx_path}:{lineno}: key {key} is listed twice (line "
+                        f"{where[offsets[key]][1]} too): the .idx is damaged")
+                if off in where:
+                    raise RecordIOError(
+                        f"{self.idx_path}:{lineno}: key {key} points at offset {off}, like key "
+                        f"{where[off][0]} on line {where[off][1]}: two keys cannot share one "
+                        f"record of {self.rec_path}; the .idx is damaged")
+                offsets[key], where[off] = off, (key, lineno)
         return offsets
 
     def _scan(self):
@@ -168,6 +182,10 @@ class RecordIOReader:
         while pos < self.size:
             payload, end = self._read_at(pos)
             header, _ = unpack_record(payload, f"{self.rec_path} at offset {pos}")
+            if int(header.id) in offsets:
+                raise RecordIOError(
+                    f"{self.rec_path}: records at offsets {offsets[int(header.id)]} and {pos} "
+                    f"both have IRHeader id {header.id} (the keys when there is no .idx)")
             offsets[int(header.id)] = pos
             pos = end
         return offsets
@@ -200,10 +218,14 @@ class RecordIOReader:
                                     f"(expected 0x{MAGIC:08x}; record starting at offset {start})")
             cflag, length = lrec >> 29, lrec & _MAX_LEN
             padded = length + (-length % 4)
-            data = f.read(padded)
+            if pos + _PART_HEADER.size + padded > self.size:  # checked before reading: a
+                data = b""  # damaged length must not allocate up to 512 MB
+            else:
+                data = f.read(padded)
             if len(data) < padded:
+                left = max(0, self.size - pos - _PART_HEADER.size)
                 raise RecordIOError(f"{self.rec_path}: truncated at offset {pos}: part of "
-                                    f"{length} bytes (+padding) but only {len(data)} bytes left "
+                                    f"{length} bytes (+padding) but only {left} bytes left "
                                     f"(record starting at offset {start})")
             expect_first = not chunks
             if (cflag in (0, 1)) != expect_first:
@@ -223,9 +245,16 @@ class RecordIOReader:
         return self._read_at(pos)[0]
 
     def read_header(self, key):
-        """(IRHeader, data) of record ``key``."""
+        """(IRHeader, data) of record ``key``; its IRHeader id must be ``key`` (what MXNet's
+        im2rec and insightface write), else the .idx points at another record."""
         payload = self.read(key)
-        return unpack_record(payload, f"{self.rec_path} record {key} at offset {self.offsets[key]}")
+        where = f"{self.rec_path}: record {key} at offset {self.offsets[key]}"
+        header, data = unpack_record(payload, where)
+        if int(header.id) != int(key):
+            raise RecordIOError(f"{where}: IRHeader id is {header.id}, not the key {key}: "
+                                f"{self.idx_path} points at another record (damaged, or it "
+                                "belongs to another .rec)")
+        return header, data
 
     def close(self):
         if self._fh is not None:
@@ -249,11 +278,14 @@ class RecordIODataset(torch.utils.data.Dataset):
         if 0 in self.reader.offsets:
             h0, _ = self.reader.read_header(0)
             if h0.flag > 0:
-                lab = np.asarray(h0.label).reshape(-1)
-                if lab.size < 2 or not 1 <= lab[0] <= lab[1]:
+                lab = np.asarray(h0.label, dtype=np.float64).reshape(-1)[:2]
+                n = len(self.reader.offsets)
+                if (lab.size < 2 or not np.isfinite(lab).all() or (lab != np.floor(lab)).any()
+                        or not 1 <= lab[0] <= lab[1] or lab[0] - 1 > n or lab[1] - lab[0] > n):
                     raise RecordIOError(f"{self.reader.rec_path}: record 0 at offset "
-                                        f"{self.reader.offsets[0]} has identity range {lab}, "
-                                        "expected (first, end) with 1 <= first <= end")
+                                        f"{self.reader.offsets[0]} has identity range "
+                                        f"{lab.tolist()}, expected integers (first, end) with "
+                                        f"1 <= first <= end, for at most {n} records (the .idx)")
                 self.header0 = (int(lab[0]), int(lab[1]))
         if self.header0 is not None:
             self.keys = list(range(1, self.header0[0]))
@@ -271,8 +303,23 @@ class RecordIODataset(torch.utils.data.Dataset):
     def _header(self, key):
         header, data = self.reader.read_header(key)
         label = header.label
-        label = int(np.asarray(label).reshape(-1)[0]) if header.flag > 0 else int(label)
-        return header, label, data
+        label = float(np.asarray(label).reshape(-1)[0]) if header.flag > 0 else float(label)
+        return header, self._check_label(key, label), data
+
+    def _check_label(self, key, label: float) -> int:
+        """``label`` as an int, or RecordIOError naming the file and record: labels are
+        integers >= 0, and below the number of identities record 0 announces (when it does)."""
+        where = f"{self.reader.rec_path}: record {key} at offset {self.reader.offsets[key]}"
+        if not math.isfinite(label):
+            raise RecordIOError(f"{where}: label is {label}, not a number")
+        if label != math.floor(label):
+            raise RecordIOError(f"{where}: label {label} is not an integer identity")
+        if label < 0:
+            raise RecordIOError(f"{where}: label {label:g} is negative")
+        if self.header0 is not None and label >= self.num_classes:
+            raise RecordIOError(f"{where}: label {label:g} is out of range: record 0 announces "
+                                f"{self.num_classes} identities (labels 0..{self.num_classes - 1})")
+        return int(label)
 
     @property
     def labels(self):
@@ -290,8 +337,18 @@ class RecordIODataset(torch.utils.data.Dataset):
         """(first, end) image keys of identity ``label`` from its identity record (insightface)."""
         if self.header0 is None:
             raise KeyError(f"{self.reader.rec_path}: no identity records (record 0 has flag 0)")
-        h, _ = self.reader.read_header(self.header0[0] + int(label))
-        return int(h.label[0]), int(h.label[1])
+        if not 0 <= int(label) < self.num_classes:
+            raise KeyError(f"{self.reader.rec_path}: no identity {label} (record 0 announces "
+                           f"{self.num_classes})")
+        key = self.header0[0] + int(label)
+        h, _ = self.reader.read_header(key)
+        rng = np.asarray(h.label, dtype=np.float64).reshape(-1)[:2] if h.flag >= 2 else None
+        if (rng is None or not np.isfinite(rng).all() or (rng != np.floor(rng)).any()
+                or not 1 <= rng[0] <= rng[1] <= self.header0[0]):
+            raise RecordIOError(f"{self.reader.rec_path}: identity record {key} at offset "
+                                f"{self.reader.offsets[key]} holds {h.label!r}, expected the "
+                                f"image range (first, end) within 1..{self.header0[0]}")
+        return int(rng[0]), int(rng[1])
 
     def raw(self, idx):
         """(label, encoded image bytes) of item ``idx``, exactly as stored."""
@@ -301,14 +358,8 @@ class RecordIODataset(torch.utils.data.Dataset):
     def __getitem__(self, idx):
         key = self.keys[idx]
         _, label, data = self._header(key)
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                im.load()
-                img = im.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            raise ImageDecodeError(
-                f"{self.reader.rec_path}: record {key} at offset {self.reader.offsets[key]}: "
-                f"cannot decode image ({type(e).__name__}: {e})") from e
+        img = decode_rgb(data, f"{self.reader.rec_path}: record {key} at offset "
+                               f"{self.reader.offsets[key]}")
         if self.transform is not None:
             img = self.transform(img)
         return img, label
@@ -324,6 +375,10 @@ def pack_images(paths, labels, out_rec, idx_path=None, verify=True):
     insightface. With ``verify`` every image is decoded first; undecodable files are skipped and
     reported. Returns a dict: num_images, num_classes, labels (the original label of each new
     one), skipped (list of (path, reason)), rec, idx.
+
+    Both files are written under hidden temp names (zoo._io.atomic_write_files) and renamed over
+    ``out_rec`` / the .idx only when complete, the .rec first: an interrupted pack leaves the old
+    files (or none), never a loadable subset.
     """
     skipped, kept = [], []
     for p, y in zip(paths, labels):
@@ -337,22 +392,35 @@ def pack_images(paths, labels, out_rec, idx_path=None, verify=True):
     used = sorted({y for _, y in kept})
     remap = {y: k for k, y in enumerate(used)}
     kept.sort(key=lambda item: remap[item[1]])  # stable: keeps the given order within a label
-    ranges = {}
-    with RecordIOWriter(out_rec, idx_path) as w:
-        key = 1
-        for p, y in kept:
-            lab = remap[y]
-            w.write_image(key, lab, p.read_bytes())
-            first, _ = ranges.get(lab, (key, key))
-            ranges[lab] = (first, key + 1)
-            key += 1
-        id_first = key
-        for lab in range(len(used)):
-            w.write(key, pack_record(IRHeader(0, ranges[lab], key, 0)))
-            key += 1
-        w.write(0, pack_record(IRHeader(0, (id_first, key), 0, 0)))
+    rec_path = Path(out_rec)
+    idx_path = Path(idx_path) if idx_path else rec_path.with_suffix(".idx")
+    for folder in {rec_path.parent, idx_path.parent}:
+        folder.mkdir(parents=True, exist_ok=True)
+        sweep_stale_tmp(folder)
+
+    def write_both(tmp_rec, tmp_idx):
+        ranges = {}
+        with RecordIOWriter(tmp_rec, tmp_idx) as w:
+            key = 1
+            for p, y in kept:
+                lab = remap[y]
+                w.write_image(key, lab, p.read_bytes())
+                first, _ = ranges.get(lab, (key, key))
+                ranges[lab] = (first, key + 1)
+                key += 1
+            id_first = key
+            for lab in range(len(used)):
+                w.write(key, pack_record(IRHeader(0, ranges[lab], key, 0)))
+                key += 1
+            w.write(0, pack_record(IRHeader(0, (id_first, key), 0, 0)))
+
+    def write_idx(tmp_idx):  # the .rec is renamed (inner call) just before the .idx
+        atomic_write_files(rec_path.parent,
+                           [(rec_path.name, lambda tmp_rec: write_both(tmp_rec, tmp_idx))])
+
+    atomic_write_files(idx_path.parent, [(idx_path.name, write_idx)])
     return {"num_images": len(kept), "num_classes": len(used), "labels": used,
-            "skipped": skipped, "rec": str(w.rec_path), "idx": str(w.idx_path)}
+            "skipped": skipped, "rec": str(rec_path), "idx": str(idx_path)}
 
 
 def pack_folder(folder, out_rec, idx_path=None, verify=True):

@@ -1,3 +1,9 @@
 """Metrics: face verification (LFW protocol) and the paper's explainability measures."""
-from .verification import (embed, pair_scores, kfold_accuracy, roc_auc, tar_at_far,  # noqa: F401
-                           verification_report)
+from .verification import (
+    embed,
+    kfold_accuracy,
+    pair_scores,
+    roc_auc,
+    tar_at_far,
+    verification_report,
+)

@@ -67,7 +67,8 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: Optional[np.nd
     scores = np.asarray(scores, dtype=np.float64)
     issame = np.asarray(issame, dtype=bool)
     if scores.shape != issame.shape or scores.ndim != 1 or len(scores) < 2:
-        raise ValueError(f"need matching 1-D scores and labels, got {scores.shape} and {issame.shape}")
+        raise ValueError("need matching 1-D scores and labels, "
+                         f"got {scores.shape} and {issame.shape}")
     if folds is None:
         folds = np.arange(len(scores)) * num_folds // len(scores)
     folds = np.asarray(folds)
