@@ -157,3 +157,18 @@ def test_interior_template_peaks():
     # the "all" set is unchanged by the option
     assert np.array_equal(build_templates(n, 400, 2.0, 1.0, peaks="all"),
                           build_templates(n, 400, 2.0, 1.0))
+
+
+def test_content_free_penalty_caps_the_step():
+    from zoo.ecloss import content_free_penalty
+    # |term| <= 1: exactly -weight x term, gradient -weight
+    small = torch.tensor(-0.5, requires_grad=True)
+    out = content_free_penalty(small, 2.0)
+    out.backward()
+    assert float(out) == pytest.approx(1.0) and float(small.grad) == pytest.approx(-2.0)
+    # a spike of -30 adds at most the weight to the loss and its gradient shrinks 30 times,
+    # in the same direction
+    big = torch.tensor(-30.0, requires_grad=True)
+    out = content_free_penalty(big, 2.0)
+    out.backward()
+    assert float(out) == pytest.approx(2.0) and float(big.grad) == pytest.approx(-2.0 / 30)

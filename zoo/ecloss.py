@@ -35,7 +35,7 @@ from .templates import flatten_maps
 __all__ = [
     "MARGINALS", "MAP_NORMS", "IMPLS", "flatten_maps", "template_logits",
     "template_log_posterior", "mutual_information_reference", "mutual_information", "total_loss",
-    "BetaPolicy", "ECLoss", "content_free_term",
+    "BetaPolicy", "ECLoss", "content_free_term", "content_free_penalty",
 ]
 
 
@@ -130,6 +130,19 @@ def content_free_term(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
         raise ValueError("the last template must be the negative template (-tau everywhere)")
     log_p = template_log_posterior(x, templates)
     return log_p[:, -1].mean() + math.log(templates.shape[0])
+
+
+def content_free_penalty(term: torch.Tensor, weight: float) -> torch.Tensor:
+    """The loss contribution of ``content_free_term``: -weight x term, with the term divided by
+    max(1, |term|) (detached), so one step never adds more than ``weight`` to the loss.
+
+    Why: a blank image at an extreme grey level can drive some maps of an untrained (or
+    drifting) network very high, giving a term of -20 to -30 in a single step; that step's
+    gradient then pushes every activation down, and on some seeds the network fell silent for
+    good (MI 0.03 of 6.0 from epoch 5 on; docs/results.md). The direction of the gradient is
+    kept, only its size is capped."""
+    scale = torch.clamp(term.detach().abs(), min=1.0)
+    return -weight * term / scale
 
 
 def total_loss(ce: torch.Tensor, mi: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:

@@ -40,6 +40,7 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .ecloss import (
     BetaPolicy,
     ECLoss,
+    content_free_penalty,
     content_free_term,
     mutual_information_across_ranks,
     total_loss,
@@ -308,7 +309,7 @@ def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: f
     cf_value = 0.0
     if run.n_content_free:
         cf_term = content_free_term(ecloss.prepare(fmap[n_faces:]), templates)
-        loss = loss - cfg.content_free * cf_term
+        loss = loss + content_free_penalty(cf_term, cfg.content_free)
         cf_value = float(cf_term.detach())
     return loss, mi_value, cf_value
 
