@@ -47,6 +47,13 @@ VARIANTS.update({
     "ecloss-content-free-0.1": {**TAU1_FIXED1, "content_free": 0.1},
     "ecloss-content-free-reflect": {**TAU1_FIXED1, "content_free": 1.0, "padding": "reflect"},
     "ecloss-content-free-batch": {**TAU1_FIXED1, "content_free": 1.0, "marginal": "batch"},
+})
+# Runs made before content_free_penalty capped the term (kept as records; the code that trained
+# them is commit 64bfa4d and earlier): evaluated under these names, never trained again.
+VARIANTS.update({f"{name}-uncapped": VARIANTS[name] for name in (
+    "ecloss-content-free", "ecloss-content-free-0.1", "ecloss-content-free-reflect",
+    "ecloss-content-free-batch")})
+VARIANTS.update({
     "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
     "softmax-reflect": {"loss": "softmax", "padding": "reflect", "translate": 0.0},
 })
@@ -111,6 +118,9 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
     eval_dir = evaluation_dir(name, out)
     metrics_path = eval_dir / METRICS_FILE
     trained = (run_dir / "summary.json").exists()
+    if (fresh or not trained) and variant.endswith("-uncapped"):
+        raise ValueError(f"{variant}: a record of runs made before the content-free cap; the "
+                         "current code cannot train it (use the variant without -uncapped)")
     if fresh or not trained:
         cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
                           progress=False, resume=not fresh,
