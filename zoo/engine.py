@@ -14,7 +14,8 @@ As in timm's train.py, ``train`` is three steps: ``_setup`` (process group, data
 built from its registry config, so that a config the registry refuses fails before training,
 optimizer, resume), ``_train_one_epoch`` (one ``_train_step`` per batch) and ``_finish``
 (validation, curves, registration). TrainConfig and the presets live in zoo.train_config and
-zoo.config, the run folder's layout in zoo.runs.
+zoo.config, the run folder's layout in zoo.runs, the non-finite loss rules in zoo.finite and the
+content-free images of a step in zoo.content_free_batch.
 """
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ from torch import nn
 from . import registry, runs
 from ._io import atomic_write_bytes  # noqa: F401  (re-exported)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .content_free_batch import (  # noqa: F401  (CONTENT_FREE_SHARE re-exported)
+    CONTENT_FREE_SHARE,
+    content_free_count,
+    content_free_images,
+)
 from .ecloss import (
     BetaPolicy,
     ECLoss,
@@ -44,6 +50,13 @@ from .ecloss import (
     content_free_term,
     mutual_information_across_ranks,
     total_loss,
+)
+from .finite import (  # noqa: F401  (NONFINITE_SKIP_LIMIT re-exported)
+    NONFINITE_SKIP_LIMIT,
+    NonFiniteLossError,
+    check_finite,
+    check_finite_weights,
+    skip_step,
 )
 from .heads import create_head
 from .models.vgg import VGGFace
@@ -58,17 +71,6 @@ __all__ = ["TrainConfig", "PRESETS", "EXPLAINABLE_ECLOSS", "PAPER_GEOMETRY", "tr
            "resolve_config", "model_config", "build_train_dataset", "save_checkpoint",
            "load_checkpoint", "atomic_write_bytes", "NonFiniteLossError"]
 
-# Under AMP a step with a non-finite loss is skipped (GradScaler); this many in a row stop the run.
-NONFINITE_SKIP_LIMIT = 25
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss (CE, MI or content-free term) or the weights became NaN / inf: the run stopped
-    before the weights were updated, and the last checkpoint (the previous epoch's) is kept."""
-
-
-# Content-free images added to each batch when content_free > 0: a quarter of the batch.
-CONTENT_FREE_SHARE = 0.25
 LOG_FIELDS = ["epoch", "step", "loss", "ce", "mi", "beta", "acc", "lr", "images_per_s",
               "content_free"]
 
@@ -225,7 +227,7 @@ def _setup(cfg: TrainConfig) -> _Run:
     optimizer = _build_optimizer(cfg, net)
     sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank,
                                                   shuffle=True, seed=cfg.seed, drop_last=True)
-    n_content_free = int(round(CONTENT_FREE_SHARE * local_batch)) if cfg.content_free > 0 else 0
+    n_content_free = content_free_count(local_batch, cfg.content_free)
     steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch < 1:
         raise ValueError(f"{len(dataset)} training images give no full batch of {cfg.batch_size}")
@@ -286,17 +288,6 @@ def _open_logs(run: _Run) -> None:
 # one epoch
 # --------------------------------------------------------------------------------------------
 
-def _content_free_images(run: _Run) -> torch.Tensor:
-    """This rank's content-free images of the current step. The global batch's images are a
-    function of (seed, step) only and each rank takes its slice: resumed and data-parallel runs
-    see the same images."""
-    from .data.content_free import random_content_free_batch
-    cfg, n = run.cfg, run.n_content_free
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_033 + run.step)
-    free = random_content_free_batch(n * run.world, cfg.input_size, g)
-    return free[run.rank * n:(run.rank + 1) * n]
-
-
 def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: float):
     """(loss to differentiate, MI value, content-free term value) of one step."""
     cfg, ecloss = run.cfg, run.ecloss
@@ -314,53 +305,14 @@ def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: f
     return loss, mi_value, cf_value
 
 
-def _checkpoint_note(run: _Run) -> str:
-    if run.ckpt_path.exists():
-        return (f"the last good checkpoint {run.ckpt_path} (epoch {run.epoch}) is kept: fix the "
-                "cause (a lower --lr or --beta, the data) and --resume from it")
-    return "no checkpoint had been written yet"
-
-
-def _check_finite(run: _Run, ce: torch.Tensor, mi_value: torch.Tensor, cf_value: float,
-                  loss: torch.Tensor) -> bool:
-    """True when the step must be skipped. A NaN / inf term stops the run with
-    NonFiniteLossError before the weights change (the checkpoint of the last epoch stays the
-    last good one); under AMP with a GradScaler the step is skipped instead, as GradScaler skips
-    steps with inf gradients, up to NONFINITE_SKIP_LIMIT steps in a row. Ranks decide alike."""
-    names = ("CE", "MI", "content-free term", "total loss")
-    values = torch.stack([ce.detach().float(), mi_value.detach().float().to(ce.device),
-                          torch.tensor(float(cf_value), device=ce.device),
-                          loss.detach().float()])
-    bad = (~torch.isfinite(values)).float()
-    if run.distributed:
-        dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-    if not bad.any():
-        run.nonfinite_streak = 0
-        return False
-    vals = values.tolist()
-    which = [names[k] for k in range(3) if bad[k]] or [names[3]]
-    what = ", ".join(f"{n} = {v:g}" for n, v in zip(names, vals))
-    where = f"step {run.step + 1} (epoch {run.epoch + 1})"
-    if run.scaler.is_enabled():
-        run.nonfinite_streak += 1
-        if run.nonfinite_streak <= NONFINITE_SKIP_LIMIT:
-            run.log(f"{where}: non-finite {' and '.join(which)} ({what}); GradScaler skips the "
-                    "step")
-            return True
-        raise NonFiniteLossError(f"{where}: non-finite {' and '.join(which)} ({what}) in "
-                                 f"{run.nonfinite_streak} steps in a row under AMP; stopped; "
-                                 f"{_checkpoint_note(run)}")
-    raise NonFiniteLossError(f"{where}: non-finite {' and '.join(which)} ({what}); stopped "
-                             f"before updating the weights; {_checkpoint_note(run)}")
-
-
 def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
     """One optimisation step; returns the step's numbers (global over the ranks)."""
     cfg, device = run.cfg, run.device
     t0 = time.time()
     n_faces = len(labels)
     if run.n_content_free:
-        images = torch.cat([images, _content_free_images(run)])
+        images = torch.cat([images, content_free_images(cfg.seed, run.step, run.n_content_free,
+                                                        run.world, run.rank, cfg.input_size)])
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
@@ -369,11 +321,10 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
     ce = F.cross_entropy(logits.float(), labels)
     beta = run.beta_policy.beta
     loss, mi_value, cf_value = _loss(run, ce, fmap, n_faces, beta)
-    skipped = _check_finite(run, ce, mi_value, cf_value, loss)
+    skipped = check_finite(run, ce, mi_value, cf_value, loss)  # zoo.finite
     run.optimizer.zero_grad(set_to_none=True)
-    if skipped:  # what GradScaler does with inf gradients: no update, a smaller scale (a NaN
-        # loss need not give NaN gradients: a NaN map is cut off from the graph)
-        run.scaler.update(run.scaler.get_scale() * run.scaler.get_backoff_factor())
+    if skipped:
+        skip_step(run.scaler)
     else:
         run.scaler.scale(loss).backward()
         run.scaler.step(run.optimizer)
@@ -447,16 +398,7 @@ def _train_one_epoch(run: _Run) -> bool:
 def _end_epoch(run: _Run, sums: dict, seconds: float) -> None:
     """Epoch summary and checkpoint (rank 0), then wait for every rank."""
     cfg = run.cfg
-    # A finite loss can still give inf gradients: never checkpoint non-finite weights.
-    bad = [k for k, v in run.net.state_dict().items()
-           if v.is_floating_point() and not torch.isfinite(v).all()]
-    flag = torch.tensor([float(bool(bad))], device=run.device)
-    if run.distributed:  # BN statistics are per rank on CPUs: decide together
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    if flag.item():
-        raise NonFiniteLossError(f"epoch {run.epoch + 1}: non-finite weights or statistics after "
-                                 f"step {run.step} ({', '.join(bad[:4]) or 'on another rank'}); "
-                                 f"{_checkpoint_note(run)}")
+    check_finite_weights(run)  # a finite loss can still give inf gradients: never checkpoint them
     n_batches = max(1, sums["seen"] // cfg.batch_size)
     run.epoch += 1
     if run.rank == 0:
