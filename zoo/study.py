@@ -45,6 +45,7 @@ VARIANTS.update({
     "ecloss-translate": {**TAU1_FIXED1, "translate": 0.15},
     "ecloss-content-free": {**TAU1_FIXED1, "content_free": 1.0},
     "ecloss-content-free-0.1": {**TAU1_FIXED1, "content_free": 0.1},
+    "ecloss-content-free-5": {**TAU1_FIXED1, "content_free": 5.0},
     "ecloss-content-free-reflect": {**TAU1_FIXED1, "content_free": 1.0, "padding": "reflect"},
     "ecloss-content-free-batch": {**TAU1_FIXED1, "content_free": 1.0, "marginal": "batch"},
 })
