@@ -42,6 +42,8 @@ VARIANTS.update({
     "ecloss-tau1-fixed1-batch": {**TAU1_FIXED1, "marginal": "batch"},
     "ecloss-reflect": {**TAU1_FIXED1, "padding": "reflect"},
     "ecloss-replicate": {**TAU1_FIXED1, "padding": "replicate"},
+    "ecloss-circular": {**TAU1_FIXED1, "padding": "circular"},
+    "ecloss-content-free-circular": {**TAU1_FIXED1, "content_free": 1.0, "padding": "circular"},
     "ecloss-translate": {**TAU1_FIXED1, "translate": 0.15},
     "ecloss-content-free": {**TAU1_FIXED1, "content_free": 1.0},
     "ecloss-content-free-0.1": {**TAU1_FIXED1, "content_free": 0.1},

@@ -17,7 +17,7 @@ from torch import nn
 
 __all__ = ["PADDINGS", "VGG_CONFIGS", "VGGFace"]
 
-PADDINGS = ("zeros", "reflect", "replicate")
+PADDINGS = ("zeros", "reflect", "replicate", "circular")
 
 # 'M' = 2x2 max-pool. The trailing pool of VGG is part of the embedding head here.
 VGG_CONFIGS: Dict[int, List[Union[int, str]]] = {
@@ -45,9 +45,11 @@ class VGGFace(nn.Module):
         embedding_bn: BatchNorm1d on the embedding (insightface style). Off, the network has no
             batch statistics at all when batch_norm is off too, which makes data-parallel runs
             on CPU (where SyncBatchNorm does not exist) equal single-process runs.
-        padding: how every 3x3 conv pads its input: "zeros" (VGG, the paper), "reflect" or
-            "replicate". Zero padding marks the image border in every layer, which lets a
-            channel fire at a fixed border cell whatever the face (docs/results.md).
+        padding: how every 3x3 conv pads its input: "zeros" (VGG, the paper), "reflect",
+            "replicate" or "circular". Zero padding marks the image border in every layer, which
+            lets a channel fire at a fixed cell whatever the face (docs/results.md); circular
+            padding has no border at all, so every conv layer is exactly equivariant to shifts
+            by whole cells.
     """
 
     def __init__(self, depth: int = 16, batch_norm: bool = False, width: float = 1.0,
