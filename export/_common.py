@@ -28,7 +28,7 @@ MAX_RELATIVE_PEAK = 2.0
 # Per-channel numbers of a channel -> part table (written by zoo.evaluate, see rank_channels).
 _PER_CHANNEL_KEYS = ("channel_iou", "channel_consistency", "channel_share",
                      "channel_input_dependence", "channel_fixed", "channel_typical_peak",
-                     "channel_evidence")
+                     "channel_shift_stays", "channel_evidence")
 
 
 def top_k_pixels(input_size: int, fraction: float = TOP_FRACTION) -> int:

@@ -80,7 +80,9 @@ def test_translation_following():
     res = input_dependence.translation_following(a, b)
     # ch 2 sits on the last column and cannot follow: left out
     # ch 1 stays put on its only face: a position channel (1 of the 2 channels with pairs)
+    per_channel = res.pop("channel_stays")
     assert res == {"follows": 0.5, "stays": 0.5, "position_channels": 0.5, "pairs": 2}
+    assert per_channel.tolist() == [0.0, 1.0, 0.0]            # ch 2 had no pair: 0
 
 
 def test_ring_share():

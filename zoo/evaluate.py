@@ -98,7 +98,9 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
                            shift_maps: Optional[tuple] = None) -> Dict[str, object]:
     """PE, the paper's LS (and our LS-max), peaks at several prominence thresholds split into
     outer ring and interior, ICNN location instability, and - with the maps of content-free
-    probe images - input dependence and the evidence that ranks channels for explanations."""
+    probe images - input dependence and the evidence that ranks channels for explanations:
+    evidence = (share of faces on the dominant part) x input dependence x (1 - share of faces on
+    which the peak stays put when the face moves, with shift_maps), 0 for a fixed-cell channel."""
     from export._common import SHOWN_CHANNELS, rank_channels
     lc = explainability.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
@@ -133,6 +135,13 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         dep = input_dependence.input_dependence(fmaps, probe_maps)
         typical = np.median(fmaps.reshape(*fmaps.shape[:2], -1).max(-1), axis=0)
         evidence = lc["dominant_share"] * dep * ~fixed["fixed"]
+        follow = None
+        if shift_maps is not None:
+            # a channel whose peak stays put when the face moves is a position detector: its
+            # evidence shrinks with the share of faces on which it stayed put
+            follow = input_dependence.translation_following(*shift_maps)
+            evidence = evidence * (1.0 - follow["channel_stays"])
+            per_channel["shift_stays"] = follow["channel_stays"].tolist()
         per_channel.update({"input_dependence": dep.tolist(),
                             "fixed": fixed["fixed"].astype(int).tolist(),
                             "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
@@ -156,8 +165,7 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
             "shown_channels": SHOWN_CHANNELS,
             "probe_images": int(len(probe_maps)),
         }
-        if shift_maps is not None:
-            follow = input_dependence.translation_following(*shift_maps)
+        if follow is not None:
             shown_mask = np.zeros(fmaps.shape[:2], bool)
             for i in range(len(fmaps)):
                 shown_mask[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]] = True
@@ -195,6 +203,8 @@ def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
         table.update({"channel_input_dependence": pc["input_dependence"],
                       "channel_fixed": pc["fixed"], "channel_typical_peak": pc["typical_peak"],
                       "channel_evidence": pc["evidence"]})
+    if "shift_stays" in pc:
+        table["channel_shift_stays"] = pc["shift_stays"]
     return table
 
 

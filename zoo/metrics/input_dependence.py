@@ -119,7 +119,8 @@ def translation_following(maps: np.ndarray, shifted_maps: np.ndarray, shift: int
     peak can move (column + shift < n): "follows" = the share whose argmax moved by exactly
     ``shift`` columns (same row), "stays" = the share whose argmax did not move, and
     "position_channels" = the share of channels (with such pairs) whose peak stays put on at
-    least FACE_AGREEMENT of the faces: position detectors, whatever the probes show."""
+    least FACE_AGREEMENT of the faces: position detectors, whatever the probes show;
+    "channel_stays" (C,) = per channel, the share of its faces on which its peak stayed put."""
     a = np.asarray(maps, dtype=np.float64)
     b = np.asarray(shifted_maps, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 4:
@@ -129,15 +130,17 @@ def translation_following(maps: np.ndarray, shifted_maps: np.ndarray, shift: int
     fa, fb = a.reshape(*a.shape[:2], -1), b.reshape(*b.shape[:2], -1)
     ca, cb = fa.argmax(-1), fb.argmax(-1)
     ok = (fa.max(-1) > fa.min(-1)) & (fb.max(-1) > fb.min(-1)) & (ca % n + shift < n)
-    if not ok.any():
-        return {"follows": float("nan"), "stays": float("nan"), "position_channels": float("nan"),
-                "pairs": 0}
     stays = (cb == ca) & ok
     counted = ok.sum(0) > 0
-    per_channel = stays.sum(0)[counted] / ok.sum(0)[counted]
+    # per channel: the share of its faces on which its peak stayed put (0 with no pairs)
+    channel_stays = np.divide(stays.sum(0), ok.sum(0), out=np.zeros(ok.shape[1]),
+                              where=counted)
+    if not ok.any():
+        return {"follows": float("nan"), "stays": float("nan"), "position_channels": float("nan"),
+                "pairs": 0, "channel_stays": channel_stays}
     return {"follows": float((cb == ca + shift)[ok].mean()), "stays": float(stays[ok].mean()),
-            "position_channels": float((per_channel >= FACE_AGREEMENT).mean()),
-            "pairs": int(ok.sum())}
+            "position_channels": float((channel_stays[counted] >= FACE_AGREEMENT).mean()),
+            "pairs": int(ok.sum()), "channel_stays": channel_stays}
 
 
 def ring_share(cells: np.ndarray, n: int) -> float:
