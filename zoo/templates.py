@@ -1,4 +1,4 @@
-"""Activation templates of the paper (Eq. 2-4): one-peak, two-peak and negative.
+"""Activation templates of the paper (Eq. 2-4 and the negative template): one-peak, two-peak, negative.
 
 Canonical order of the full unique set at map size n (K = n*n positions, row-major p = i*n + j):
 
@@ -75,7 +75,8 @@ def two_peak_template(n: int, peak_a: Tuple[int, int], peak_b: Tuple[int, int],
 
 
 def negative_template(n: int, tau: float = DEFAULT_TAU) -> np.ndarray:
-    """Paper Eq. 4: T^- = -tau everywhere (the channel fires nowhere)."""
+    """The paper's negative template (defined after Eq. 4, unnumbered): T^- = -tau everywhere
+    (the channel fires nowhere)."""
     _check_geometry(n, 1.0, tau)
     return np.full((n, n), -tau, dtype=np.float64)
 
