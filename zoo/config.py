@@ -125,10 +125,10 @@ PAPER_MODELS: Dict[str, Dict[str, Any]] = {
 # validation identities (docs/results.md): tau = 1 and a fixed beta = 1 (the paper's tau = 1e-3
 # with beta from 1e-5 leaves the MI term inert at this scale), plus the content-free term (our
 # extension) and reflection padding: without them about half of the channels fire at a fixed
-# cell whatever the input, or stay put when the face moves. "cpu" was chosen by measurement on the 2-core development machine (docs/training.md):
-# VGG+BN at width 1/4 and 112 px (7x7 target maps), 30 epochs of the ORL training images.
-# "gpu" is the paper's network and schedule (224 px, full width) with that ECLoss setting.
-# "paper" is the paper's setting, literally.
+# cell whatever the input, or stay put when the face moves. "cpu" was chosen by measurement on
+# the 2-core development machine (docs/training.md): VGG+BN at width 1/4 and 112 px (7x7 target
+# maps), 30 epochs of the ORL training images. "gpu" is the paper's network and schedule
+# (224 px, full width) with that ECLoss setting. "paper" is the paper's setting, literally.
 EXPLAINABLE_ECLOSS = dict(tau=1.0, beta=1.0, beta_mode="fixed", padding="reflect",
                           template_peaks="all", content_free=1.0, translate=0.0)
 PAPER_GEOMETRY = dict(width=1.0, input_size=224, batch_norm=False, epochs=30, batch_size=64,

@@ -116,8 +116,8 @@ def normalize_maps(x: torch.Tensor, how: str = "none", eps: float = 1e-6) -> tor
 
 def content_free_term(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
     """OUR EXTENSION (ICNN's negative images, Zhang et al. 2018, in this loss's terms): the mean
-    over maps of log(M * P(T-|x)), where T- is the negative template (after Eq. 4; the last template of
-    the canonical set) and P is Eq. 6.
+    over maps of log(M * P(T-|x)), where T- is the negative template (after Eq. 4; the last
+    template of the canonical set) and P is Eq. 6.
 
     For post-ReLU maps every template is >= T- elementwise, so P(T-|x) <= 1/M and the term is
     <= 0, with equality exactly when all template correlations tie, i.e. x = 0. Maximising it on

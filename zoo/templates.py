@@ -1,4 +1,5 @@
-"""Activation templates of the paper (Eq. 2-4 and the negative template): one-peak, two-peak, negative.
+"""Activation templates of the paper (Eq. 2-4 and the negative template): one-peak,
+two-peak and negative.
 
 Canonical order of the full unique set at map size n (K = n*n positions, row-major p = i*n + j):
 
