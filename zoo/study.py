@@ -297,7 +297,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = p.parse_args(argv)
     if args.summarize:
         labels = args.columns or [label for label, _ in COLUMNS if not label.startswith("final")]
-        given = argv is not None and "--variants" in argv
+        given = "--variants" in (sys.argv[1:] if argv is None else argv)
         print(summarize(Path(args.summarize), labels, args.reference,
                         args.variants if given else None))
         return 0
