@@ -15,7 +15,7 @@ built from its registry config, so that a config the registry refuses fails befo
 optimizer, resume), ``_train_one_epoch`` (one ``_train_step`` per batch) and ``_finish``
 (validation, curves, registration). TrainConfig and the presets live in zoo.train_config and
 zoo.config, the run folder's layout in zoo.runs, the non-finite loss rules in zoo.finite and the
-content-free images of a step in zoo.content_free_batch.
+content-free images of a step in zoo.data.content_free.
 """
 from __future__ import annotations
 
@@ -38,10 +38,10 @@ from torch import nn
 from . import registry, runs
 from ._io import atomic_write_bytes  # noqa: F401  (re-exported)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .content_free_batch import (  # noqa: F401  (CONTENT_FREE_SHARE re-exported)
+from .data.content_free import (  # noqa: F401  (CONTENT_FREE_SHARE re-exported)
     CONTENT_FREE_SHARE,
     content_free_count,
-    content_free_images,
+    step_content_free_batch,
 )
 from .ecloss import (
     BetaPolicy,
@@ -311,8 +311,8 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
     t0 = time.time()
     n_faces = len(labels)
     if run.n_content_free:
-        images = torch.cat([images, content_free_images(cfg.seed, run.step, run.n_content_free,
-                                                        run.world, run.rank, cfg.input_size)])
+        images = torch.cat([images, step_content_free_batch(
+            cfg.seed, run.step, run.n_content_free, run.world, run.rank, cfg.input_size)])
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16

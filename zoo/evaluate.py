@@ -133,7 +133,8 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
     if probe_maps is not None:
         fixed = input_dependence.fixed_cell_channels(fmaps, probe_maps)
         dep = input_dependence.input_dependence(fmaps, probe_maps)
-        typical = np.median(fmaps.reshape(*fmaps.shape[:2], -1).max(-1), axis=0)
+        face_peaks = fmaps.reshape(*fmaps.shape[:2], -1).max(-1)      # (I, C)
+        typical = np.median(face_peaks, axis=0)
         evidence = lc["dominant_share"] * dep * ~fixed["fixed"]
         follow = None
         if shift_maps is not None:
@@ -148,10 +149,10 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         # the runtime's ranking (export._common.rank_channels) on the same table it will get
         table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
                  "channel_part": lc["dominant_part"].tolist()}
-        face_peaks = fmaps.reshape(*fmaps.shape[:2], -1).max(-1)      # (I, C)
         cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
-        shown = [cells[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]]
-                 for i in range(len(fmaps))]
+        shown_idx = np.array([rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]
+                              for i in range(len(fmaps))])            # (I, shown)
+        shown = np.take_along_axis(cells, shown_idx, axis=1)
         strongest = [cells[i, np.argsort(-face_peaks[i], kind="stable")[:2 * SHOWN_CHANNELS]]
                      for i in range(len(fmaps))]
         result["input_dependence"] = {
@@ -159,7 +160,7 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
             "dead_share": float(fixed["dead"].mean()),
             "mean_dependence": float(dep[~fixed["dead"]].mean()) if (~fixed["dead"]).any()
             else 0.0,
-            "shown_ring_share": input_dependence.ring_share(np.stack(shown), n),
+            "shown_ring_share": input_dependence.ring_share(shown, n),
             "strongest_ring_share": input_dependence.ring_share(np.stack(strongest), n),
             "uniform_ring_share": input_dependence.uniform_ring_share(n),
             "shown_channels": SHOWN_CHANNELS,
@@ -167,8 +168,7 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         }
         if follow is not None:
             shown_mask = np.zeros(fmaps.shape[:2], bool)
-            for i in range(len(fmaps)):
-                shown_mask[i, rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]] = True
+            np.put_along_axis(shown_mask, shown_idx, True, axis=1)
             follow_shown = input_dependence.translation_following(
                 shift_maps[0] * shown_mask[..., None, None],
                 shift_maps[1] * shown_mask[..., None, None])

@@ -7,6 +7,9 @@ Two uses, one definition of "content-free":
   the training batch never contains (a checkerboard and a diagonal ramp), so a model trained
   with the content-free term is also probed on inputs it was not taught to ignore; PIL images
   that go through the same transform as faces.
+* ``step_content_free_batch``: which of them a rank adds to its batch at a training step: the
+  global batch's images are a function of (seed, step) only and each rank takes its slice, so
+  resumed and data-parallel runs see the same images (``content_free_count`` says how many).
 * ``random_content_free_batch``: the training batch of the content-free remedy (our extension,
   zoo.ecloss.content_free_term): random constant levels, pixel noise and smooth noise, already
   normalised like face_transform's output ((x - 0.5) / 0.5, so values in [-1, 1]).
@@ -20,8 +23,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["CONTENT_FREE_KINDS", "TRAINING_KINDS", "content_free_images",
-           "random_content_free_batch"]
+__all__ = ["CONTENT_FREE_KINDS", "TRAINING_KINDS", "CONTENT_FREE_SHARE", "content_free_images",
+           "random_content_free_batch", "content_free_count", "step_content_free_batch"]
+
+# Content-free images added to each training batch when the term is on: a quarter of the batch.
+CONTENT_FREE_SHARE = 0.25
 
 CONTENT_FREE_KINDS = ("grey", "black", "white", "noise", "smooth-noise", "checkerboard", "ramp")
 # kinds random_content_free_batch draws from (the others are never seen in training)
@@ -68,3 +74,17 @@ def random_content_free_batch(k: int, size: int, generator: torch.Generator) -> 
         if bool(torch.rand(1, generator=generator) < 0.5):   # half of them grey, like ORL
             out[i] = out[i].mean(0, keepdim=True).expand(3, size, size)
     return out
+
+
+def content_free_count(local_batch: int, weight: float) -> int:
+    """Content-free images per rank and step: CONTENT_FREE_SHARE of the rank's batch when the
+    content-free term is on (``weight`` > 0), else none."""
+    return int(round(CONTENT_FREE_SHARE * local_batch)) if weight > 0 else 0
+
+
+def step_content_free_batch(seed: int, step: int, n: int, world: int, rank: int,
+                            input_size: int) -> torch.Tensor:
+    """Rank ``rank``'s ``n`` content-free images of training step ``step`` (of ``world`` ranks)."""
+    g = torch.Generator().manual_seed(seed * 1_000_033 + step)
+    free = random_content_free_batch(n * world, input_size, g)
+    return free[rank * n:(rank + 1) * n]
