@@ -51,7 +51,8 @@ BETA_MODES = ("fixed", "auto")     # zoo.ecloss.BetaPolicy
 MAP_NORMS = ("none", "max")     # "max": our extension (docs/paper-notes.md)
 IMPLS = ("auto", "reference", "extension")  # how zoo.ecloss computes the MI (zoo.ops: extension)
 CHANNEL_ORDERS = ("RGB", "BGR")
-# PADDINGS (zeros | reflect | replicate) and TEMPLATE_PEAKS (all | interior) are imported above.
+# PADDINGS (zeros | reflect | replicate) and TEMPLATE_PEAKS (all | interior | permuted: a
+# control) are imported above.
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _BASE_RE = re.compile(r"^vgg(\d+)$")

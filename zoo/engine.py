@@ -434,7 +434,8 @@ def _finish(run: _Run, seconds: float) -> dict:
             result["metrics"] = validate(run.model, cfg.val, cfg.input_size, run.device,
                                          orl_num_train=cfg.orl_num_train,
                                          orl_split_seed=cfg.orl_split_seed,
-                                         orl_num_val=cfg.orl_num_val)
+                                         orl_num_val=cfg.orl_num_val,
+                                         orl_fold=cfg.orl_fold)
             for val_name, rep in result["metrics"].items():
                 log(f"held-out verification [{val_name}]: accuracy {rep['accuracy']:.4f} "
                     f"+- {rep['std']:.4f}, AUC {rep['auc']:.4f} ({rep['num_pairs']} pairs)")

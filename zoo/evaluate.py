@@ -32,10 +32,11 @@ __all__ = ["verification_on", "collect_explainability", "explainability_metrics"
            "LandmarkFolder"]
 
 
-def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int, orl_num_val: int = 0):
+def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int,
+                        orl_num_val: int = 0, orl_fold: int = 0):
     from .data.orl import ORL_HEIGHT, ORL_WIDTH, ORLFaces
     ds = ORLFaces(split, transform=None, num_train=orl_num_train, seed=orl_split_seed,
-                  num_val=orl_num_val)
+                  num_val=orl_num_val, fold=orl_fold)
 
     def item(i):
         return ds.load(i), ds.landmarks(i), (ORL_HEIGHT, ORL_WIDTH)
@@ -43,21 +44,32 @@ def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int, orl
 
 
 @torch.no_grad()
-def collect_explainability(model, items, input_size: int, device=None, batch_size: int = 32):
+def collect_explainability(model, items, input_size: int, device=None, batch_size: int = 32,
+                           shuffle_cells: bool = False):
     """Run the model over ``items`` (a list of (PIL image, 68 landmarks, (h, w))) and return
     target maps (I, C, n, n), IoUs (I, C, 7), part masks (I, 7, S, S), landmarks in the SxS frame
     (I, 68, 2), the resized images (I, S, S, 3) uint8, and the maps of the content-free probe
-    images (B, C, n, n; zoo.data.content_free) for the input-dependence measures."""
+    images (B, C, n, n; zoo.data.content_free) for the input-dependence measures.
+
+    shuffle_cells: a control - every map (faces, probes, shifted faces) has its cells shuffled
+    (zoo.metrics.controls) before any metric sees it: the chance level of each map metric."""
     from .data.content_free import content_free_images
     from .data.transforms import face_transform
+    from .metrics.controls import SHUFFLE_SEED, shuffle_map_cells
     tf = face_transform(input_size)
     device = torch.device(device) if device else next(model.parameters()).device
     model.eval()
+    rng = np.random.default_rng(SHUFFLE_SEED)
+
+    def maps_of(x):
+        f = model.forward_features(x).float().cpu().numpy()
+        return shuffle_map_cells(f, rng) if shuffle_cells else f
+
     fmaps, ious, masks, lms, imgs = [], [], [], [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         x = torch.stack([tf(img) for img, _, _ in chunk]).to(device)
-        f = model.forward_features(x).float().cpu().numpy()
+        f = maps_of(x)
         for (img, lm, hw), fm in zip(chunk, f):
             pts = scale_landmarks(lm, hw, (input_size, input_size))
             m = part_masks_from_landmarks(pts, input_size, input_size)
@@ -69,19 +81,18 @@ def collect_explainability(model, items, input_size: int, device=None, batch_siz
         fmaps.append(f)
     probes = content_free_images(input_size)
     x = torch.stack([tf(img) for img in probes.values()]).to(device)
-    probe_maps = model.forward_features(x).float().cpu().numpy()
+    probe_maps = maps_of(x)
     # the same faces with their content moved one map cell to the right (shifted_pair)
     plain, moved = [], []
     for start in range(0, len(items), batch_size):
         pairs = [shifted_pair(img, input_size, model.feature_size)
                  for img, _, _ in items[start:start + batch_size]]
-        plain.append(model.forward_features(torch.stack([tf(a) for a, _ in pairs]).to(device)))
-        moved.append(model.forward_features(torch.stack([tf(b) for _, b in pairs]).to(device)))
+        plain.append(maps_of(torch.stack([tf(a) for a, _ in pairs]).to(device)))
+        moved.append(maps_of(torch.stack([tf(b) for _, b in pairs]).to(device)))
     return {"fmaps": np.concatenate(fmaps), "ious": np.stack(ious), "masks": np.stack(masks),
             "landmarks": np.stack(lms), "images": np.stack(imgs), "probe_maps": probe_maps,
             "probe_kinds": list(probes),
-            "shift_maps": (torch.cat(plain).float().cpu().numpy(),
-                           torch.cat(moved).float().cpu().numpy())}
+            "shift_maps": (np.concatenate(plain), np.concatenate(moved))}
 
 
 def shifted_pair(img, size: int, map_size: int):
@@ -223,8 +234,12 @@ def _fig6_channels(metrics, k: int = 6) -> List[int]:
 def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
              split: str = "heldout", device: Optional[str] = None, max_images: Optional[int] = None,
              figures: bool = True, orl_num_train: int = 30, orl_split_seed: int = 0,
-             write_channel_parts: bool = True, orl_num_val: int = 0) -> Dict[str, object]:
-    """Evaluate one model; returns the metrics dict that metrics.json holds."""
+             write_channel_parts: bool = True, orl_num_val: int = 0,
+             orl_fold: int = 0, shuffle_cells: bool = False) -> Dict[str, object]:
+    """Evaluate one model; returns the metrics dict that metrics.json holds.
+
+    shuffle_cells: a control (chance levels), every map's cells shuffled before the explanation
+    metrics; its channel_parts.json is never written to the model."""
     from . import registry
     model = registry.load(name_or_path)
     cfg = model.zoo_config
@@ -244,9 +259,10 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
         result["verification"] = verification_on(model, "orl", size, dev,
                                                   orl_num_train=orl_num_train,
                                                   orl_split_seed=orl_split_seed,
-                                                  orl_num_val=orl_num_val,
+                                                  orl_num_val=orl_num_val, orl_fold=orl_fold,
                                                   orl_split="val" if split == "val" else "heldout")
-        ds, n, item = _orl_explain_source(split, orl_num_train, orl_split_seed, orl_num_val)
+        ds, n, item = _orl_explain_source(split, orl_num_train, orl_split_seed, orl_num_val,
+                                          orl_fold)
         idx = range(n if max_images is None else min(n, max_images))
         items = [item(i) for i in idx]
         result["explain_split"] = split
@@ -259,13 +275,14 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
         result["images_without_landmarks"] = [str(p) for p in folder.missing]
 
     if items:
-        col = collect_explainability(model, items, size, dev)
+        col = collect_explainability(model, items, size, dev, shuffle_cells=shuffle_cells)
+        result["shuffled_cells"] = bool(shuffle_cells)
         result["explainability"] = explainability_metrics(col["fmaps"], col["ious"],
                                                           col["landmarks"], size,
                                                           col["probe_maps"], col["shift_maps"])
         table = channel_parts_table(result["explainability"])
         (out_dir / "channel_parts.json").write_text(json.dumps(table))
-        if write_channel_parts and model.zoo_dir is not None:
+        if write_channel_parts and not shuffle_cells and model.zoo_dir is not None:
             (Path(model.zoo_dir) / "channel_parts.json").write_text(json.dumps(table))
         if figures:
             result["figures"] = _write_figures(out_dir, col, result["explainability"], name)

@@ -59,7 +59,24 @@ VARIANTS.update({f"{name}-uncapped": VARIANTS[name] for name in (
 VARIANTS.update({
     "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
     "softmax-reflect": {"loss": "softmax", "padding": "reflect", "translate": 0.0},
+    # the default plus one more change each: templates peaking only inside the map, or shifted
+    # faces (ORL faces fill the frame, so hair and jaw sit on the 7 x 7 ring)
+    "ecloss-content-free-reflect-interior": {**TAU1_FIXED1, "content_free": 1.0,
+                                             "padding": "reflect", "template_peaks": "interior"},
+    "ecloss-content-free-reflect-translate": {**TAU1_FIXED1, "content_free": 1.0,
+                                              "padding": "reflect", "translate": 0.15},
 })
+# Controls (not methods): the default's network never trained ("untrained"), and the default with
+# each template's cells shuffled ("...-permuted": the same MI pressure of the same strength
+# towards maps that match no spatial shape), so a gain can be traced to template matching.
+VARIANTS.update({
+    "untrained": {**TAU1_FIXED1, "content_free": 1.0, "padding": "reflect", "max_steps": 0},
+    "ecloss-content-free-reflect-permuted": {**TAU1_FIXED1, "content_free": 1.0,
+                                             "padding": "reflect", "template_peaks": "permuted"},
+})
+# Controls computed at evaluation, from a trained run of another variant: "<variant>+shuffled"
+# is that run's maps with the cells of every map shuffled (chance levels of the map metrics).
+SHUFFLED_SUFFIX = "+shuffled"
 
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),
            ("PE", ("explainability", "part_explainability")),
@@ -99,42 +116,69 @@ def _training_summary(run_dir: Path) -> Dict[str, float]:
     import csv
     with open(run_dir / "log.csv") as f:
         rows = list(csv.DictReader(f))
+    if not rows:   # the untrained control took no step
+        return {"final_mi": None, "final_beta": None, "final_ce": None, "steps": 0}
     last = rows[-20:]
     return {"final_mi": float(np.mean([float(r["mi"]) for r in last])),
             "final_beta": float(last[-1]["beta"]),
             "final_ce": float(np.mean([float(r["ce"]) for r in last])), "steps": len(rows)}
 
 
+def run_name(arch: str, variant: str, seed: int, fold: int = 0) -> str:
+    """The registered name of one run: study-<arch>-<variant>[-f<fold>]-s<seed> (fold 0 keeps the
+    name runs had before test folds existed)."""
+    return f"study-{arch}-{variant}" + (f"-f{fold}" if fold else "") + f"-s{seed}"
+
+
+def check_variant(variant: str) -> str:
+    """``variant`` if it is a VARIANTS key or "<key>+shuffled"; else a ValueError listing them."""
+    base = variant[:-len(SHUFFLED_SUFFIX)] if variant.endswith(SHUFFLED_SUFFIX) else variant
+    if base not in VARIANTS:
+        raise ValueError(f"unknown study variant {variant!r}; choose from {sorted(VARIANTS)} "
+                         f"(any of them + {SHUFFLED_SUFFIX!r} for the cell-shuffled control)")
+    return variant
+
+
 def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
             epochs: Optional[int], reevaluate: bool = False, num_train: int = 30,
             num_val: int = 0, split: str = "heldout",
-            train_only: bool = False) -> Optional[Dict[str, object]]:
-    """Train (unless done) and evaluate (unless done) one (variant, seed); returns its metrics.
+            train_only: bool = False, fold: int = 0,
+            geometry: Optional[Dict[str, object]] = None) -> Optional[Dict[str, object]]:
+    """Train (unless done) and evaluate (unless done) one (variant, seed, fold); returns its
+    metrics.
 
-    num_train / num_val: ORL identities to train on / keep for validation; split: the identities
-    the metrics are measured on ("val" to choose settings, "heldout" to report)."""
+    num_train / num_val: ORL identities to train on / keep for validation; fold: the test fold
+    (zoo.data.orl.orl_identity_splits); split: the identities the metrics are measured on ("val"
+    to choose settings, "heldout" to report). geometry: TrainConfig overrides (preset,
+    input_size, width, device) shared by every variant of a study. "<variant>+shuffled"
+    evaluates the trained run of <variant> with every map's cells shuffled (a control)."""
     from .engine import TrainConfig, train
     from .evaluate import evaluate
     from .runs import METRICS_FILE, evaluation_dir, run_dir as run_folder
-    name = f"study-{arch}-{variant}-s{seed}"
+    shuffled = variant.endswith(SHUFFLED_SUFFIX)
+    base = variant[:-len(SHUFFLED_SUFFIX)] if shuffled else variant
+    name = run_name(arch, base, seed, fold)
     run_dir = run_folder(name, out)
-    eval_dir = evaluation_dir(name, out)
+    eval_dir = evaluation_dir(run_name(arch, variant, seed, fold), out)
     metrics_path = eval_dir / METRICS_FILE
     trained = (run_dir / "summary.json").exists()
-    if (fresh or not trained) and variant.endswith("-uncapped"):
-        raise ValueError(f"{variant}: a record of runs made before the content-free cap; the "
+    if (fresh or not trained) and base.endswith("-uncapped"):
+        raise ValueError(f"{base}: a record of runs made before the content-free cap; the "
                          "current code cannot train it (use the variant without -uncapped)")
-    if fresh or not trained:
+    if (fresh and not shuffled) or not trained:
         cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
                           progress=False, resume=not fresh,
                           **({"epochs": epochs} if epochs else {}),
-                          orl_num_train=num_train, orl_num_val=num_val, **VARIANTS[variant])
+                          orl_num_train=num_train, orl_num_val=num_val, orl_fold=fold,
+                          **{**VARIANTS[base], **(geometry or {})})
         train(cfg)
     if train_only:
         return None
     if fresh or reevaluate or not metrics_path.exists():
         metrics = evaluate(name, out=str(eval_dir), split=split, orl_num_train=num_train,
-                           orl_num_val=num_val)
+                           orl_num_val=num_val, orl_fold=fold,
+                           device=(geometry or {}).get("device"),
+                           shuffle_cells=shuffled, write_channel_parts=not shuffled)
     else:
         metrics = json.loads(metrics_path.read_text())
     metrics["training"] = _training_summary(run_dir)
@@ -210,10 +254,11 @@ def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str]
     """Markdown tables from the committed per-run records (<variant>-s<seed>.json, as written
     with --results): mean +- sample std and n per variant, then seed-paired differences against
     ``reference`` with a paired t-test. Needs no model: the raw numbers are the source."""
-    runs: Dict[str, Dict[int, Dict[str, object]]] = {}
+    runs: Dict[str, Dict[tuple, Dict[str, object]]] = {}
     for path in sorted(Path(results_dir).glob("*.json")):
         rec = json.loads(path.read_text())
-        runs.setdefault(rec["variant"], {})[int(rec["seed"])] = rec
+        # runs pair by (test fold, seed); records written before folds existed are fold 0
+        runs.setdefault(rec["variant"], {})[(int(rec.get("fold", 0)), int(rec["seed"]))] = rec
     order = list(variants) if variants else sorted(runs)
     lines = ["| variant | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for v in order:
@@ -226,9 +271,9 @@ def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str]
     text = "\n".join(lines) + "\n"
     if reference and reference in runs:
         from scipy import stats
-        rows = ["", f"Seed-paired differences vs {reference} (mean +- sample std over the seeds "
-                    "both have; two-sided paired t-test p):", "",
-                "| variant | seeds | " + " | ".join(labels) + " |",
+        rows = ["", f"Paired differences vs {reference} (mean +- sample std over the (fold, seed) "
+                    "runs both have; two-sided paired t-test p):", "",
+                "| variant | runs | " + " | ".join(labels) + " |",
                 "|---|---|" + "---|" * len(labels)]
         for v in order:
             if v == reference or v not in runs:
@@ -248,9 +293,16 @@ def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str]
                     if d.std(ddof=1) > 0:
                         cell += f" (p={stats.ttest_1samp(d, 0.0).pvalue:.2g})"
                 cells.append(cell)
-            rows.append(f"| {v} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
+            rows.append(f"| {v} | {_run_keys(seeds)} | " + " | ".join(cells) + " |")
         text += "\n".join(rows) + "\n"
     return text
+
+
+def _run_keys(keys) -> str:
+    """(fold, seed) keys as "0,1,2" (seeds, when every key is fold 0) or "f0s0,f1s0"."""
+    if all(f == 0 for f, _ in keys):
+        return ",".join(str(s) for _, s in keys)
+    return ",".join(f"f{f}s{s}" for f, s in keys)
 
 
 def render_paired(diffs: Dict[str, Dict[str, list]], reference: str) -> str:
@@ -268,14 +320,40 @@ def render_paired(diffs: Dict[str, Dict[str, list]], reference: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_run_record(results_dir: Path, variant: str, seed: int, fold: int, args,
+                     geometry: Dict[str, object], metrics: Dict[str, object]) -> Path:
+    """The raw numbers of one run, <variant>[-f<fold>]-s<seed>.json, written as it finishes
+    (atomically), so a study spanning sessions keeps every finished run."""
+    from ._io import atomic_write_bytes
+    base = variant[:-len(SHUFFLED_SUFFIX)] if variant.endswith(SHUFFLED_SUFFIX) else variant
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / (f"{variant}" + (f"-f{fold}" if fold else "") + f"-s{seed}.json")
+    atomic_write_bytes(path, (json.dumps(
+        {"variant": variant, "seed": seed, "fold": fold, "arch": args.arch, "split": args.split,
+         "num_train": args.num_train, "num_val": args.num_val,
+         "geometry": {k: v for k, v in geometry.items() if k != "device"},
+         "epochs": args.epochs, "settings": VARIANTS[base], **run_numbers(metrics)},
+        indent=2) + "\n").encode())
+    return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["softmax", "ecloss"],
-                   choices=sorted(VARIANTS))
+                   help=f"from {sorted(VARIANTS)}; <variant>{SHUFFLED_SUFFIX} evaluates that "
+                        "variant's trained run with every map's cells shuffled (a control)")
     p.add_argument("--arch", default="vgg16")
-    p.add_argument("--epochs", type=int, help="override the cpu preset's epochs")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--folds", type=int, nargs="+", default=[0],
+                   help="ORL test folds (disjoint held-out identities; 4 for 25 / 5 / 10)")
+    p.add_argument("--preset", default="cpu", help="training preset (zoo.config.PRESETS) that "
+                   "fills what the variants leave unset; cpu by default on every device")
+    p.add_argument("--input-size", type=int, help="override the preset's input size (224: the "
+                   "paper's 14 x 14 maps)")
+    p.add_argument("--width", type=float, help="override the preset's VGG width (1: the paper's)")
+    p.add_argument("--device", help="cpu | cuda (default: cuda when present)")
     p.add_argument("--out", default="runs/study")
     p.add_argument("--fresh", action="store_true", help="retrain and re-evaluate everything")
     p.add_argument("--reevaluate", action="store_true", help="re-evaluate trained runs")
@@ -295,6 +373,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--zoo-home", help="where the study's models are registered (default OUT/zoo, "
                                       "so they stay out of your model cache)")
     args = p.parse_args(argv)
+    try:
+        for v in args.variants:
+            check_variant(v)
+    except ValueError as exc:
+        p.error(str(exc))
     if args.summarize:
         labels = args.columns or [label for label, _ in COLUMNS if not label.startswith("final")]
         given = "--variants" in (sys.argv[1:] if argv is None else argv)
@@ -305,30 +388,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     import os
     os.environ["ZOO_HOME"] = str(Path(args.zoo_home) if args.zoo_home else (out / "zoo").resolve())
+    geometry = {"preset": args.preset,
+                **{k: getattr(args, k) for k in ("input_size", "width", "device")
+                   if getattr(args, k) is not None}}
     results = {v: [] for v in args.variants}
     done_seeds = {v: [] for v in args.variants}
-    for seed in args.seeds:
-        for v in args.variants:
-            if args.evaluate_only and not (out / f"study-{args.arch}-{v}-s{seed}" /
-                                           "summary.json").exists():
-                continue
-            m = run_one(v, seed, args.arch, out, args.fresh, args.epochs, args.reevaluate,
-                        args.num_train, args.num_val, args.split, args.train_only)
-            if m is None:
-                print(f"{v} seed {seed}: trained", flush=True)
-                continue
-            results[v].append(m)
-            done_seeds[v].append(seed)
-            if args.results:
-                Path(args.results).mkdir(parents=True, exist_ok=True)
-                (Path(args.results) / f"{v}-s{seed}.json").write_text(json.dumps(
-                    {"variant": v, "seed": seed, "arch": args.arch, "split": args.split,
-                     "num_train": args.num_train, "num_val": args.num_val,
-                     "settings": VARIANTS[v], **run_numbers(m)}, indent=2) + "\n")
-            print(f"{v} seed {seed}: acc {m['verification']['accuracy']:.4f} "
-                  f"PE {m['explainability']['part_explainability']:.4f} "
-                  f"LS {m['explainability']['location_consistency']:.4f} "
-                  f"peaks {m['explainability']['activation_robustness']:.3f}", flush=True)
+    # one (fold, seed) at a time, every variant in it, so an interrupted study leaves whole
+    # pairs; finished runs are reused and an interrupted training run resumes from its checkpoint
+    for fold in args.folds:
+        for seed in args.seeds:
+            for v in args.variants:
+                base = v[:-len(SHUFFLED_SUFFIX)] if v.endswith(SHUFFLED_SUFFIX) else v
+                if args.evaluate_only and not (out / run_name(args.arch, base, seed, fold) /
+                                               "summary.json").exists():
+                    continue
+                m = run_one(v, seed, args.arch, out, args.fresh, args.epochs, args.reevaluate,
+                            args.num_train, args.num_val, args.split, args.train_only, fold,
+                            geometry)
+                tag = f"{v} fold {fold} seed {seed}"
+                if m is None:
+                    print(f"{tag}: trained", flush=True)
+                    continue
+                results[v].append(m)
+                done_seeds[v].append(seed if len(args.folds) == 1 else (fold, seed))
+                if args.results:
+                    write_run_record(Path(args.results), v, seed, fold, args, geometry, m)
+                print(f"{tag}: acc {m['verification']['accuracy']:.4f} "
+                      f"PE {m['explainability']['part_explainability']:.4f} "
+                      f"LS {m['explainability']['location_consistency']:.4f} "
+                      f"peaks {m['explainability']['activation_robustness']:.3f}", flush=True)
     if args.train_only:
         return 0
     results = {v: r for v, r in results.items() if r}

@@ -133,7 +133,11 @@ def template_kinds(n: int, indices: np.ndarray) -> Tuple[np.ndarray, np.ndarray,
     return kind, a, b
 
 
-TEMPLATE_PEAKS = ("all", "interior")
+# "permuted" is a CONTROL, not a method: the paper's templates with the cells of each template
+# shuffled (same values, no spatial shape), so a study can tell gains of template matching
+# from gains of any sharpening pressure of the same strength.
+TEMPLATE_PEAKS = ("all", "interior", "permuted")
+PERMUTED_TEMPLATE_SEED = 0
 
 
 def peak_positions(n: int, peaks: str = "all") -> np.ndarray:
@@ -143,7 +147,7 @@ def peak_positions(n: int, peaks: str = "all") -> np.ndarray:
     if peaks not in TEMPLATE_PEAKS:
         raise ValueError(f"template peaks must be one of {TEMPLATE_PEAKS}, got {peaks!r}")
     ii, jj = np.divmod(np.arange(n * n), n)
-    if peaks == "all":
+    if peaks in ("all", "permuted"):
         return np.arange(n * n, dtype=np.int64)
     if n < 3:
         raise ValueError(f"a {n}x{n} map has no interior cells for interior template peaks")
@@ -158,7 +162,8 @@ def build_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLA
 
     peaks="interior" builds the same canonical set over the interior positions only (one-peak
     templates on interior cells, two-peak templates of two interior cells, the negative
-    template), then takes M evenly from it."""
+    template), then takes M evenly from it. peaks="permuted" (a control) is the "all" set with
+    the n*n cells of each template shuffled by its own seeded permutation."""
     _check_geometry(n, r, tau)
     pos = peak_positions(n, peaks)
     kp = len(pos)
@@ -180,7 +185,16 @@ def build_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLA
     out[kind == 0] = -tau
     out[kind == 1] = one_peak[a[kind == 1]]
     out[two] = np.maximum(one_peak[a[two]], one_peak[b[two]])
+    if peaks == "permuted":
+        out = permute_template_cells(out, PERMUTED_TEMPLATE_SEED)
     return out.reshape(len(indices), n, n)
+
+
+def permute_template_cells(flat: np.ndarray, seed: int) -> np.ndarray:
+    """(M, K) templates with each row's K cells in its own random order (numpy PCG64 ``seed``):
+    every template keeps its values (so its norm and the MI's scale) and loses its shape."""
+    rng = np.random.default_rng(seed)
+    return np.stack([row[rng.permutation(row.shape[0])] for row in flat])
 
 
 _CACHE: Dict[tuple, torch.Tensor] = {}

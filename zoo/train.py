@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--map-norm", choices=MAP_NORMS, default=None,
                    help="max: normalise each map before the MI (our extension, not the paper)")
     p.add_argument("--template-peaks", choices=TEMPLATE_PEAKS, default=None,
-                   help="interior: template peaks off the map's outer ring (our extension)")
+                   help="interior: template peaks off the map's outer ring (our extension); "
+                        "permuted: each template's cells shuffled (a control, not a method)")
     p.add_argument("--content-free", type=float, default=None, metavar="WEIGHT",
                    help="push maps of blank/noise images to the negative template with this "
                         "weight (our extension; 0 = off)")

@@ -76,6 +76,7 @@ class TrainConfig:
     orl_num_train: int = 30
     orl_num_val: int = 0                # ORL validation identities (taken after the training ones)
     orl_split_seed: int = 0
+    orl_fold: int = 0                   # test fold (zoo.data.orl.orl_identity_splits)
 
     @property
     def depth(self) -> int:
@@ -131,7 +132,7 @@ def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = N
                   "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                   "preset": cfg.preset, "translate": cfg.translate,
                   "orl_num_train": cfg.orl_num_train, "orl_num_val": cfg.orl_num_val,
-                  "orl_split_seed": cfg.orl_split_seed},
+                  "orl_split_seed": cfg.orl_split_seed, "orl_fold": cfg.orl_fold},
         metrics=metrics or {})
 
 
@@ -141,7 +142,7 @@ def build_train_dataset(cfg: TrainConfig):
     if cfg.data == "orl":
         from .data.orl import ORLFaces
         return ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
-                        seed=cfg.orl_split_seed, num_val=cfg.orl_num_val)
+                        seed=cfg.orl_split_seed, num_val=cfg.orl_num_val, fold=cfg.orl_fold)
     path = Path(cfg.data)
     if path.suffix == ".rec":
         from .data.recordio import RecordIODataset

@@ -22,14 +22,15 @@ __all__ = ["verification_on", "validate", "validation_name"]
 
 def verification_on(model, val: str, input_size: int, device=None, flip: bool = True,
                     orl_num_train: int = 30, orl_split_seed: int = 0, orl_num_val: int = 0,
-                    orl_split: str = "heldout") -> Dict[str, object]:
+                    orl_split: str = "heldout", orl_fold: int = 0) -> Dict[str, object]:
     """Verification report on 'orl' (held-out identities, or orl_split="val" for the validation
     identities; LFW-shape pairs) or a .bin file."""
     from .data.transforms import face_transform
     if val == "orl":
         from .data.verification import ORLPairs
         pairs = ORLPairs(transform=face_transform(input_size), num_train=orl_num_train,
-                         seed=orl_split_seed, split=orl_split, num_val=orl_num_val)
+                         seed=orl_split_seed, split=orl_split, num_val=orl_num_val,
+                         fold=orl_fold)
         images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
         emb = embed(model, images, device=device, flip=flip)
         scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
@@ -48,9 +49,10 @@ def validation_name(val: str) -> str:
 
 def validate(model, val_sets: Sequence[str], input_size: int, device=None,
              orl_num_train: int = 30, orl_split_seed: int = 0,
-             orl_num_val: int = 0) -> Dict[str, Dict[str, object]]:
+             orl_num_val: int = 0, orl_fold: int = 0) -> Dict[str, Dict[str, object]]:
     """Verification on each validation set ('orl' held-out identities or .bin files), by name."""
     return {validation_name(val):
             verification_on(model, val, input_size, device, orl_num_train=orl_num_train,
-                            orl_split_seed=orl_split_seed, orl_num_val=orl_num_val)
+                            orl_split_seed=orl_split_seed, orl_num_val=orl_num_val,
+                            orl_fold=orl_fold)
             for val in val_sets}

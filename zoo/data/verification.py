@@ -132,9 +132,10 @@ class ORLPairs(PairDataset):
     """
 
     def __init__(self, transform=None, num_train=30, seed=0, num_folds=10, pairs_per_fold=None,
-                 pair_seed=0, split="heldout", num_val=0):
+                 pair_seed=0, split="heldout", num_val=0, fold=0):
         from .orl import ORLFaces
-        ds = ORLFaces(split, transform=transform, num_train=num_train, seed=seed, num_val=num_val)
+        ds = ORLFaces(split, transform=transform, num_train=num_train, seed=seed, num_val=num_val,
+                      fold=fold)
         super().__init__(ds, verification_pairs(ds.labels, num_folds, pairs_per_fold, pair_seed))
 
 
