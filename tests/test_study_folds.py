@@ -11,20 +11,24 @@ from zoo.metrics.controls import shuffle_map_cells
 from zoo.templates import build_templates
 
 
-def test_test_folds_are_disjoint_and_fold0_is_the_old_split():
+def test_test_folds_are_disjoint_and_never_hold_out_a_validation_identity():
     held = []
+    val0 = orl_identity_splits(27, 5, seed=0)[1]
     for fold in range(4):
-        train, val, test = orl_identity_splits(25, 5, seed=0, fold=fold)
-        assert (len(train), len(val), len(test)) == (25, 5, 10)
+        train, val, test = orl_identity_splits(27, 5, seed=0, fold=fold)
+        assert (len(train), len(val), len(test)) == (27, 5, 8)
         assert set(train) | set(val) | set(test) == set(range(1, 41))
         assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+        assert val == val0                                   # chosen on, never tested on
         held.append(set(test))
-    assert set().union(*held) == set(range(1, 41))            # 4 disjoint blocks of 10
-    assert orl_identity_splits(25, 5, 0, 0) == orl_identity_splits(25, 5, 0)
+    assert sum(len(h) for h in held) == len(set().union(*held)) == 32   # disjoint
+    assert orl_identity_splits(27, 5, 0, 0) == orl_identity_splits(27, 5, 0)
     with pytest.raises(ValueError, match="fold must be in 0..3"):
-        orl_identity_splits(25, 5, 0, fold=4)
+        orl_identity_splits(27, 5, 0, fold=4)
+    with pytest.raises(ValueError, match="fold must be in 0..2"):
+        orl_identity_splits(25, 5, 0, fold=3)              # 35 // 10 = 3 folds
     with pytest.raises(ValueError, match="fold"):
-        orl_identity_splits(25, 5, 0, fold=-1)
+        orl_identity_splits(27, 5, 0, fold=-1)
 
 
 def test_permuted_templates_keep_values_and_lose_shape():
@@ -86,7 +90,7 @@ def test_study_main_folds_and_controls_tiny(tmp_path, monkeypatch):
     out, res = tmp_path / "s", tmp_path / "r"
     assert study.main(["--seeds", "0", "--folds", "1", "--epochs", "1", "--arch", "vgg13",
                        "--variants", "softmax", "softmax+shuffled", "untrained",
-                       "--num-train", "25", "--num-val", "5", "--out", str(out),
+                       "--num-train", "27", "--num-val", "5", "--out", str(out),
                        "--results", str(res)]) == 0
     plain = json.loads((res / "softmax-f1-s0.json").read_text())
     shuffled = json.loads((res / "softmax+shuffled-f1-s0.json").read_text())

@@ -160,6 +160,12 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
     name = run_name(arch, base, seed, fold)
     run_dir = run_folder(name, out)
     eval_dir = evaluation_dir(run_name(arch, variant, seed, fold), out)
+    if split == "val":
+        # validation and test metrics of one run live side by side; runs evaluated on "val"
+        # before this split of folders kept theirs in evaluation/ (explain_split says so)
+        legacy = eval_dir / METRICS_FILE
+        if not (legacy.exists() and json.loads(legacy.read_text()).get("explain_split") == "val"):
+            eval_dir = eval_dir.with_name(eval_dir.name + "-val")
     metrics_path = eval_dir / METRICS_FILE
     trained = (run_dir / "summary.json").exists()
     if (fresh or not trained) and base.endswith("-uncapped"):

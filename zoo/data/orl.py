@@ -43,10 +43,11 @@ def orl_identity_splits(num_train: int = 30, num_val: int = 0, seed: int = 0, fo
     version that keeps default_rng's stream: the first ``num_train`` identities train, the next
     ``num_val`` validate, the rest are held out (test). The held-out identities depend only on
     num_train + num_val, so a 25 / 5 / 10 split tests on the same 10 people as a 30 / 10 split.
-    fold k (test folds): the permutation is rotated by k held-out blocks first, so the held-out
-    sets of folds 0 .. 40 // heldout - 1 are disjoint (4 folds for a 25 / 5 / 10 split) and
-    fold 0 is the split above. Training and validation identities are the rest, in the rotated
-    order.
+    fold k (test folds): the validation identities stay the same on every fold, so settings
+    chosen on them never saw a test identity of any fold; the held-out block moves over the
+    other identities (the held-out ones of fold 0 first, then the training ones in order), so
+    the held-out sets of folds 0 .. (40 - num_val) // heldout - 1 are disjoint. Fold 0 is the
+    split above. A 27 / 5 / 8 split has 4 folds (3 identities always train); 25 / 5 / 10 has 3.
     All lists are sorted.
     """
     num_train, num_val = int(num_train), int(num_val)
@@ -55,17 +56,18 @@ def orl_identity_splits(num_train: int = 30, num_val: int = 0, seed: int = 0, fo
                          f"to at most {NUM_IDENTITIES}")
     perm = np.random.default_rng(seed).permutation(np.arange(1, NUM_IDENTITIES + 1))
     cut = num_train + num_val
+    val = perm[num_train:cut]
     fold = int(fold)
     heldout = NUM_IDENTITIES - cut
-    if fold:
-        if heldout < 1 or not (0 <= fold < NUM_IDENTITIES // heldout):
-            raise ValueError(f"fold must be in 0..{max(NUM_IDENTITIES // max(heldout, 1) - 1, 0)} "
-                             f"for {heldout} held-out identities, got {fold}")
-        # held out of fold k: the k-th block of `heldout` identities counted from the end
-        perm = np.roll(perm, fold * heldout)
-    return (sorted(int(i) for i in perm[:num_train]),
-            sorted(int(i) for i in perm[num_train:cut]),
-            sorted(int(i) for i in perm[cut:]))
+    num_folds = (NUM_IDENTITIES - num_val) // heldout if heldout else 1
+    if not 0 <= fold < num_folds:
+        raise ValueError(f"fold must be in 0..{num_folds - 1} for a {num_train} / {num_val} / "
+                         f"{heldout} split, got {fold}")
+    pool = np.concatenate([perm[cut:], perm[:num_train]])   # fold 0 holds out perm[cut:]
+    test = pool[fold * heldout:(fold + 1) * heldout]
+    train = np.concatenate([pool[:fold * heldout], pool[(fold + 1) * heldout:]])
+    return (sorted(int(i) for i in train), sorted(int(i) for i in val),
+            sorted(int(i) for i in test))
 
 
 def orl_identity_split(num_train: int = 30, seed: int = 0):
