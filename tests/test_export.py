@@ -63,7 +63,7 @@ def _ort(path):
 def test_export_writes_files_and_reports_parity(exported):
     out, result, lines = exported
     assert sorted(p.name for p in out.iterdir()) == ["embedding.onnx", "featuremap.onnx",
-                                                     "model.ts"]
+                                                     "head.onnx", "model.ts"]
     seen = {(r["file"], r["output"], r["batch"]) for r in result.parity}
     for f, o in [("embedding.onnx", "embeddings"), ("featuremap.onnx", "feature_maps"),
                  ("featuremap.onnx", "heatmaps+masks"), ("model.ts", "embeddings")]:

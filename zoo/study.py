@@ -255,16 +255,18 @@ def render(table, seeds) -> str:
     return "\n".join(lines) + "\n"
 
 
-def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str] = None,
-              variants: Optional[Sequence[str]] = None) -> str:
-    """Markdown tables from the committed per-run records (<variant>-s<seed>.json, as written
-    with --results): mean +- sample std and n per variant, then seed-paired differences against
-    ``reference`` with a paired t-test. Needs no model: the raw numbers are the source."""
+def load_records(results_dir: Path) -> Dict[str, Dict[tuple, Dict[str, object]]]:
+    """{variant: {(fold, seed): record}} from the per-run records in ``results_dir`` (as written
+    with --results); records written before test folds existed are fold 0."""
     runs: Dict[str, Dict[tuple, Dict[str, object]]] = {}
     for path in sorted(Path(results_dir).glob("*.json")):
         rec = json.loads(path.read_text())
-        # runs pair by (test fold, seed); records written before folds existed are fold 0
         runs.setdefault(rec["variant"], {})[(int(rec.get("fold", 0)), int(rec["seed"]))] = rec
+    return runs
+
+
+def summary_table(runs, labels: Sequence[str], variants: Optional[Sequence[str]] = None) -> str:
+    """Markdown: mean +- sample std and n per variant (rounded once, from the raw numbers)."""
     order = list(variants) if variants else sorted(runs)
     lines = ["| variant | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for v in order:
@@ -274,33 +276,49 @@ def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str]
             cells.append("n/a" if not vals else f"{np.mean(vals):.3f}" + (
                 f" +- {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""))
         lines.append(f"| {v} | {len(runs.get(v, {}))} | " + " | ".join(cells) + " |")
-    text = "\n".join(lines) + "\n"
-    if reference and reference in runs:
-        from scipy import stats
-        rows = ["", f"Paired differences vs {reference} (mean +- sample std over the (fold, seed) "
-                    "runs both have; two-sided paired t-test p):", "",
-                "| variant | runs | " + " | ".join(labels) + " |",
-                "|---|---|" + "---|" * len(labels)]
-        for v in order:
-            if v == reference or v not in runs:
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(runs, labels: Sequence[str], reference: str,
+                 variants: Optional[Sequence[str]] = None) -> str:
+    """Markdown: per variant, the differences to ``reference`` paired by (fold, seed): mean +-
+    sample std and a two-sided paired t-test p over the runs both have."""
+    from scipy import stats
+    order = list(variants) if variants else sorted(runs)
+    rows = ["| variant | runs | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for v in order:
+        if v == reference or v not in runs or reference not in runs:
+            continue
+        keys = sorted(set(runs[v]) & set(runs[reference]))
+        cells = []
+        for label in labels:
+            d = np.array([runs[v][k][label] - runs[reference][k][label] for k in keys
+                          if runs[v][k].get(label) is not None
+                          and runs[reference][k].get(label) is not None])
+            if len(d) == 0:
+                cells.append("n/a")
                 continue
-            seeds = sorted(set(runs[v]) & set(runs[reference]))
-            cells = []
-            for label in labels:
-                d = np.array([runs[v][sd][label] - runs[reference][sd][label] for sd in seeds
-                              if runs[v][sd].get(label) is not None
-                              and runs[reference][sd].get(label) is not None])
-                if len(d) == 0:
-                    cells.append("n/a")
-                    continue
-                cell = f"{d.mean():+.3f}"
-                if len(d) > 1:
-                    cell += f" +- {d.std(ddof=1):.3f}"
-                    if d.std(ddof=1) > 0:
-                        cell += f" (p={stats.ttest_1samp(d, 0.0).pvalue:.2g})"
-                cells.append(cell)
-            rows.append(f"| {v} | {_run_keys(seeds)} | " + " | ".join(cells) + " |")
-        text += "\n".join(rows) + "\n"
+            cell = f"{d.mean():+.3f}"
+            if len(d) > 1:
+                cell += f" +- {d.std(ddof=1):.3f}"
+                if d.std(ddof=1) > 0:
+                    cell += f" (p={stats.ttest_1samp(d, 0.0).pvalue:.2g})"
+            cells.append(cell)
+        rows.append(f"| {v} | {_run_keys(keys)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def summarize(results_dir: Path, labels: Sequence[str], reference: Optional[str] = None,
+              variants: Optional[Sequence[str]] = None) -> str:
+    """Markdown tables from the committed per-run records: mean +- sample std and n per variant,
+    then the differences against ``reference`` paired by (fold, seed) with a paired t-test.
+    Needs no model: the raw numbers are the source."""
+    runs = load_records(results_dir)
+    text = summary_table(runs, labels, variants)
+    if reference and reference in runs:
+        text += ("\n" + f"Paired differences vs {reference} (mean +- sample std over the (fold, "
+                 "seed) runs both have; two-sided paired t-test p):\n\n"
+                 + paired_table(runs, labels, reference, variants))
     return text
 
 

@@ -1,0 +1,398 @@
+"""A local web page over the runtime: drop two face photos, see the decision, the similarity, the
+per-part evidence and the heatmaps; or explain one face.
+
+    pip install ".[app]"                      # Gradio; the runtime itself never imports it
+    python -m export.app --model out/         # serves http://127.0.0.1:7860 (this machine only)
+
+Two tabs. "Compare two faces": FaceVerifier.verify(explain=True) on the two photos, the decision
+and similarity, the per-part table (the numbers of ``export.runtime verify --explain``) and its
+picture (PairEvidence.render). "Explain one face": FaceExplainer.explain, the overlay of the most
+telling channels and their parts (``export.runtime explain``). Photos go through the runtime's
+own decoder (export.images.decode_image), so a bad upload (not an image, a decompression bomb, too
+small, no face found with the crop) gives the decoder's one-line message on the page, never a
+stack trace. The optional MTCNN crop (``--crop``, a checkbox on the page) needs torch and
+facenet-pytorch and is offered only when both are installed.
+
+The page works offline: Gradio's analytics are off, no share link is made, the server listens on
+127.0.0.1 by default and the theme uses fonts shipped with Gradio (nothing is fetched from the
+internet by the server or the browser). Handlers live in FacePage (plain values in, plain values
+out, testable without a browser); build_app wires them into Gradio. See docs/export.md, "Web
+page".
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+from PIL import Image
+
+from .images import ImageError, decode_image
+from .model_dir import ModelDirError
+from .runtime import DEFAULT_TOP_K, FaceExplainer, FaceVerifier
+
+__all__ = ["FacePage", "PairView", "FaceView", "build_app", "crop_available", "main"]
+
+LOG = logging.getLogger("export.app")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+# Uploads above this are refused by Gradio before they reach the decoder (a phone photo is
+# 2-8 MB); decompression bombs (small files, huge pixel counts) are refused by decode_image.
+DEFAULT_MAX_FILE_SIZE = "25mb"
+MAX_TOP_K = 24
+PART_COLUMNS = ["part", "contribution", "part similarity", "difference",
+                "strongest channels (contribution)"]
+CHANNEL_COLUMNS = ["channel", "part", "evidence", "peak", "IoU"]
+SHOWN_PART_CHANNELS = 3  # channels listed per part, as the CLI's table (all in the JSON)
+PART_LEGEND = ("*contribution*: the part's share of the similarity (the parts and the residual "
+               "sum to it); *part similarity*: the two faces compared on that part's channels "
+               "alone; *difference*: the part's share of 1 - similarity (0 when the part looks "
+               "the same on both faces). Method and limits: docs/export.md, 'Explaining a "
+               "match'.")
+CROP_HINT = "untick 'Crop faces with MTCNN' for photos that are already face crops"
+
+
+class PageInputError(ValueError):
+    """A photo the page cannot use; the message is what the page shows."""
+
+
+def crop_available() -> bool:
+    """Whether the MTCNN crop can run here (torch and facenet-pytorch importable), checked
+    without importing either."""
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("torch", "facenet_pytorch"))
+    except (ImportError, ValueError):  # a broken install or an import hook refusing them
+        return False
+
+
+@dataclass
+class PairView:
+    """What the "Compare two faces" tab shows."""
+    message: str                              # markdown: decision + similarity, or the error
+    picture: Optional[Image.Image] = None     # PairEvidence.render(a, b)
+    rows: List[List[Any]] = field(default_factory=list)  # per-part table, PART_COLUMNS
+    evidence: Optional[Dict[str, Any]] = None  # PairEvidence.to_dict() (same numbers)
+    table: str = ""                            # PairEvidence.table(): what the CLI prints
+    ok: bool = False
+
+
+@dataclass
+class FaceView:
+    """What the "Explain one face" tab shows."""
+    message: str
+    overlay: Optional[Image.Image] = None
+    rows: List[List[Any]] = field(default_factory=list)  # CHANNEL_COLUMNS
+    ok: bool = False
+
+
+def _label(slot: str, path: Union[str, os.PathLike]) -> str:
+    # Gradio stores uploads as <temp>/<hash>/<original name>: the user knows the last part.
+    return f"photo {slot} ({Path(path).name})" if slot else f"photo ({Path(path).name})"
+
+
+class FacePage:
+    """The page's handlers over an exported model folder, without Gradio.
+
+    crop: the default of the page's crop checkbox (only honoured when crop_available()).
+    threshold, device: as for FaceVerifier.
+    """
+
+    def __init__(self, model_dir: Union[str, os.PathLike], threshold: Optional[float] = None,
+                 device: str = "auto", crop: bool = False):
+        self.model_dir = Path(model_dir)
+        self.verifier = FaceVerifier(model_dir, threshold=threshold, device=device)
+        if self.verifier.threshold is None:
+            raise ValueError(f"{self.verifier.model.path}: the model carries no verification "
+                             "threshold (exported before evaluation); pass --threshold")
+        self.explainer = FaceExplainer(model_dir, device=device)
+        self.has_parts = self.explainer.parts is not None
+        self.can_crop = crop_available()
+        self.crop_default = bool(crop) and self.can_crop
+
+    # -- inputs ---------------------------------------------------------------------------------
+
+    def load(self, path: Optional[Union[str, os.PathLike]], slot: str,
+             crop: bool = False) -> Image.Image:
+        """The uploaded file decoded to RGB by the runtime's decoder (MTCNN-cropped when asked;
+        the runtime then resizes it); PageInputError with a readable message otherwise."""
+        if path is None:
+            raise PageInputError(f"drop photo {slot}")
+        label = _label(slot, path)
+        try:
+            img = decode_image(path, name=label)
+        except (ImageError, OSError) as exc:  # FileNotFoundError: the upload vanished
+            raise PageInputError(str(exc)) from None
+        if crop:
+            img = self._crop(img, label)
+        return img
+
+    def _crop(self, img: Image.Image, label: str) -> Image.Image:
+        if not self.can_crop:
+            raise PageInputError("cropping needs torch and facenet-pytorch: pip install "
+                                 "facenet-pytorch==2.5.3")
+        try:
+            from .crop import crop_face  # torch side: imported only when a crop is asked for
+            return crop_face(img)
+        except ImageError as exc:
+            # crop_face names an in-memory image "image"; the page names the upload instead
+            problem = re.sub(r"\(run without --crop[^)]*\)", f"({CROP_HINT})",
+                             str(exc).removeprefix("image: "))
+            raise PageInputError(f"{label}: {problem}") from None
+        except RuntimeError as exc:  # facenet-pytorch or the zoo missing after all
+            raise PageInputError(f"{label}: {exc}") from None
+
+    def preview(self, path: Optional[str], slot: str, crop: bool = False):
+        """(image, message) shown under an upload: what the network will see, or the error."""
+        if path is None:
+            return None, ""
+        try:
+            img = self.load(path, slot, crop)
+        except PageInputError as exc:
+            return None, f"**Cannot use this photo.** {exc}"
+        return img, f"{_label(slot, path)}: {img.width} x {img.height} px" + (
+            ", MTCNN crop" if crop else "")
+
+    # -- the two views --------------------------------------------------------------------------
+
+    def compare(self, path_a: Optional[str], path_b: Optional[str],
+                crop: bool = False) -> PairView:
+        missing = [slot for slot, path in (("A", path_a), ("B", path_b)) if path is None]
+        if missing:
+            return PairView(message=f"Drop photo {' and photo '.join(missing)}.")
+        try:
+            img_a = self.load(path_a, "A", crop)
+            img_b = self.load(path_b, "B", crop)
+        except PageInputError as exc:
+            return PairView(message=f"**Cannot compare.** {exc}")
+        why = None
+        if not self.has_parts:
+            why = ("this export has no channel -> part table (channel_parts.json). Evaluate the "
+                   "model (python -m zoo.evaluate), then export it again.")
+        else:
+            try:
+                r = self.verifier.verify(img_a, img_b, explain=True)
+            except ModelDirError as exc:  # e.g. an export older than head.onnx: say so, decide
+                why = str(exc)
+        if why is not None:
+            r = self.verifier.verify(img_a, img_b)
+            return PairView(message=_decision(r) + f"\n\nNo per-part evidence: {why}", ok=True)
+        ev = r.evidence
+        rows = [[p.part, round(p.contribution, 4),
+                 round(p.part_similarity, 4) if p.channels else None,  # no channels: undefined
+                 round(p.difference, 4), _channels_text(p)] for p in ev.parts]
+        rows.append(["residual", round(ev.residual, 4), None, round(ev.residual_difference, 4),
+                     f"head bias {ev.bias:+.4f}, {len(ev.unassigned_channels)} channels of no "
+                     f"part {ev.unassigned:+.4f}"])
+        top = ev.parts[0]
+        apart = max(ev.parts, key=lambda p: p.difference)
+        message = (_decision(r) + f"\n\nThe parts' contributions plus the residual "
+                   f"({ev.residual:+.4f}) sum to the similarity. Largest contribution: "
+                   f"**{top.part}** ({top.contribution:+.4f}; the two faces' {top.part} alone: "
+                   f"similarity {top.part_similarity:.4f}). Largest difference: "
+                   f"**{apart.part}** ({apart.difference:.4f} of 1 - similarity = "
+                   f"{1 - ev.similarity:.4f}).")
+        return PairView(message=message, picture=ev.render(img_a, img_b), rows=rows,
+                        evidence=ev.to_dict(), table=ev.table(), ok=True)
+
+    def explain(self, path: Optional[str], crop: bool = False,
+                top_k: int = DEFAULT_TOP_K) -> FaceView:
+        try:
+            img = self.load(path, "", crop) if path is not None else None
+        except PageInputError as exc:
+            return FaceView(message=f"**Cannot explain this photo.** {exc}")
+        if img is None:
+            return FaceView(message="Drop a photo.")
+        top_k = max(1, min(int(top_k), MAX_TOP_K))
+        x = self.explainer.explain(img, top_k=top_k)
+        rows = [[c.channel, c.part or "-", _round(c.evidence), round(c.peak, 4), _round(c.iou)]
+                for c in x.channels]
+        note = ("" if self.explainer.parts is not None and "channel_evidence" in
+                self.explainer.parts else "\n\nThis export has no evidence table: channels are "
+                "ranked by raw peak.")
+        return FaceView(message=f"The {len(rows)} most telling channels of {Path(path).name}, "
+                                "most telling first." + note,
+                        overlay=x.overlay, rows=rows, ok=True)
+
+
+def _channels_text(p) -> str:
+    shown = ", ".join(f"{c} ({k:+.4f})" for c, k in zip(p.channels[:SHOWN_PART_CHANNELS],
+                                                      p.channel_contributions))
+    more = len(p.channels) - SHOWN_PART_CHANNELS
+    return (shown or "no channels") + (f", +{more} more" if more > 0 else "")
+
+
+def _round(v: Optional[float], nd: int = 4) -> Optional[float]:
+    return None if v is None else round(float(v), nd)
+
+
+def _decision(r) -> str:
+    verdict = "Same person" if r.same else "Different people"
+    return (f"## {verdict}\n\nsimilarity **{r.similarity:.4f}**, threshold {r.threshold:.4f} "
+            f"(same person when similarity >= threshold)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradio wiring
+# ----------------------------------------------------------------------------------------------
+
+def _safe(fn, n_outputs: int):
+    """Run a handler; an unexpected error becomes a one-line message in the first output (the
+    status text), never a traceback on the page. The traceback goes to the server's log."""
+    def run(*args):
+        try:
+            return fn(*args)
+        except Exception as exc:  # a bug or an onnxruntime failure: say so, keep the page alive
+            LOG.exception("handler %s failed", getattr(fn, "__name__", fn))
+            return (f"**Error.** {type(exc).__name__}: {exc}",) + (None,) * (n_outputs - 1)
+    return run
+
+
+def build_app(page: FacePage):
+    """The Gradio Blocks of the page (not launched)."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and at launch
+    import gradio as gr
+
+    parts_note = ("" if page.has_parts else
+                  " This export has no part labels, so the per-part evidence is not shown.")
+    with gr.Blocks(title="ECLoss face zoo: explain a match", analytics_enabled=False) as app:
+        gr.Markdown(f"# Explain a match\nModel `{page.verifier.metadata.get('model_name', '?')}` "
+                    f"from `{page.model_dir}`, threshold {page.verifier.threshold:.4f}. Drop two "
+                    "face photos to see whether they show the same person and which face parts "
+                    "carry the similarity." + parts_note)
+        crop = gr.Checkbox(value=page.crop_default, interactive=page.can_crop,
+                           label="Crop faces with MTCNN (--crop)" + (
+                               "" if page.can_crop else ": needs torch and facenet-pytorch"),
+                           elem_id="crop")
+        with gr.Tabs(selected="pair") as tabs:
+            with gr.Tab("Compare two faces", id="pair"):
+                with gr.Row():
+                    with gr.Column():
+                        file_a = gr.File(label="Photo A", type="filepath", elem_id="photo_a")
+                        prev_a = gr.Image(label="A as read (cropped when ticked)", type="pil",
+                                          format="png", interactive=False, height=180,
+                                          elem_id="preview_a")
+                        note_a = gr.Markdown(elem_id="note_a")
+                        explain_a = gr.Button("Explain A alone", size="sm")
+                    with gr.Column():
+                        file_b = gr.File(label="Photo B", type="filepath", elem_id="photo_b")
+                        prev_b = gr.Image(label="B as read (cropped when ticked)", type="pil",
+                                          format="png", interactive=False, height=180,
+                                          elem_id="preview_b")
+                        note_b = gr.Markdown(elem_id="note_b")
+                        explain_b = gr.Button("Explain B alone", size="sm")
+                decision = gr.Markdown("Drop two photos.", elem_id="decision")
+                evidence_img = gr.Image(label="Per-part evidence", type="pil", format="png",
+                                        interactive=False, elem_id="evidence")
+                parts_table = gr.Dataframe(headers=PART_COLUMNS, label="Per-part evidence "
+                                           "(contributions sum to the similarity with the "
+                                           "residual)", interactive=False, elem_id="parts")
+                gr.Markdown(PART_LEGEND)
+                with gr.Accordion("The same numbers as python -m export.runtime verify "
+                                  "--explain prints them, and as JSON", open=False):
+                    cli_table = gr.Markdown(elem_id="cli_table")
+                    evidence_json = gr.JSON(elem_id="evidence_json")
+            with gr.Tab("Explain one face", id="one"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        file_one = gr.File(label="Photo", type="filepath", elem_id="photo_one")
+                        top_k = gr.Slider(1, MAX_TOP_K, value=DEFAULT_TOP_K, step=1,
+                                          label="channels shown")
+                    with gr.Column(scale=2):
+                        status_one = gr.Markdown("Drop a photo.", elem_id="status_one")
+                        overlay = gr.Image(label="Most telling channels", type="pil",
+                                           format="png", interactive=False, elem_id="overlay")
+                channels_table = gr.Dataframe(headers=CHANNEL_COLUMNS, label="Channels",
+                                              interactive=False, elem_id="channels")
+
+        def preview(slot):
+            def run(path, do_crop):
+                img, note = page.preview(path, slot, do_crop)
+                return note, img
+            run.__name__ = f"preview_{slot}"
+            return _safe(run, 2)
+
+        def compare(path_a, path_b, do_crop):
+            v = page.compare(path_a, path_b, do_crop)
+            return (v.message, v.picture, v.rows or None,
+                    f"```\n{v.table}\n```" if v.table else "", v.evidence)
+
+        def explain_one(path, do_crop, k):
+            v = page.explain(path, do_crop, k)
+            return v.message, v.overlay, v.rows or None
+
+        pair_out = [decision, evidence_img, parts_table, cli_table, evidence_json]
+        one_out = [status_one, overlay, channels_table]
+        # One queue for every handler that runs the model: first come, first served, so the
+        # result on the page is that of the last upload (onnxruntime uses every core anyway).
+        run = {"concurrency_id": "model", "concurrency_limit": 1}
+        for f, prev, note, slot in ((file_a, prev_a, note_a, "A"), (file_b, prev_b, note_b, "B")):
+            f.change(preview(slot), [f, crop], [note, prev], **run).then(
+                _safe(compare, 5), [file_a, file_b, crop], pair_out, **run)
+        crop.change(preview("A"), [file_a, crop], [note_a, prev_a], **run).then(
+            preview("B"), [file_b, crop], [note_b, prev_b], **run).then(
+            _safe(compare, 5), [file_a, file_b, crop], pair_out, **run)
+        file_one.change(_safe(explain_one, 3), [file_one, crop, top_k], one_out, **run)
+        top_k.release(_safe(explain_one, 3), [file_one, crop, top_k], one_out, **run)
+
+        # "Explain A alone": put photo A into the one-face tab (its change event explains it)
+        for button, f in ((explain_a, file_a), (explain_b, file_b)):
+            button.click(lambda path: (gr.Tabs(selected="one"), path), [f], [tabs, file_one])
+    return app
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+# ----------------------------------------------------------------------------------------------
+
+APP_NEEDS = "the web page needs Gradio: pip install \".[app]\" (or -r requirements-app.txt)"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.app",
+                                description="Serve a local web page that verifies and explains "
+                                            "faces with an exported zoo model. See "
+                                            "docs/export.md, 'Web page'.")
+    p.add_argument("--model", required=True, help="folder written by `python -m export`")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="cosine threshold (default: the one chosen at evaluation)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--crop", action="store_true",
+                   help="tick the MTCNN crop by default (needs torch and facenet-pytorch)")
+    p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
+                   help=f"largest upload accepted (default {DEFAULT_MAX_FILE_SIZE})")
+    args = p.parse_args(argv)
+    if args.crop and not crop_available():
+        print("error: --crop needs facenet-pytorch and torch: pip install "
+              "facenet-pytorch==2.5.3", file=sys.stderr)
+        return 2
+    try:
+        page = FacePage(args.model, threshold=args.threshold, device=args.device,
+                        crop=args.crop)
+    except (ModelDirError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if importlib.util.find_spec("gradio") is None:
+        print(f"error: {APP_NEEDS}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    app = build_app(page)
+    # ssr_mode=False: no Node server; share=False: no tunnel; the queue runs one job at a time
+    # per event (onnxruntime already uses every core).
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=args.host, server_port=args.port, share=False, inbrowser=False,
+        ssr_mode=False, mcp_server=False, max_file_size=args.max_file_size, show_error=False,
+        footer_links=["settings"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Write every table of docs/results.md from the committed per-run records (docs/results/*/).
+
+    python tools/results_tables.py            # rewrite the tables in docs/results.md
+    python tools/results_tables.py --check    # exit 1 when a table differs from the records
+
+A table lives between ``<!-- table:NAME -->`` and ``<!-- /table -->`` in docs/results.md; TABLES
+says which records, variants and columns it shows. The numbers are rounded once, here, from the
+raw per-run numbers (zoo.study.summary_table / paired_table); nothing in a table is typed by hand.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo.study import load_records, paired_table, summary_table  # noqa: E402
+
+RESULTS = ROOT / "docs" / "results"
+DOC = ROOT / "docs" / "results.md"
+
+METRICS = ["accuracy", "AUC", "PE", "LS", "LS-max (ours)", "none", "peaks", "peaks@0.1 ring",
+           "peaks@0.1 interior"]
+INPUT_DEPENDENCE = ["fixed-cell channels", "input dependence", "shown on ring",
+                    "strongest on ring", "shift follows", "shift stays", "position channels"]
+PAIRED = ["accuracy", "PE", "LS", "fixed-cell channels", "shown on ring", "shift follows",
+          "position channels"]
+REMEDIES = ["softmax", "ecloss-tau1-fixed1", "ecloss-reflect", "ecloss-circular",
+            "ecloss-translate", "ecloss-interior", "ecloss-content-free", "ecloss-content-free-5",
+            "ecloss-content-free-reflect", "ecloss-content-free-circular",
+            "ecloss-content-free-reflect-interior", "ecloss-content-free-reflect-translate",
+            "ecloss-content-free-uncapped", "ecloss-content-free-0.1-uncapped",
+            "ecloss-content-free-reflect-uncapped", "ecloss-content-free-batch-uncapped"]
+STUDY14_VAL = ["softmax", "ecloss", "ecloss-tau1-fixed1", "ecloss-reflect",
+               "ecloss-content-free-reflect"]
+STUDY14 = ["softmax", "ecloss", "ecloss-content-free-reflect",
+           "ecloss-content-free-reflect-permuted", "untrained",
+           "ecloss-content-free-reflect+shuffled", "softmax+shuffled"]
+STUDY14_PAIRED = ["ecloss", "ecloss-content-free-reflect", "ecloss-content-free-reflect-permuted"]
+
+# name: (kind, records folder, variants, columns, reference for "paired")
+TABLES = {
+    "remedies-metrics": ("summary", "remedies", REMEDIES, METRICS, None),
+    "remedies-input-dependence": ("summary", "remedies", REMEDIES, INPUT_DEPENDENCE, None),
+    "remedies-paired": ("paired", "remedies", REMEDIES, PAIRED, "ecloss-tau1-fixed1"),
+    "study14-val-metrics": ("summary", "study14-val", STUDY14_VAL, METRICS, None),
+    "study14-val-input-dependence": ("summary", "study14-val", STUDY14_VAL, INPUT_DEPENDENCE,
+                                     None),
+    "study14-metrics": ("summary", "study14", STUDY14, METRICS, None),
+    "study14-input-dependence": ("summary", "study14", STUDY14, INPUT_DEPENDENCE, None),
+    "study14-paired": ("paired", "study14", STUDY14_PAIRED, PAIRED, "softmax"),
+    "study14-paired-permuted": ("paired", "study14", ["ecloss-content-free-reflect"],
+                                PAIRED, "ecloss-content-free-reflect-permuted"),
+}
+
+_BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+
+
+def render(name: str) -> str:
+    kind, folder, variants, columns, reference = TABLES[name]
+    runs = load_records(RESULTS / folder)
+    shown = [v for v in variants if v in runs or v == reference]
+    if kind == "summary":
+        return summary_table(runs, columns, shown)
+    return paired_table(runs, columns, reference, shown)
+
+
+def rewrite(text: str) -> str:
+    def sub(m):
+        if m.group("name") not in TABLES:
+            raise SystemExit(f"{DOC}: unknown table {m.group('name')!r}; known: {sorted(TABLES)}")
+        return m.group(1) + render(m.group("name")) + m.group(4)
+    return _BLOCK.sub(sub, text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", action="store_true", help="compare, do not write")
+    args = p.parse_args(argv)
+    text = DOC.read_text()
+    new = rewrite(text)
+    if args.check:
+        stale = [m.group("name") for m, n in zip(_BLOCK.finditer(text), _BLOCK.finditer(new))
+                 if m.group("body") != n.group("body")]
+        if stale:
+            print(f"{DOC}: tables differ from the records: {', '.join(stale)}; run "
+                  "python tools/results_tables.py")
+            return 1
+        print(f"{DOC}: {len(list(_BLOCK.finditer(text)))} tables match the records")
+        return 0
+    DOC.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
