@@ -76,17 +76,22 @@ def validate_parts(table: Any, num_channels: Optional[int], where: str) -> Dict[
     return out
 
 
-def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None) -> List[int]:
+def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None,
+                  one_part_at_a_time: bool = False) -> List[int]:
     """Channel indices, most telling first, for one image whose channels peak at ``peaks``.
 
     With an evidence table (zoo.evaluate's channel_parts.json): score = evidence x relative
     activation, where evidence (in [0, 1]) = the share of held-out faces on which the channel
     lands on its part x its input dependence, and 0 for a channel that fires at a fixed cell
     whatever the input; relative activation = peak / the channel's typical (median) face peak,
-    capped at MAX_RELATIVE_PEAK. Channels with a positive score are taken one part at a time
-    (the best channel of every part, parts by their best score, then the second best of every
-    part, ...), so an explanation shows the parts the network uses rather than many channels of
-    one part; channels of no part and channels with no score follow, by score, then raw peak.
+    capped at MAX_RELATIVE_PEAK; channels in descending score, ties by raw peak.
+    one_part_at_a_time=True takes channels with a positive score one part at a time instead (the
+    best channel of every part, parts by their best score, then the second best of every part,
+    ...; channels of no part and with no score follow): it shows more parts, but puts a part's
+    weak best channel before another part's strong second one. It is off by default since the
+    evidence order was chosen on validation identities (docs/results.md, Part 2): there, taking
+    parts in turn put 0.31 of the shown channels on the 7 x 7 map's outer ring (mostly hair and
+    jaw channels of weak evidence), the plain evidence order 0.23 (3 seeds).
     Without evidence: by raw peak, strongest first (what older exports did)."""
     peaks = np.asarray(peaks, dtype=np.float64)
     if table is None or "channel_evidence" not in table or "channel_typical_peak" not in table:
@@ -100,7 +105,7 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
     score = evidence * rel
     order = [int(c) for c in np.lexsort((-peaks, -score))]
     parts = table.get("channel_part")
-    if parts is None:
+    if parts is None or not one_part_at_a_time:
         return order
     groups: Dict[int, List[int]] = {}
     for c in order:

@@ -111,7 +111,9 @@ def test_rank_channels_one_part_at_a_time():
     peaks = np.ones(7)
     table = {"channel_evidence": [0.9, 0.8, 0.7, 0.6, 0.5, 0.95, 0.0],
              "channel_typical_peak": [1.0] * 7, "channel_part": [3, 3, 3, 4, 4, -1, 3]}
-    assert rank_channels(peaks, table) == [0, 3, 1, 4, 2, 5, 6]
+    assert rank_channels(peaks, table, one_part_at_a_time=True) == [0, 3, 1, 4, 2, 5, 6]
+    # the default: evidence order, whatever the parts (the no-part channel 5 scores best)
+    assert rank_channels(peaks, table) == [5, 0, 1, 2, 3, 4, 6]
 
 
 def test_content_free_images():
