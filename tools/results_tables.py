@@ -54,6 +54,9 @@ TABLES = {
     "study14-paired": ("paired", "study14", STUDY14_PAIRED, PAIRED, "softmax"),
     "study14-paired-permuted": ("paired", "study14", ["ecloss-content-free-reflect"],
                                 PAIRED, "ecloss-content-free-reflect-permuted"),
+    "study14-w4": ("summary", "study14-w4", ["softmax", "ecloss-content-free-reflect"],
+                   ["accuracy", "AUC", "PE", "LS", "none", "peaks", "MI@tau=1 uniform",
+                    "fixed-cell channels", "shown on ring", "shift follows"], None),
 }
 
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
