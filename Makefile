@@ -52,7 +52,8 @@ bench: install
 
 # The main job on the embedded default (ORL): train vgg19 with ECLoss (CPU preset without a GPU),
 # load it from the registry, evaluate (metrics + figures), export to ONNX/TorchScript and use the
-# torch-free runtime on held-out identities (s6: two images of one person, s8: another person),
+# torch-free runtime on held-out identities (s6: two images of one person, s8: another person;
+# the per-part evidence of the s6 pair),
 # and audit the explanations on held-out faces (shown channels on the map border? fixed cells?).
 DEMO_OUT := out/vgg19-ecloss
 demo: install
@@ -63,6 +64,7 @@ demo: install
 	@ORL=$$($(PY) -c "from zoo.data.orl import orl_root; print(orl_root())") && set -x && \
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s6/2.pgm --model $(DEMO_OUT) && \
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s8/1.pgm --model $(DEMO_OUT) && \
+	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s6/2.pgm --model $(DEMO_OUT) --explain $(DEMO_OUT)/why_s6.png && \
 	$(PY) -m export.runtime explain $$ORL/s6/1.pgm --model $(DEMO_OUT) --out $(DEMO_OUT)/explain_s6_1.png && \
 	$(PY) -m export.audit $$ORL/s6 $$ORL/s8 $$ORL/s13 --model $(DEMO_OUT)
 
