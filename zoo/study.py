@@ -78,6 +78,11 @@ VARIANTS.update({
 # is that run's maps with the cells of every map shuffled (chance levels of the map metrics).
 SHUFFLED_SUFFIX = "+shuffled"
 
+
+def base_variant(variant: str) -> str:
+    """The trained variant behind ``variant``: "<v>+shuffled" -> "<v>", others unchanged."""
+    return variant[:-len(SHUFFLED_SUFFIX)] if variant.endswith(SHUFFLED_SUFFIX) else variant
+
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),
            ("PE", ("explainability", "part_explainability")),
            ("LS", ("explainability", "location_consistency")),
@@ -132,7 +137,7 @@ def run_name(arch: str, variant: str, seed: int, fold: int = 0) -> str:
 
 def check_variant(variant: str) -> str:
     """``variant`` if it is a VARIANTS key or "<key>+shuffled"; else a ValueError listing them."""
-    base = variant[:-len(SHUFFLED_SUFFIX)] if variant.endswith(SHUFFLED_SUFFIX) else variant
+    base = base_variant(variant)
     if base not in VARIANTS:
         raise ValueError(f"unknown study variant {variant!r}; choose from {sorted(VARIANTS)} "
                          f"(any of them + {SHUFFLED_SUFFIX!r} for the cell-shuffled control)")
@@ -156,7 +161,7 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
     from .evaluate import evaluate
     from .runs import METRICS_FILE, evaluation_dir, run_dir as run_folder
     shuffled = variant.endswith(SHUFFLED_SUFFIX)
-    base = variant[:-len(SHUFFLED_SUFFIX)] if shuffled else variant
+    base = base_variant(variant)
     name = run_name(arch, base, seed, fold)
     run_dir = run_folder(name, out)
     eval_dir = evaluation_dir(run_name(arch, variant, seed, fold), out)
@@ -349,7 +354,7 @@ def write_run_record(results_dir: Path, variant: str, seed: int, fold: int, args
     """The raw numbers of one run, <variant>[-f<fold>]-s<seed>.json, written as it finishes
     (atomically), so a study spanning sessions keeps every finished run."""
     from ._io import atomic_write_bytes
-    base = variant[:-len(SHUFFLED_SUFFIX)] if variant.endswith(SHUFFLED_SUFFIX) else variant
+    base = base_variant(variant)
     results_dir.mkdir(parents=True, exist_ok=True)
     path = results_dir / (f"{variant}" + (f"-f{fold}" if fold else "") + f"-s{seed}.json")
     atomic_write_bytes(path, (json.dumps(
@@ -422,7 +427,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for fold in args.folds:
         for seed in args.seeds:
             for v in args.variants:
-                base = v[:-len(SHUFFLED_SUFFIX)] if v.endswith(SHUFFLED_SUFFIX) else v
+                base = base_variant(v)
                 if args.evaluate_only and not (out / run_name(args.arch, base, seed, fold) /
                                                "summary.json").exists():
                     continue
