@@ -28,7 +28,7 @@ MAX_RELATIVE_PEAK = 2.0
 # Per-channel numbers of a channel -> part table (written by zoo.evaluate, see rank_channels).
 _PER_CHANNEL_KEYS = ("channel_iou", "channel_consistency", "channel_share",
                      "channel_input_dependence", "channel_fixed", "channel_typical_peak",
-                     "channel_shift_stays", "channel_evidence")
+                     "channel_shift_stays", "channel_part_precision", "channel_evidence")
 
 
 def top_k_pixels(input_size: int, fraction: float = TOP_FRACTION) -> int:
@@ -82,9 +82,11 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
 
     With an evidence table (zoo.evaluate's channel_parts.json): score = evidence x relative
     activation, where evidence (in [0, 1]) = the share of held-out faces on which the channel
-    lands on its part x its input dependence, and 0 for a channel that fires at a fixed cell
-    whatever the input; relative activation = peak / the channel's typical (median) face peak,
-    capped at MAX_RELATIVE_PEAK; channels in descending score, ties by raw peak.
+    lands on its part x its input dependence x (1 - the share of faces on which its peak stays
+    put when the face moves) x the mean share of its region on its part, and 0 for a channel
+    that fires at a fixed cell whatever the input; relative activation = peak / the channel's
+    typical (median) face peak, capped at MAX_RELATIVE_PEAK; channels in descending score, ties
+    by raw peak.
     one_part_at_a_time=True takes channels with a positive score one part at a time instead (the
     best channel of every part, parts by their best score, then the second best of every part,
     ...; channels of no part and with no score follow): it shows more parts, but puts a part's

@@ -186,3 +186,47 @@ def test_top10_of_a_sparse_map_keeps_only_its_active_pixels():
     up = expl.upsample_maps(m, 70).numpy()[0]
     assert keep.sum() == (up > 0).sum() < 0.1 * 70 * 70
     assert keep[35, 35] and not keep[0, 0]
+
+
+def test_part_precision_by_hand():
+    s = 20
+    parts = np.zeros((7, s, s), bool)
+    parts[5, 14:18, 6:14] = True          # "mouth": 4 x 8 = 32 pixels
+    parts[0, 0:10, :] = True              # "hair": the top half, 200 pixels
+    act = np.zeros((3, s, s), bool)
+    act[0, 15:19, 6:14] = True            # 32 pixels, 24 of them on the mouth
+    act[1, 0:2, 0:2] = True               # 4 pixels, all on the (large) hair mask
+    prec = expl.part_precision(act, parts)  # act[2]: an empty region
+    assert prec.shape == (3, 7)
+    assert prec[0, 5] == pytest.approx(24 / 32) and prec[0, 0] == 0
+    assert prec[1, 0] == 1.0                # IoU would be 4 / 200: precision ignores part size
+    assert expl.part_iou(act, parts)[1, 0] == pytest.approx(4 / 200)
+    assert prec[2].max() == 0.0
+    with pytest.raises(ValueError, match="differ in size"):
+        expl.part_precision(np.zeros((2, 10, 10), bool), np.zeros((7, 12, 12), bool))
+
+
+def test_evidence_weighs_the_share_of_the_region_on_its_part():
+    """Two channels with the same maps, labels and input dependence; one region lies wholly on
+    its part, the other half on it: the second's evidence is half the first's."""
+    from zoo.evaluate import explainability_metrics
+    rng = np.random.default_rng(3)
+    n, s, n_img = 7, 56, 6
+    fmaps = np.zeros((n_img, 2, n, n))
+    for i in range(n_img):
+        fmaps[i, :, 1 + i % 4, 1 + (i * 3) % 4] = 1.0 + rng.random()   # peaks move with the face
+    shifted = np.roll(fmaps, 1, axis=-1)
+    probes = np.zeros((3, 2, n, n))                                       # silent on blank images
+    ious = np.zeros((n_img, 2, 7))
+    ious[:, :, 5] = 0.3                                                   # both always "mouth"
+    prec = np.zeros((n_img, 2, 7))
+    prec[:, 0, 5], prec[:, 1, 5], prec[:, 1, 2] = 1.0, 0.5, 0.1
+    lm = rng.random((n_img, 68, 2)) * s
+    m = explainability_metrics(fmaps, ious, lm, s, probes, (fmaps, shifted), prec)
+    pc = m["per_channel"]
+    assert pc["part_precision"] == pytest.approx([1.0, 0.5])
+    assert pc["evidence"][0] > 0
+    assert pc["evidence"][1] == pytest.approx(0.5 * pc["evidence"][0])
+    without = explainability_metrics(fmaps, ious, lm, s, probes, (fmaps, shifted))
+    assert without["per_channel"]["evidence"] == pytest.approx([pc["evidence"][0]] * 2)
+    assert "part_precision" not in without["per_channel"]

@@ -176,8 +176,8 @@ def _settings_line(cfg: TrainConfig, world: int, use_cuda: bool) -> str:
            f"{cfg.content_free}" if cfg.loss == "ecloss" else "")
     return (f"{where}: using the {cfg.preset} preset (vgg{cfg.depth}, width {cfg.width}, "
             f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.padding} padding, translate "
-            f"{cfg.translate}, {cfg.epochs} epochs, batch {cfg.batch_size}, "
-            f"lr {cfg.lr}, loss {cfg.loss}, head {cfg.head}{ecl})")
+            f"{cfg.translate}, background {cfg.background}, {cfg.epochs} epochs, "
+            f"batch {cfg.batch_size}, lr {cfg.lr}, loss {cfg.loss}, head {cfg.head}{ecl})")
 
 
 def _build_losses(cfg: TrainConfig, feature_size: int):

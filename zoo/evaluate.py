@@ -47,7 +47,8 @@ def _orl_explain_source(split: str, orl_num_train: int, orl_split_seed: int,
 def collect_explainability(model, items, input_size: int, device=None, batch_size: int = 32,
                            shuffle_cells: bool = False):
     """Run the model over ``items`` (a list of (PIL image, 68 landmarks, (h, w))) and return
-    target maps (I, C, n, n), IoUs (I, C, 7), part masks (I, 7, S, S), landmarks in the SxS frame
+    target maps (I, C, n, n), IoUs (I, C, 7), part precisions (I, C, 7), part masks (I, 7, S, S),
+    landmarks in the SxS frame
     (I, 68, 2), the resized images (I, S, S, 3) uint8, and the maps of the content-free probe
     images (B, C, n, n; zoo.data.content_free) for the input-dependence measures.
 
@@ -65,7 +66,7 @@ def collect_explainability(model, items, input_size: int, device=None, batch_siz
         f = model.forward_features(x).float().cpu().numpy()
         return shuffle_map_cells(f, rng) if shuffle_cells else f
 
-    fmaps, ious, masks, lms, imgs = [], [], [], [], []
+    fmaps, ious, precisions, masks, lms, imgs = [], [], [], [], [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         x = torch.stack([tf(img) for img, _, _ in chunk]).to(device)
@@ -75,6 +76,7 @@ def collect_explainability(model, items, input_size: int, device=None, batch_siz
             m = part_masks_from_landmarks(pts, input_size, input_size)
             region = explainability.top10_activation(fm, input_size)
             ious.append(explainability.part_iou(region, m))
+            precisions.append(explainability.part_precision(region, m))
             masks.append(m)
             lms.append(pts)
             imgs.append(np.asarray(img.convert("RGB").resize((input_size, input_size))))
@@ -89,7 +91,8 @@ def collect_explainability(model, items, input_size: int, device=None, batch_siz
                  for img, _, _ in items[start:start + batch_size]]
         plain.append(maps_of(torch.stack([tf(a) for a, _ in pairs]).to(device)))
         moved.append(maps_of(torch.stack([tf(b) for _, b in pairs]).to(device)))
-    return {"fmaps": np.concatenate(fmaps), "ious": np.stack(ious), "masks": np.stack(masks),
+    return {"fmaps": np.concatenate(fmaps), "ious": np.stack(ious),
+            "precisions": np.stack(precisions), "masks": np.stack(masks),
             "landmarks": np.stack(lms), "images": np.stack(imgs), "probe_maps": probe_maps,
             "probe_kinds": list(probes),
             "shift_maps": (np.concatenate(plain), np.concatenate(moved))}
@@ -106,12 +109,15 @@ def shifted_pair(img, size: int, map_size: int):
 
 def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.ndarray,
                            input_size: int, probe_maps: Optional[np.ndarray] = None,
-                           shift_maps: Optional[tuple] = None) -> Dict[str, object]:
+                           shift_maps: Optional[tuple] = None,
+                           precisions: Optional[np.ndarray] = None) -> Dict[str, object]:
     """PE, the paper's LS (and our LS-max), peaks at several prominence thresholds split into
     outer ring and interior, ICNN location instability, and - with the maps of content-free
     probe images - input dependence and the evidence that ranks channels for explanations:
     evidence = (share of faces on the dominant part) x input dependence x (1 - share of faces on
-    which the peak stays put when the face moves, with shift_maps), 0 for a fixed-cell channel."""
+    which the peak stays put when the face moves, with shift_maps) x (the mean share of the
+    channel's region that lies on its dominant part, with precisions (I, C, P) from
+    explainability.part_precision), 0 for a fixed-cell channel."""
     from export._common import SHOWN_CHANNELS, rank_channels
     lc = explainability.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
@@ -141,6 +147,13 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         "num_channels": int(fmaps.shape[1]),
         "per_channel": per_channel,
     }
+    if precisions is not None:
+        # per channel: the mean share of its region on its dominant part (0: a channel of no part)
+        dom = lc["dominant_part"]
+        on_dom = np.asarray(precisions)[:, np.arange(len(dom)), np.maximum(dom, 0)].mean(0)
+        part_precision = np.where(dom >= 0, on_dom, 0.0)
+        per_channel["part_precision"] = part_precision.tolist()
+        result["part_precision"] = float(part_precision.mean())
     if probe_maps is not None:
         fixed = input_dependence.fixed_cell_channels(fmaps, probe_maps)
         dep = input_dependence.input_dependence(fmaps, probe_maps)
@@ -154,6 +167,9 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
             follow = input_dependence.translation_following(*shift_maps)
             evidence = evidence * (1.0 - follow["channel_stays"])
             per_channel["shift_stays"] = follow["channel_stays"].tolist()
+        if precisions is not None:
+            # half a region on the background is half an explanation of the part it is named by
+            evidence = evidence * part_precision
         per_channel.update({"input_dependence": dep.tolist(),
                             "fixed": fixed["fixed"].astype(int).tolist(),
                             "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
@@ -216,6 +232,8 @@ def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
                       "channel_evidence": pc["evidence"]})
     if "shift_stays" in pc:
         table["channel_shift_stays"] = pc["shift_stays"]
+    if "part_precision" in pc:
+        table["channel_part_precision"] = pc["part_precision"]
     return table
 
 
@@ -279,7 +297,8 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
         result["shuffled_cells"] = bool(shuffle_cells)
         result["explainability"] = explainability_metrics(col["fmaps"], col["ious"],
                                                           col["landmarks"], size,
-                                                          col["probe_maps"], col["shift_maps"])
+                                                          col["probe_maps"], col["shift_maps"],
+                                                          col["precisions"])
         table = channel_parts_table(result["explainability"])
         (out_dir / "channel_parts.json").write_text(json.dumps(table))
         if write_channel_parts and not shuffle_cells and model.zoo_dir is not None:

@@ -22,9 +22,10 @@ import numpy as np
 # 400 templates, uniform marginal, beta from 1e-5 by the automatic rule); every variant states
 # its ECLoss parameters so that none depends on the preset's ECLoss defaults.
 PAPER_ECLOSS = {"loss": "ecloss", "tau": 1e-3, "beta": 1e-5, "beta_mode": "auto",
-                "padding": "zeros", "template_peaks": "all", "content_free": 0.0, "translate": 0.0}
+                "padding": "zeros", "template_peaks": "all", "content_free": 0.0, "translate": 0.0,
+                "background": 0.0}
 VARIANTS: Dict[str, Dict[str, object]] = {
-    "softmax": {"loss": "softmax", "padding": "zeros", "translate": 0.0},
+    "softmax": {"loss": "softmax", "padding": "zeros", "translate": 0.0, "background": 0.0},
     "ecloss": dict(PAPER_ECLOSS),
     "ecloss-tau1": {**PAPER_ECLOSS, "tau": 1.0},
     "ecloss-tau1-batch": {**PAPER_ECLOSS, "tau": 1.0, "marginal": "batch"},
@@ -58,13 +59,27 @@ VARIANTS.update({f"{name}-uncapped": VARIANTS[name] for name in (
     "ecloss-content-free-batch")})
 VARIANTS.update({
     "ecloss-interior": {**TAU1_FIXED1, "template_peaks": "interior"},
-    "softmax-reflect": {"loss": "softmax", "padding": "reflect", "translate": 0.0},
+    "softmax-reflect": {"loss": "softmax", "padding": "reflect", "translate": 0.0,
+                        "background": 0.0},
     # the default plus one more change each: templates peaking only inside the map, or shifted
     # faces (ORL faces fill the frame, so hair and jaw sit on the 7 x 7 ring)
     "ecloss-content-free-reflect-interior": {**TAU1_FIXED1, "content_free": 1.0,
                                              "padding": "reflect", "template_peaks": "interior"},
     "ecloss-content-free-reflect-translate": {**TAU1_FIXED1, "content_free": 1.0,
                                               "padding": "reflect", "translate": 0.15},
+})
+# The default at a lower ECLoss weight: how strongly must the maps be sharpened (beta = 1
+# drives the MI to its ceiling, and the sharpest features on ORL are the frame's hair and
+# background edges)?
+VARIANTS.update({f"ecloss-content-free-reflect-beta{b:g}": {
+    **TAU1_FIXED1, "beta": b, "content_free": 1.0, "padding": "reflect"} for b in (0.1, 0.3, 3.0)})
+# A random background behind the head on half of the training faces (zoo.data.background): ORL's
+# even dark background makes the hair/background edges the sharpest features of every image.
+VARIANTS.update({
+    "softmax-reflect-background": {"loss": "softmax", "padding": "reflect", "translate": 0.0,
+                                   "background": 0.5},
+    "ecloss-content-free-reflect-background": {**TAU1_FIXED1, "content_free": 1.0,
+                                               "padding": "reflect", "background": 0.5},
 })
 # Controls (not methods): the default's network never trained ("untrained"), and the default with
 # each template's cells shuffled ("...-permuted": the same MI pressure of the same strength

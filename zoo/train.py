@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conv padding (VGG: zeros)")
     p.add_argument("--translate", type=float, default=None,
                    help="random-shift augmentation: resize by 1+T, random crop (0 = off)")
+    p.add_argument("--background", type=float, default=None, metavar="P",
+                   help="give this share of the training faces a random background behind the "
+                        "head (our extension; needs landmarks: --data orl; 0 = off)")
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None,
                    help="(initial) beta (cpu/gpu presets 1 fixed, paper preset 1e-5 auto)")

@@ -60,6 +60,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     flip: bool = True
     translate: Optional[float] = None   # random-shift augmentation (face_transform), 0 = off
+    background: Optional[float] = None  # share of training faces given a random background
+                                        # (zoo.data.background, our extension), 0 = off
     amp: bool = False
     workers: int = 0
     seed: int = 0
@@ -108,6 +110,8 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
         raise ValueError("epochs and batch size must be >= 1 and lr > 0")
     if not cfg.content_free >= 0 or not 0 <= cfg.translate < 1:
         raise ValueError("content_free must be >= 0 and translate in [0, 1)")
+    if not 0 <= cfg.background <= 1:
+        raise ValueError(f"background must be a probability in [0, 1], got {cfg.background}")
     if cfg.loss != "ecloss":
         cfg.content_free = 0.0  # a softmax run takes no ECLoss term from its preset
     return cfg
@@ -131,6 +135,7 @@ def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = N
         training={"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                   "preset": cfg.preset, "translate": cfg.translate,
+                  "background": cfg.background,
                   "orl_num_train": cfg.orl_num_train, "orl_num_val": cfg.orl_num_val,
                   "orl_split_seed": cfg.orl_split_seed, "orl_fold": cfg.orl_fold},
         metrics=metrics or {})
@@ -141,8 +146,15 @@ def build_train_dataset(cfg: TrainConfig):
     transform = face_transform(cfg.input_size, train=cfg.flip, translate=cfg.translate)
     if cfg.data == "orl":
         from .data.orl import ORLFaces
-        return ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
-                        seed=cfg.orl_split_seed, num_val=cfg.orl_num_val, fold=cfg.orl_fold)
+        faces = ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
+                         seed=cfg.orl_split_seed, num_val=cfg.orl_num_val, fold=cfg.orl_fold)
+        if cfg.background:
+            from .data.background import RandomBackground
+            return RandomBackground(faces, cfg.background)
+        return faces
+    if cfg.background:
+        raise ValueError(f"--background needs 68 landmarks for every training image to find the "
+                         f"head; only --data orl ships them, not {cfg.data}")
     path = Path(cfg.data)
     if path.suffix == ".rec":
         from .data.recordio import RecordIODataset

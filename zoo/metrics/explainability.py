@@ -6,6 +6,8 @@ the order of the channels.
 
 * ``top10_activation``          Eq. 8-9: bilinear upsample to the input size, keep the top 10%.
 * ``part_iou``                  Eq. 10: IoU of each channel's top-10% region with each part mask.
+* ``part_precision``            ours: the share of each channel's top-10% region that lies on each
+                                part mask (how much of what a picture shows is that part).
 * ``part_explainability``       PE: mean over channels of the max-over-parts IoU, mean over images.
 * ``location_consistency``      A_{i,k} (the share of images in which channel i's best part is
                                 k) and the paper's S_i = sqrt(sum_k (A_{i,k} - 1/|K|)^2) / |K|;
@@ -25,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["TOP_FRACTION", "PEAK_PROMINENCE", "PEAK_THRESHOLDS", "PART_IOU_FLOOR",
-           "top10_activation", "upsample_maps", "part_iou", "best_parts", "part_explainability",
+           "top10_activation", "upsample_maps", "part_iou", "part_precision", "best_parts",
+           "part_explainability",
            "location_consistency", "paper_consistency", "outer_ring", "peak_prominences",
            "activation_peaks", "activation_robustness", "peak_counts", "location_instability"]
 
@@ -74,6 +77,20 @@ def part_iou(activation: np.ndarray, parts: np.ndarray) -> np.ndarray:
     inter = a @ p.T
     union = a.sum(1)[:, None] + p.sum(1)[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def part_precision(activation: np.ndarray, parts: np.ndarray) -> np.ndarray:
+    """OUR measure, not the paper's: |region & part| / |region| for every channel and part, (C, P);
+    0 for an empty region. IoU also divides by the part's size, so a region that lies wholly on a
+    large part (hair, cheek) scores low; precision asks only how much of the region shown to a
+    user is the part it is labelled with, and half a region on the background scores 0.5."""
+    a = np.asarray(activation, dtype=bool).reshape(len(activation), -1).astype(np.float64)
+    p = np.asarray(parts, dtype=bool).reshape(len(parts), -1).astype(np.float64)
+    if a.shape[1] != p.shape[1]:
+        raise ValueError(f"activation regions {np.shape(activation)[1:]} and part masks "
+                         f"{np.shape(parts)[1:]} differ in size")
+    area = a.sum(1)[:, None]
+    return np.divide(a @ p.T, area, out=np.zeros((len(a), len(p))), where=area > 0)
 
 
 def best_parts(iou: np.ndarray, floor: float = 0.0) -> np.ndarray:
