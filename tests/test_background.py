@@ -90,3 +90,16 @@ def test_background_needs_landmarks(tmp_path):
     assert isinstance(build_train_dataset(orl_cfg), RandomBackground)
     assert not isinstance(build_train_dataset(dataclasses.replace(orl_cfg, background=0.0)),
                           RandomBackground)
+
+
+def test_a_presets_background_is_dropped_for_data_without_landmarks(monkeypatch, tmp_path):
+    """A preset's background randomisation applies to ORL; other data (no landmarks) train
+    without it instead of failing, while an explicit --background on them is an error."""
+    from zoo import train_config
+    from zoo.train_config import TrainConfig, resolve_config
+    preset = {**train_config.PRESETS["cpu"], "background": 0.5}
+    monkeypatch.setitem(train_config.PRESETS, "cpu", preset)
+    assert resolve_config(TrainConfig(arch="vgg13"), False).background == 0.5
+    assert resolve_config(TrainConfig(arch="vgg13", data=str(tmp_path)), False).background == 0.0
+    assert resolve_config(TrainConfig(arch="vgg13", data=str(tmp_path), background=0.5),
+                          False).background == 0.5

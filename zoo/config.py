@@ -132,10 +132,10 @@ PAPER_MODELS: Dict[str, Dict[str, Any]] = {
 # (224 px, full width, 14x14 maps) with EXPLAINABLE_ECLOSS_14: the same without the content-free
 # term, the choice of the 14x14 study's validation step (docs/results.md, Part 1; one seed at
 # width 1/8, so a weaker choice than the 7x7 one). "paper" is the paper's setting, literally.
-EXPLAINABLE_ECLOSS = dict(tau=1.0, beta=1.0, beta_mode="fixed", padding="reflect",
+EXPLAINABLE_ECLOSS = dict(tau=1.0, beta=3.0, beta_mode="fixed", padding="reflect",
                           template_peaks="all", content_free=1.0, translate=0.0,
                           background=0.0)
-EXPLAINABLE_ECLOSS_14 = {**EXPLAINABLE_ECLOSS, "content_free": 0.0}
+EXPLAINABLE_ECLOSS_14 = {**EXPLAINABLE_ECLOSS, "beta": 1.0, "content_free": 0.0}
 PAPER_GEOMETRY = dict(width=1.0, input_size=224, batch_norm=False, epochs=30, batch_size=64,
                       lr=0.03)
 PRESETS: Dict[str, Dict[str, object]] = {

@@ -68,11 +68,13 @@ VARIANTS.update({
     "ecloss-content-free-reflect-translate": {**TAU1_FIXED1, "content_free": 1.0,
                                               "padding": "reflect", "translate": 0.15},
 })
-# The default at a lower ECLoss weight: how strongly must the maps be sharpened (beta = 1
-# drives the MI to its ceiling, and the sharpest features on ORL are the frame's hair and
-# background edges)?
+# The ECLoss weight beta of the content-free + reflect setting, swept (0.1 to 10; 1 was the
+# default): how hard must the maps be pushed towards the templates? And the 14 x 14 choice
+# (reflection padding alone) at beta = 3.
 VARIANTS.update({f"ecloss-content-free-reflect-beta{b:g}": {
-    **TAU1_FIXED1, "beta": b, "content_free": 1.0, "padding": "reflect"} for b in (0.1, 0.3, 3.0)})
+    **TAU1_FIXED1, "beta": b, "content_free": 1.0, "padding": "reflect"}
+    for b in (0.1, 0.3, 3.0, 10.0)})
+VARIANTS["ecloss-reflect-beta3"] = {**TAU1_FIXED1, "beta": 3.0, "padding": "reflect"}
 # A random background behind the head on half of the training faces (zoo.data.background): ORL's
 # even dark background makes the hair/background edges the sharpest features of every image.
 VARIANTS.update({
@@ -80,6 +82,9 @@ VARIANTS.update({
                                    "background": 0.5},
     "ecloss-content-free-reflect-background": {**TAU1_FIXED1, "content_free": 1.0,
                                                "padding": "reflect", "background": 0.5},
+    "ecloss-content-free-reflect-beta3-background": {**TAU1_FIXED1, "beta": 3.0,
+                                                     "content_free": 1.0, "padding": "reflect",
+                                                     "background": 0.5},
 })
 # Controls (not methods): the default's network never trained ("untrained"), and the default with
 # each template's cells shuffled ("...-permuted": the same MI pressure of the same strength

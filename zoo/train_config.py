@@ -101,6 +101,10 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
     for key, value in PRESETS[cfg.preset].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
+            if key == "background" and value and cfg.data != "orl":
+                # the preset's background randomisation needs landmarks, which only ORL ships:
+                # other data train without it (given explicitly, it is an error instead)
+                cfg.background = 0.0
     _ = cfg.depth
     if cfg.loss not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
