@@ -33,9 +33,19 @@ REMEDIES = ["softmax", "ecloss-tau1-fixed1", "ecloss-reflect", "ecloss-circular"
             "ecloss-content-free-reflect", "ecloss-content-free-circular",
             "ecloss-content-free-reflect-interior", "ecloss-content-free-reflect-translate",
             "ecloss-content-free-uncapped", "ecloss-content-free-0.1-uncapped",
-            "ecloss-content-free-reflect-uncapped", "ecloss-content-free-batch-uncapped"]
+            "ecloss-content-free-reflect-uncapped", "ecloss-content-free-batch-uncapped",
+            "ecloss-content-free-reflect-beta0.1", "ecloss-content-free-reflect-beta0.3",
+            "ecloss-content-free-reflect-beta3", "ecloss-content-free-reflect-beta10",
+            "ecloss-content-free-reflect-background",
+            "ecloss-content-free-reflect-beta3-background", "softmax-reflect-background"]
+# the runs of the beta sweep and of background randomisation, against the default they change
+REMEDIES_SINCE = ["softmax", "ecloss-content-free-reflect-beta0.1",
+                  "ecloss-content-free-reflect-beta0.3", "ecloss-content-free-reflect-beta3",
+                  "ecloss-content-free-reflect-beta10", "ecloss-content-free-reflect-background",
+                  "ecloss-content-free-reflect-beta3-background"]
 STUDY14_VAL = ["softmax", "ecloss", "ecloss-tau1-fixed1", "ecloss-reflect",
-               "ecloss-content-free-reflect"]
+               "ecloss-content-free-reflect", "ecloss-reflect-beta3",
+               "ecloss-content-free-reflect-beta3"]
 STUDY14 = ["softmax", "ecloss", "ecloss-content-free-reflect",
            "ecloss-content-free-reflect-permuted", "untrained",
            "ecloss-content-free-reflect+shuffled", "softmax+shuffled"]
@@ -46,6 +56,8 @@ TABLES = {
     "remedies-metrics": ("summary", "remedies", REMEDIES, METRICS, None),
     "remedies-input-dependence": ("summary", "remedies", REMEDIES, INPUT_DEPENDENCE, None),
     "remedies-paired": ("paired", "remedies", REMEDIES, PAIRED, "ecloss-tau1-fixed1"),
+    "remedies-paired-beta1": ("paired", "remedies", REMEDIES_SINCE, PAIRED,
+                              "ecloss-content-free-reflect"),
     "study14-val-metrics": ("summary", "study14-val", STUDY14_VAL, METRICS, None),
     "study14-val-input-dependence": ("summary", "study14-val", STUDY14_VAL, INPUT_DEPENDENCE,
                                      None),
