@@ -46,10 +46,11 @@ REMEDIES_SINCE = ["softmax", "ecloss-content-free-reflect-beta0.1",
 STUDY14_VAL = ["softmax", "ecloss", "ecloss-tau1-fixed1", "ecloss-reflect",
                "ecloss-content-free-reflect", "ecloss-reflect-beta3",
                "ecloss-content-free-reflect-beta3"]
-STUDY14 = ["softmax", "ecloss", "ecloss-content-free-reflect",
-           "ecloss-content-free-reflect-permuted", "untrained",
-           "ecloss-content-free-reflect+shuffled", "softmax+shuffled"]
-STUDY14_PAIRED = ["ecloss", "ecloss-content-free-reflect", "ecloss-content-free-reflect-permuted"]
+STUDY14 = ["softmax", "ecloss", "ecloss-content-free-reflect", "ecloss-reflect",
+           "ecloss-content-free-reflect-beta3", "ecloss-content-free-reflect-permuted",
+           "untrained", "ecloss-content-free-reflect+shuffled", "softmax+shuffled"]
+STUDY14_PAIRED = ["ecloss", "ecloss-content-free-reflect", "ecloss-reflect",
+                  "ecloss-content-free-reflect-beta3", "ecloss-content-free-reflect-permuted"]
 
 # name: (kind, records folder, variants, columns, reference for "paired")
 TABLES = {
