@@ -31,6 +31,7 @@ from zoo import registry  # noqa: E402
 from zoo.data.background import composite_background, head_mask  # noqa: E402
 from zoo.data.orl import ORLFaces  # noqa: E402
 from zoo.data.transforms import face_transform  # noqa: E402
+from zoo.metrics.explainability import outer_ring  # noqa: E402
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -51,12 +52,13 @@ def shown_cells(model, table, images, size: int):
 
 
 def ring_and_off_head(cells, masks, n: int):
+    on_ring = outer_ring(n)
     ring = off = total = 0
     for img_cells, mask in zip(cells, masks):
         small = np.asarray(Image.fromarray((mask * 255).astype(np.uint8)).resize(
             (n, n), Image.BILINEAR)) / 255.0
         for r, q in img_cells:
-            ring += r in (0, n - 1) or q in (0, n - 1)
+            ring += bool(on_ring[r, q])
             off += small[r, q] < 0.5
             total += 1
     return round(ring / total, 3), round(off / total, 3)

@@ -114,7 +114,7 @@ class RandomBackground(torch.utils.data.Dataset):
         self.dataset = dataset
         self.probability = float(probability)
         self.transform = dataset.transform if transform is None else transform
-        self._masks = {}
+        self._heads = {}
 
     def __len__(self):
         return len(self.dataset)
@@ -125,22 +125,28 @@ class RandomBackground(torch.utils.data.Dataset):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
+    def _head(self, idx, img: Image.Image):
+        """(feathered head mask, is the face in colour) of item ``idx``, from its decoded image
+        (cached: both are fixed per image)."""
+        if idx not in self._heads:
+            a = np.asarray(img.convert("RGB"))
+            # a grey face (ORL: grey replicated to RGB) gets a grey background, or colour
+            # itself would tell background from face
+            colour = not (np.array_equal(a[..., 0], a[..., 1])
+                          and np.array_equal(a[..., 1], a[..., 2]))
+            self._heads[idx] = (head_mask(self.dataset.landmarks(idx), img.height, img.width),
+                                colour)
+        return self._heads[idx]
+
     def mask(self, idx) -> np.ndarray:
         """The feathered head mask of item ``idx`` at its image size (cached)."""
-        if idx not in self._masks:
-            img = self.dataset.load(idx)
-            self._masks[idx] = head_mask(self.dataset.landmarks(idx), img.height, img.width)
-        return self._masks[idx]
+        return self._head(idx, self.dataset.load(idx))[0]
 
     def __getitem__(self, idx):
         img = self.dataset.load(idx)
         if self.probability > 0 and float(torch.rand(())) < self.probability:
-            # a grey face (ORL: grey replicated to RGB) gets a grey background, or colour
-            # itself would tell background from face
-            a = np.asarray(img.convert("RGB"))
-            colour = not (np.array_equal(a[..., 0], a[..., 1])
-                          and np.array_equal(a[..., 1], a[..., 2]))
-            img = composite_background(img, self.mask(idx),
+            mask, colour = self._head(idx, img)
+            img = composite_background(img, mask,
                                        random_background(img.height, img.width, colour))
         if self.transform is not None:
             img = self.transform(img)
