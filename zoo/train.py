@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "head (our extension; needs landmarks: --data orl; 0 = off)")
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None,
-                   help="(initial) beta (cpu/gpu presets 1 fixed, paper preset 1e-5 auto)")
+                   help="(initial) beta (cpu preset 3 fixed, gpu 1 fixed, paper 1e-5 auto)")
     p.add_argument("--beta-mode", choices=BETA_MODES, default=None)
     p.add_argument("--beta-ratio", type=float, default=None,
                    help="auto beta: target beta*MI / (alpha*CE) (docs/paper-notes.md)")
