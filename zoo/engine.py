@@ -41,6 +41,8 @@ from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_sta
 from .data.content_free import (  # noqa: F401  (CONTENT_FREE_SHARE re-exported)
     CONTENT_FREE_SHARE,
     content_free_count,
+    patch_shuffled,
+    shuffled_face_count,
     step_content_free_batch,
 )
 from .ecloss import (
@@ -176,7 +178,8 @@ def _settings_line(cfg: TrainConfig, world: int, use_cuda: bool) -> str:
            f"{cfg.content_free}" if cfg.loss == "ecloss" else "")
     return (f"{where}: using the {cfg.preset} preset (vgg{cfg.depth}, width {cfg.width}, "
             f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.padding} padding, translate "
-            f"{cfg.translate}, background {cfg.background}, {cfg.epochs} epochs, "
+            f"{cfg.translate}, background {cfg.background}, shuffled faces {cfg.shuffled_faces}, "
+            f"{cfg.epochs} epochs, "
             f"batch {cfg.batch_size}, lr {cfg.lr}, loss {cfg.loss}, head {cfg.head}{ecl})")
 
 
@@ -311,8 +314,14 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
     t0 = time.time()
     n_faces = len(labels)
     if run.n_content_free:
-        images = torch.cat([images, step_content_free_batch(
-            cfg.seed, run.step, run.n_content_free, run.world, run.rank, cfg.input_size)])
+        free = step_content_free_batch(cfg.seed, run.step, run.n_content_free, run.world,
+                                       run.rank, cfg.input_size)
+        n_shuffled = min(shuffled_face_count(run.n_content_free, cfg.shuffled_faces), n_faces)
+        if n_shuffled:
+            # faces with their tiles out of order take the place of some blank/noise images
+            g = torch.Generator().manual_seed((cfg.seed * 1_000_033 + run.step) * 64 + run.rank)
+            free[:n_shuffled] = patch_shuffled(images[:n_shuffled], g)
+        images = torch.cat([images, free])
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16

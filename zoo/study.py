@@ -23,7 +23,7 @@ import numpy as np
 # its ECLoss parameters so that none depends on the preset's ECLoss defaults.
 PAPER_ECLOSS = {"loss": "ecloss", "tau": 1e-3, "beta": 1e-5, "beta_mode": "auto",
                 "padding": "zeros", "template_peaks": "all", "content_free": 0.0, "translate": 0.0,
-                "background": 0.0}
+                "background": 0.0, "shuffled_faces": 0.0}
 VARIANTS: Dict[str, Dict[str, object]] = {
     "softmax": {"loss": "softmax", "padding": "zeros", "translate": 0.0, "background": 0.0},
     "ecloss": dict(PAPER_ECLOSS),
@@ -85,6 +85,14 @@ VARIANTS.update({
     "ecloss-content-free-reflect-beta3-background": {**TAU1_FIXED1, "beta": 3.0,
                                                      "content_free": 1.0, "padding": "reflect",
                                                      "background": 0.5},
+})
+# The ICNN paper's part-shuffled images: half of the content-free images of a step are the
+# batch's own faces cut into 4 x 4 tiles put back in a random order, pushed to the negative
+# template like the blank ones: face textures without a face must not light a part channel.
+VARIANTS.update({
+    "ecloss-content-free-reflect-beta3-shuffled": {**TAU1_FIXED1, "beta": 3.0,
+                                                   "content_free": 1.0, "padding": "reflect",
+                                                   "shuffled_faces": 0.5},
 })
 # Controls (not methods): the default's network never trained ("untrained"), and the default with
 # each template's cells shuffled ("...-permuted": the same MI pressure of the same strength

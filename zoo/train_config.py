@@ -62,6 +62,8 @@ class TrainConfig:
     translate: Optional[float] = None   # random-shift augmentation (face_transform), 0 = off
     background: Optional[float] = None  # share of training faces given a random background
                                         # (zoo.data.background, our extension), 0 = off
+    shuffled_faces: Optional[float] = None  # share of the content-free images that are
+                                            # part-shuffled faces of the batch, 0 = none
     amp: bool = False
     workers: int = 0
     seed: int = 0
@@ -116,8 +118,14 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
         raise ValueError("content_free must be >= 0 and translate in [0, 1)")
     if not 0 <= cfg.background <= 1:
         raise ValueError(f"background must be a probability in [0, 1], got {cfg.background}")
+    if not 0 <= cfg.shuffled_faces <= 1:
+        raise ValueError(f"shuffled_faces must be a share in [0, 1], got {cfg.shuffled_faces}")
+    if cfg.shuffled_faces and cfg.loss == "ecloss" and not cfg.content_free:
+        raise ValueError("--shuffled-faces replaces some of the content-free images: it needs "
+                         "--content-free > 0")
     if cfg.loss != "ecloss":
         cfg.content_free = 0.0  # a softmax run takes no ECLoss term from its preset
+        cfg.shuffled_faces = 0.0
     return cfg
 
 
@@ -139,7 +147,7 @@ def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = N
         training={"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                   "preset": cfg.preset, "translate": cfg.translate,
-                  "background": cfg.background,
+                  "background": cfg.background, "shuffled_faces": cfg.shuffled_faces,
                   "orl_num_train": cfg.orl_num_train, "orl_num_val": cfg.orl_num_val,
                   "orl_split_seed": cfg.orl_split_seed, "orl_fold": cfg.orl_fold},
         metrics=metrics or {})
