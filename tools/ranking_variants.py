@@ -109,7 +109,8 @@ def measure(export_dir, faces, orl_images):
         variants = {
             "evidence": (ref, cells), "cap1": (capped(ref, cells, 1), cells),
             "cap2": (capped(ref, cells, 2), cells), "cap3": (capped(ref, cells, 3), cells),
-            "mmr0.3": (mmr(ref, flat, score, 0.3), cells), "mmr1": (mmr(ref, flat, score, 1.0), cells),
+            "mmr0.3": (mmr(ref, flat, score, 0.3), cells),
+            "mmr1": (mmr(ref, flat, score, 1.0), cells),
             "place-soft": ([int(c) for c in np.lexsort((-peaks, -score * soft))], cells),
             "place-hard": ([int(c) for c in np.lexsort((-peaks, -score * hard))], cells),
             "grey": (rank_channels(gflat.max(-1), ex.parts), gflat.argmax(-1)),
