@@ -135,7 +135,7 @@ PAPER_MODELS: Dict[str, Dict[str, Any]] = {
 # term. "paper" is the paper's setting, literally.
 EXPLAINABLE_ECLOSS = dict(tau=1.0, beta=3.0, beta_mode="fixed", padding="reflect",
                           template_peaks="all", content_free=1.0, translate=0.0,
-                          background=0.0, shuffled_faces=0.0)
+                          background=0.0, shuffled_faces=0.0, off_head=0.0)
 # The 14 x 14 choice (the gpu preset): at 14 x 14, beta = 3 with the content-free term put more
 # shown channels on the ring than reflection padding alone (0.27 vs 0.23 over 3 validation seeds)
 EXPLAINABLE_ECLOSS_14 = {**EXPLAINABLE_ECLOSS, "beta": 1.0, "content_free": 0.0}
@@ -147,7 +147,7 @@ PRESETS: Dict[str, Dict[str, object]] = {
     "gpu": dict(**PAPER_GEOMETRY, **EXPLAINABLE_ECLOSS_14),
     "paper": dict(**PAPER_GEOMETRY, tau=DEFAULT_TAU, beta=1e-5, beta_mode="auto",
                   padding="zeros", template_peaks="all", content_free=0.0, translate=0.0,
-                  background=0.0, shuffled_faces=0.0),
+                  background=0.0, shuffled_faces=0.0, off_head=0.0),
 }
 
 

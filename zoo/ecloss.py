@@ -35,7 +35,7 @@ from .templates import flatten_maps
 __all__ = [
     "MARGINALS", "MAP_NORMS", "IMPLS", "flatten_maps", "template_logits",
     "template_log_posterior", "mutual_information_reference", "mutual_information", "total_loss",
-    "BetaPolicy", "ECLoss", "content_free_term", "content_free_penalty",
+    "BetaPolicy", "ECLoss", "content_free_term", "content_free_penalty", "off_head_share",
 ]
 
 
@@ -130,6 +130,24 @@ def content_free_term(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
         raise ValueError("the last template must be the negative template (-tau everywhere)")
     log_p = template_log_posterior(x, templates)
     return log_p[:, -1].mean() + math.log(templates.shape[0])
+
+
+def off_head_share(fmap: torch.Tensor, head: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """OUR EXTENSION (supervised by landmarks, not the paper's method): the mean over the maps
+    that fire of the share of their activation that lies off the head.
+
+    fmap (B, C, n, n) post-ReLU maps of faces; head (B, n, n) in [0, 1], the share of each map
+    cell that lies on the head (zoo.data.background.head_cells). A map with no activation counts
+    as 0 (silence off the head is what is asked). Minimising it teaches every channel to fire on
+    the head only, whatever lies behind it (with random backgrounds, zoo.data.background)."""
+    if fmap.dim() != 4 or head.shape != (fmap.shape[0], *fmap.shape[2:]):
+        raise ValueError(f"off_head_share: maps {tuple(fmap.shape)} and head cells "
+                         f"{tuple(head.shape)} do not match")
+    x = fmap.float().clamp_min(0).flatten(2)                     # (B, C, n*n)
+    off = (1.0 - head.float()).flatten(1)[:, None, :]            # (B, 1, n*n)
+    total = x.sum(-1)
+    share = (x * off).sum(-1) / total.clamp_min(eps)
+    return torch.where(total > eps, share, torch.zeros_like(share)).mean()
 
 
 def content_free_penalty(term: torch.Tensor, weight: float) -> torch.Tensor:

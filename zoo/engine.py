@@ -51,6 +51,7 @@ from .ecloss import (
     content_free_penalty,
     content_free_term,
     mutual_information_across_ranks,
+    off_head_share,
     total_loss,
 )
 from .finite import (  # noqa: F401  (NONFINITE_SKIP_LIMIT re-exported)
@@ -179,6 +180,7 @@ def _settings_line(cfg: TrainConfig, world: int, use_cuda: bool) -> str:
     return (f"{where}: using the {cfg.preset} preset (vgg{cfg.depth}, width {cfg.width}, "
             f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.padding} padding, translate "
             f"{cfg.translate}, background {cfg.background}, shuffled faces {cfg.shuffled_faces}, "
+            f"off-head weight {cfg.off_head}, "
             f"{cfg.epochs} epochs, "
             f"batch {cfg.batch_size}, lr {cfg.lr}, loss {cfg.loss}, head {cfg.head}{ecl})")
 
@@ -291,8 +293,10 @@ def _open_logs(run: _Run) -> None:
 # one epoch
 # --------------------------------------------------------------------------------------------
 
-def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: float):
-    """(loss to differentiate, MI value, content-free term value) of one step."""
+def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: float,
+          head: Optional[torch.Tensor] = None):
+    """(loss to differentiate, MI value, content-free term value) of one step; ``head``: the
+    faces' head masks at the input size, for the off-head term."""
     cfg, ecloss = run.cfg, run.ecloss
     if ecloss is None:
         return cfg.alpha * ce, torch.zeros((), device=run.device), 0.0
@@ -305,11 +309,16 @@ def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: f
         cf_term = content_free_term(ecloss.prepare(fmap[n_faces:]), templates)
         loss = loss + content_free_penalty(cf_term, cfg.content_free)
         cf_value = float(cf_term.detach())
+    if head is not None and cfg.off_head:
+        cells = F.adaptive_avg_pool2d(head[:, None].float(), fmap.shape[-2:])[:, 0]
+        loss = loss + cfg.off_head * off_head_share(fmap[:n_faces], cells)
     return loss, mi_value, cf_value
 
 
-def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """One optimisation step; returns the step's numbers (global over the ranks)."""
+def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor,
+                head: Optional[torch.Tensor] = None) -> dict:
+    """One optimisation step; returns the step's numbers (global over the ranks). ``head``:
+    the faces' head masks (B, S, S) when the off-head term is on."""
     cfg, device = run.cfg, run.device
     t0 = time.time()
     n_faces = len(labels)
@@ -324,12 +333,14 @@ def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor) -> dict:
         images = torch.cat([images, free])
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
+    if head is not None:
+        head = head.to(device, non_blocking=True)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
         logits, fmap = run.ddp(images, labels)
     ce = F.cross_entropy(logits.float(), labels)
     beta = run.beta_policy.beta
-    loss, mi_value, cf_value = _loss(run, ce, fmap, n_faces, beta)
+    loss, mi_value, cf_value = _loss(run, ce, fmap, n_faces, beta, head)
     skipped = check_finite(run, ce, mi_value, cf_value, loss)  # zoo.finite
     run.optimizer.zero_grad(set_to_none=True)
     if skipped:
@@ -389,10 +400,10 @@ def _train_one_epoch(run: _Run) -> bool:
     t_epoch = time.time()
     # In-process randomness (flips with workers=0, dropout) is also a function of (seed, epoch).
     torch.manual_seed(cfg.seed * 7_919 + run.epoch)
-    for images, labels in loader:
+    for batch in loader:
         if run.step >= run.total_steps:
             return False
-        out = _train_step(run, images, labels)
+        out = _train_step(run, *batch)    # (images, labels[, head masks])
         _log_step(run, out)
         if out["skipped"]:  # logged (NaN), not averaged into the epoch
             continue

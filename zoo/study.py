@@ -23,7 +23,7 @@ import numpy as np
 # its ECLoss parameters so that none depends on the preset's ECLoss defaults.
 PAPER_ECLOSS = {"loss": "ecloss", "tau": 1e-3, "beta": 1e-5, "beta_mode": "auto",
                 "padding": "zeros", "template_peaks": "all", "content_free": 0.0, "translate": 0.0,
-                "background": 0.0, "shuffled_faces": 0.0}
+                "background": 0.0, "shuffled_faces": 0.0, "off_head": 0.0}
 VARIANTS: Dict[str, Dict[str, object]] = {
     "softmax": {"loss": "softmax", "padding": "zeros", "translate": 0.0, "background": 0.0},
     "ecloss": dict(PAPER_ECLOSS),
@@ -94,6 +94,12 @@ VARIANTS.update({
                                                    "content_free": 1.0, "padding": "reflect",
                                                    "shuffled_faces": 0.5},
 })
+# Landmark supervision (our extension): the share of each map's activation off the head is
+# penalised (zoo.ecloss.off_head_share), with random backgrounds behind the head on half of the
+# faces so that "off the head" is not always ORL's dark wall.
+VARIANTS.update({f"ecloss-content-free-reflect-beta3-offhead{w:g}": {
+    **TAU1_FIXED1, "beta": 3.0, "content_free": 1.0, "padding": "reflect", "background": 0.5,
+    "off_head": w} for w in (1.0, 3.0)})
 # Controls (not methods): the default's network never trained ("untrained"), and the default with
 # each template's cells shuffled ("...-permuted": the same MI pressure of the same strength
 # towards maps that match no spatial shape), so a gain can be traced to template matching.

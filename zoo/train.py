@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", type=float, default=None, metavar="P",
                    help="give this share of the training faces a random background behind the "
                         "head (our extension; needs landmarks: --data orl; 0 = off)")
+    p.add_argument("--off-head", type=float, default=None, metavar="WEIGHT",
+                   help="penalise the share of each map's activation that lies off the head "
+                        "with this weight (our extension; needs landmarks: --data orl; 0 = off)")
     p.add_argument("--shuffled-faces", type=float, default=None, metavar="SHARE",
                    help="make this share of the content-free images part-shuffled copies of "
                         "the batch's faces (tiles in a random order; our extension; 0 = off)")

@@ -64,6 +64,8 @@ class TrainConfig:
                                         # (zoo.data.background, our extension), 0 = off
     shuffled_faces: Optional[float] = None  # share of the content-free images that are
                                             # part-shuffled faces of the batch, 0 = none
+    off_head: Optional[float] = None    # weight of the off-head term (zoo.ecloss.off_head_share,
+                                        # our extension; needs landmarks), 0 = off
     amp: bool = False
     workers: int = 0
     seed: int = 0
@@ -103,10 +105,10 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
     for key, value in PRESETS[cfg.preset].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
-            if key == "background" and value and cfg.data != "orl":
+            if key in ("background", "off_head") and value and cfg.data != "orl":
                 # the preset's background randomisation needs landmarks, which only ORL ships:
                 # other data train without it (given explicitly, it is an error instead)
-                cfg.background = 0.0
+                setattr(cfg, key, 0.0)
     _ = cfg.depth
     if cfg.loss not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
@@ -120,12 +122,18 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
         raise ValueError(f"background must be a probability in [0, 1], got {cfg.background}")
     if not 0 <= cfg.shuffled_faces <= 1:
         raise ValueError(f"shuffled_faces must be a share in [0, 1], got {cfg.shuffled_faces}")
+    if not cfg.off_head >= 0:
+        raise ValueError(f"off_head must be a weight >= 0, got {cfg.off_head}")
+    if cfg.off_head and cfg.translate:
+        raise ValueError("--off-head needs the head mask where the face is: it does not combine "
+                         "with --translate")
     if cfg.shuffled_faces and cfg.loss == "ecloss" and not cfg.content_free:
         raise ValueError("--shuffled-faces replaces some of the content-free images: it needs "
                          "--content-free > 0")
     if cfg.loss != "ecloss":
         cfg.content_free = 0.0  # a softmax run takes no ECLoss term from its preset
         cfg.shuffled_faces = 0.0
+        cfg.off_head = 0.0
     return cfg
 
 
@@ -148,6 +156,7 @@ def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = N
                   "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                   "preset": cfg.preset, "translate": cfg.translate,
                   "background": cfg.background, "shuffled_faces": cfg.shuffled_faces,
+                  "off_head": cfg.off_head,
                   "orl_num_train": cfg.orl_num_train, "orl_num_val": cfg.orl_num_val,
                   "orl_split_seed": cfg.orl_split_seed, "orl_fold": cfg.orl_fold},
         metrics=metrics or {})
@@ -160,13 +169,20 @@ def build_train_dataset(cfg: TrainConfig):
         from .data.orl import ORLFaces
         faces = ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
                          seed=cfg.orl_split_seed, num_val=cfg.orl_num_val, fold=cfg.orl_fold)
+        if cfg.off_head:
+            # items carry the head mask; image and mask are flipped together, not by transform
+            from .data.background import RandomBackground
+            return RandomBackground(faces, cfg.background,
+                                    transform=face_transform(cfg.input_size, train=False),
+                                    head_size=cfg.input_size, flip=cfg.flip)
         if cfg.background:
             from .data.background import RandomBackground
             return RandomBackground(faces, cfg.background)
         return faces
-    if cfg.background:
-        raise ValueError(f"--background needs 68 landmarks for every training image to find the "
-                         f"head; only --data orl ships them, not {cfg.data}")
+    for key, option in (("background", "--background"), ("off_head", "--off-head")):
+        if getattr(cfg, key):
+            raise ValueError(f"{option} needs 68 landmarks for every training image to find "
+                             f"the head; only --data orl ships them, not {cfg.data}")
     path = Path(cfg.data)
     if path.suffix == ".rec":
         from .data.recordio import RecordIODataset

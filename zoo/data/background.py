@@ -16,6 +16,10 @@ sharp edge of its own. So this needs landmarks for every training image: ORL shi
 
 Backgrounds are drawn with torch's global RNG, like torchvision's random flips, so a training run
 (which seeds it per epoch, zoo.engine) stays a function of its seed.
+
+The same head mask also serves the off-head term (zoo.ecloss.off_head_share, TrainConfig.off_head):
+with ``head_size`` set, RandomBackground returns each face's head mask at the input size with it,
+flipped together with the image.
 """
 from __future__ import annotations
 
@@ -23,7 +27,8 @@ from typing import Callable, Optional
 
 import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
+from PIL import Image, ImageOps
 from scipy import ndimage
 
 __all__ = ["BACKGROUND_KINDS", "FEATHER", "GROW", "head_mask", "random_background",
@@ -101,19 +106,29 @@ class RandomBackground(torch.utils.data.Dataset):
     images get a random background with probability ``probability`` before its transform.
 
     The wrapped dataset's transform runs after the swap; its attributes (labels, num_classes,
-    identities, ...) are passed through."""
+    identities, ...) are passed through.
+
+    head_size: items are (image, label, head) with head the (head_size, head_size) float32 head
+    mask, stretched to a square like the image; then the transform must not flip (``flip``: a
+    random horizontal flip of image and mask together, here)."""
 
     def __init__(self, dataset, probability: float,
-                 transform: Optional[Callable] = None):
+                 transform: Optional[Callable] = None, head_size: Optional[int] = None,
+                 flip: bool = False):
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"background probability must be in [0, 1], got {probability}")
         if not callable(getattr(dataset, "landmarks", None)):
             raise ValueError(f"background randomisation needs 68 landmarks for every training "
                              f"image to find the head; {type(dataset).__name__} has none (only "
                              f"--data orl ships them)")
+        if flip and head_size is None:
+            raise ValueError("flip here is for a head mask that flips with the image: give "
+                             "head_size (else flip in the transform)")
         self.dataset = dataset
         self.probability = float(probability)
         self.transform = dataset.transform if transform is None else transform
+        self.head_size = None if head_size is None else int(head_size)
+        self.flip = bool(flip)
         self._heads = {}
 
     def __len__(self):
@@ -148,9 +163,18 @@ class RandomBackground(torch.utils.data.Dataset):
             mask, colour = self._head(idx, img)
             img = composite_background(img, mask,
                                        random_background(img.height, img.width, colour))
+        if self.head_size is None:
+            if self.transform is not None:
+                img = self.transform(img)
+            return img, self.dataset.labels[idx]
+        head = torch.from_numpy(self._head(idx, img)[0])[None, None]
+        head = F.interpolate(head, size=(self.head_size, self.head_size), mode="bilinear",
+                             align_corners=False)[0, 0]
+        if self.flip and float(torch.rand(())) < 0.5:
+            img, head = ImageOps.mirror(img), head.flip(-1)
         if self.transform is not None:
             img = self.transform(img)
-        return img, self.dataset.labels[idx]
+        return img, self.dataset.labels[idx], head.clamp(0.0, 1.0)
 
     def __repr__(self):
         return f"RandomBackground({self.dataset!r}, probability={self.probability})"
