@@ -119,6 +119,15 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
     return ranked + [c for c in order if c not in taken]
 
 
+def shown_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None,
+                   top_k: int = SHOWN_CHANNELS) -> List[int]:
+    """The channels `explain` shows for one image: the first ``top_k`` of rank_channels that
+    fire on it (peak > 0). A map that is zero everywhere has no place, and its argmax (the first
+    cell) would be read as a peak in the top-left corner."""
+    peaks = np.asarray(peaks, dtype=np.float64)
+    return [c for c in rank_channels(peaks, table) if peaks[c] > 0][:top_k]
+
+
 def read_parts_file(path: Path, num_channels: Optional[int]) -> Dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as f:

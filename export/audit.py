@@ -4,7 +4,8 @@
     python -m export.audit --model out/vgg19-ecloss a.jpg b.png --json
 
 For every image, `explain` ranks the channels (export._common.rank_channels) and shows the first
-SHOWN_CHANNELS. This reports, over the given faces:
+SHOWN_CHANNELS that fire on it (export._common.shown_channels: a map that is zero everywhere has
+no place to show). This reports, over the given faces (None where no channel was shown):
 
 * the share of shown channels whose peak lies on the outer ring of the target map, against the
   share a uniform spread would give (1 - (n-2)^2/n^2): explanations led by image-border cells
@@ -31,7 +32,7 @@ from zoo.data.content_free import content_free_images
 from zoo.metrics.explainability import outer_ring
 from zoo.metrics.input_dependence import fixed_cell_channels
 
-from ._common import SHOWN_CHANNELS, rank_channels
+from ._common import SHOWN_CHANNELS, shown_channels
 from .runtime import FEATURE_OUTPUT, FaceExplainer, ImageError, ModelDirError
 
 __all__ = ["audit", "main"]
@@ -73,7 +74,7 @@ def audit(model_dir, images: Sequence[str], top_k: int = SHOWN_CHANNELS) -> Dict
     table_fixed = np.asarray((explainer.parts or {}).get("channel_fixed", [0] * n_ch), bool)
     per_image, shown_ring, shown_fixed, shown_table_fixed = [], [], [], []
     for i, path in enumerate(paths):
-        order = rank_channels(peaks[i], explainer.parts)[:top_k]
+        order = shown_channels(peaks[i], explainer.parts, top_k)
         shown_ring += [bool(ring[cells[i, c]]) for c in order]
         shown_fixed += [bool(fixed_here[c]) for c in order]
         shown_table_fixed += [bool(table_fixed[c]) for c in order]
@@ -82,10 +83,12 @@ def audit(model_dir, images: Sequence[str], top_k: int = SHOWN_CHANNELS) -> Dict
     return {"model": str(model_dir), "images": len(paths), "shown_per_image": top_k,
             "ranked_by": "evidence" if explainer.parts and "channel_evidence" in explainer.parts
             else "raw peak",
-            "shown_ring_share": float(np.mean(shown_ring)),
+            "shown_ring_share": float(np.mean(shown_ring)) if shown_ring else None,
+            "shown_channels": len(shown_ring),
             "uniform_ring_share": float(ring.mean()),
-            "shown_fixed_here_share": float(np.mean(shown_fixed)),
-            "shown_fixed_in_table_share": float(np.mean(shown_table_fixed)),
+            "shown_fixed_here_share": float(np.mean(shown_fixed)) if shown_fixed else None,
+            "shown_fixed_in_table_share": (float(np.mean(shown_table_fixed)) if shown_table_fixed
+                                           else None),
             "fixed_here_channel_share": float(fixed_here.mean()),
             "per_image": per_image}
 
@@ -106,15 +109,18 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(res, indent=2))
         return 0
-    print(f"{res['images']} faces, {res['shown_per_image']} channels shown per face (ranked by "
-          f"{res['ranked_by']})")
-    print(f"  shown channels peaking on the map's outer ring: {res['shown_ring_share']:.3f} "
+    def share(v):
+        return "-" if v is None else f"{v:.3f}"
+    print(f"{res['images']} faces, up to {res['shown_per_image']} channels shown per face "
+          f"(ranked by {res['ranked_by']}; {res['shown_channels']} shown in all: channels that "
+          f"do not fire are not shown)")
+    print(f"  shown channels peaking on the map's outer ring: {share(res['shown_ring_share'])} "
           f"(uniform spread: {res['uniform_ring_share']:.3f})")
     print(f"  shown channels at a fixed cell on these faces and on blank/noise images: "
-          f"{res['shown_fixed_here_share']:.3f} (all channels: "
+          f"{share(res['shown_fixed_here_share'])} (all channels: "
           f"{res['fixed_here_channel_share']:.3f})")
     print(f"  shown channels the evidence table marks as fixed: "
-          f"{res['shown_fixed_in_table_share']:.3f}")
+          f"{share(res['shown_fixed_in_table_share'])}")
     return 0
 
 

@@ -46,7 +46,7 @@ from ._common import (
     HEATMAP_OUTPUT,
     MASK_OUTPUT,
     SHOWN_CHANNELS,
-    rank_channels,
+    shown_channels,
     validate_parts,
 )
 from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
@@ -313,7 +313,10 @@ class FaceExplainer:
         Channels are ranked by evidence x relative activation (export._common.rank_channels):
         a channel that lands on its part on most held-out faces and depends on the input, firing
         at its usual strength or more, comes first; a channel that fires at a fixed cell
-        whatever the input comes last. Exports without an evidence table rank by raw peak."""
+        whatever the input comes last. Exports without an evidence table rank by raw peak.
+        A channel whose map is all zero on this image is never shown (it has no place to
+        point at): fewer than ``top_k`` channels come back when fewer fire, none on an image
+        no channel responds to."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if out is not None:
@@ -323,7 +326,7 @@ class FaceExplainer:
         fmap, heat, mask = (a[0] for a in self.model.run(
             x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]))
         peaks = fmap.reshape(fmap.shape[0], -1).max(axis=1)
-        order = rank_channels(peaks, self.parts)[:min(top_k, len(peaks))]
+        order = shown_channels(peaks, self.parts, top_k)
         channels = []
         for c in order:
             info = ChannelInfo(channel=int(c), peak=float(peaks[c]))
@@ -428,6 +431,8 @@ def main(argv=None) -> int:
                 if explainer.parts is None or "channel_evidence" not in explainer.parts:
                     print("  note: this export has no evidence table (evaluate the model, then "
                           "export again): channels are ranked by raw peak")
+                if not x.channels:
+                    print("  no channel fires on this image: nothing to show")
                 for c in x.channels:
                     print(f"  channel {c.channel:4d}  peak {c.peak:8.4f}  "
                           f"part {c.part or '-'}" + (f" (IoU {c.iou:.2f})" if c.iou is not None

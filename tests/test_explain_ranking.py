@@ -79,3 +79,23 @@ def test_audit_counts_what_explain_shows(export_dir, tmp_path):
     assert audit_mod.main([str(faces[0]), "--model", str(export_dir), "--json"]) == 0
     assert audit_mod.main([str(tmp_path / "nope"), "--model", str(export_dir)]) == 2
     json.dumps(res)                                     # JSON-serialisable for --json
+
+
+def test_silent_channels_are_never_shown(export_dir):
+    from export._common import shown_channels
+    # by hand: channel 0 has the most evidence but does not fire; 2 of 4 fire
+    table = _table(4, [1.0, 0.5, 0.2, 0.9], [1.0] * 4)
+    assert shown_channels([0.0, 3.0, 1.0, 0.0], table, top_k=3) == [1, 2]
+    assert shown_channels([0.0, 0.0, 0.0, 0.0], table) == []
+    assert shown_channels([0.0, 2.0, 5.0, 0.0], None, top_k=8) == [2, 1]
+    # on a black image (a few of the fixture's channels are silent on it): silent channels with
+    # the most evidence still are not shown
+    face = np.zeros((64, 64), np.uint8)
+    peaks = FaceExplainer(export_dir, parts=None).explain(face, top_k=64) \
+        .feature_maps.reshape(64, -1).max(1)
+    silent = np.flatnonzero(peaks <= 0)
+    assert 0 < len(silent) < 64, "the fixture should have both silent and firing channels"
+    evidence = np.where(peaks <= 0, 1.0, 0.5)
+    x = FaceExplainer(export_dir, parts=_table(64, evidence, np.ones(64))).explain(face, top_k=64)
+    shown = [c.channel for c in x.channels]
+    assert len(shown) == 64 - len(silent) and not set(shown) & set(silent.tolist())

@@ -4,8 +4,9 @@
         [--num-train 30 --num-val 0 --split heldout] [--json out.json]
 
 For every export (a folder written by `python -m export`) and every face in --faces, the 8
-channels each variant shows, and of them: the share whose peak is on the 7 x 7 map's outer ring
-and the number of distinct peak cells per face. Variants:
+channels each variant shows (like `explain`, only channels that fire on the face), and of them:
+the share whose peak is on the 7 x 7 map's outer ring and the number of distinct peak cells per
+face. Variants:
 
 * ``evidence``: the runtime's ranking (export._common.rank_channels), the reference;
 * ``cap1`` / ``cap2`` / ``cap3``: the same order, at most 1 / 2 / 3 shown channels per peak cell
@@ -116,13 +117,16 @@ def measure(export_dir, faces, orl_images):
             "grey": (rank_channels(gflat.max(-1), ex.parts), gflat.argmax(-1)),
         }
         for name, (order, where) in variants.items():
-            top = order[:SHOWN_CHANNELS]
-            rec = shown.setdefault(name, {"ring": [], "distinct": []})
+            fires = gflat.max(-1) if name == "grey" else peaks
+            top = [c for c in order if fires[c] > 0][:SHOWN_CHANNELS]
+            rec = shown.setdefault(name, {"ring": [], "distinct": [], "shown": []})
+            rec["shown"].append(len(top))
             rec["ring"].append(int(sum(bool(ring[where[c]]) for c in top)))
             rec["distinct"].append(len({int(where[c]) for c in top}))
-    return {name: {"shown_ring_share": float(np.sum(r["ring"])) / (SHOWN_CHANNELS * len(imgs)),
+    return {name: {"shown_ring_share": float(np.sum(r["ring"])) / max(1, sum(r["shown"])),
                    "distinct_cells": float(np.mean(r["distinct"])),
-                   "ring_per_face": r["ring"]} for name, r in shown.items()}
+                   "ring_per_face": r["ring"], "shown_per_face": r["shown"]}
+            for name, r in shown.items()}
 
 
 def main(argv=None) -> int:

@@ -118,7 +118,7 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
     which the peak stays put when the face moves, with shift_maps) x (the mean share of the
     channel's region that lies on its dominant part, with precisions (I, C, P) from
     explainability.part_precision), 0 for a fixed-cell channel."""
-    from export._common import SHOWN_CHANNELS, rank_channels
+    from export._common import SHOWN_CHANNELS, shown_channels
     lc = explainability.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
     mi_tau1 = template_mi_diagnostic(fmaps)
@@ -177,9 +177,10 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
                  "channel_part": lc["dominant_part"].tolist()}
         cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
-        shown_idx = np.array([rank_channels(face_peaks[i], table)[:SHOWN_CHANNELS]
-                              for i in range(len(fmaps))])            # (I, shown)
-        shown = np.take_along_axis(cells, shown_idx, axis=1)
+        # what explain shows: the first SHOWN_CHANNELS that fire on the face
+        shown_idx = [shown_channels(face_peaks[i], table, SHOWN_CHANNELS)
+                     for i in range(len(fmaps))]
+        shown = np.array([cells[i, c] for i, idx in enumerate(shown_idx) for c in idx], int)
         strongest = [cells[i, np.argsort(-face_peaks[i], kind="stable")[:2 * SHOWN_CHANNELS]]
                      for i in range(len(fmaps))]
         result["input_dependence"] = {
@@ -195,7 +196,8 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         }
         if follow is not None:
             shown_mask = np.zeros(fmaps.shape[:2], bool)
-            np.put_along_axis(shown_mask, shown_idx, True, axis=1)
+            for i, idx in enumerate(shown_idx):
+                shown_mask[i, idx] = True
             follow_shown = input_dependence.translation_following(
                 shift_maps[0] * shown_mask[..., None, None],
                 shift_maps[1] * shown_mask[..., None, None])
