@@ -81,6 +81,7 @@ def audit(model_dir, images: Sequence[str], top_k: int = SHOWN_CHANNELS) -> Dict
         per_image.append({"image": str(path), "channels": order,
                           "cells": [[int(cells[i, c]) // n, int(cells[i, c]) % n] for c in order]})
     return {"model": str(model_dir), "images": len(paths), "shown_per_image": top_k,
+            "map_size": int(n),
             "ranked_by": "evidence" if explainer.parts and "channel_evidence" in explainer.parts
             else "raw peak",
             "shown_ring_share": float(np.mean(shown_ring)) if shown_ring else None,

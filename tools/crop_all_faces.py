@@ -4,9 +4,10 @@
 
 zoo.prep and the runtime's --crop keep the largest face of a photo; a check of explanations on
 faces that are not ORL wants every face of a group photo as well. Each face MTCNN finds with a
-probability of at least --min-prob is cropped by the zoo's own rule (zoo.prep.square_crop_box:
-side max(w, h) * (1 + margin) around the box centre, outside the image black) and written as
-<photo stem>_<k>.png, k in MTCNN's order. Needs facenet-pytorch (a zoo dependency).
+probability of at least --min-prob and a box of at least --min-size pixels is cropped by the
+zoo's own rule (zoo.prep.square_crop_box: side max(w, h) * (1 + margin) around the box centre,
+outside the image black) and written as <photo stem>_<k>.png, k in MTCNN's order. Every face
+left out is named with the reason. Needs facenet-pytorch (a zoo dependency).
 
 The faces we used are not shipped (their licences are their packages'); they came from photos
 inside packages on PyPI, listed in docs/results.md.
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--margin", type=float, default=0.2)
     p.add_argument("--min-prob", type=float, default=0.95)
+    p.add_argument("--min-size", type=float, default=0.0,
+                   help="leave out faces whose MTCNN box is smaller (pixels, longer side)")
     args = p.parse_args(argv)
     from facenet_pytorch import MTCNN
     detector = MTCNN(keep_all=True, device="cpu")
@@ -66,6 +69,10 @@ def main(argv=None) -> int:
         for k, (box, prob) in enumerate(zip(np.asarray(boxes), np.asarray(probs))):
             if prob < args.min_prob:
                 print(f"{path}: face {k} left out (probability {prob:.3f} < {args.min_prob})")
+                continue
+            side = float(max(box[2] - box[0], box[3] - box[1]))
+            if side < args.min_size:
+                print(f"{path}: face {k} left out (box {side:.0f} px < {args.min_size:g})")
                 continue
             face, _ = crop_face(img, box, args.size, args.margin)
             face.save(out / f"{path.stem}_{k}.png")
