@@ -24,6 +24,9 @@ TOP_FRACTION = 0.1
 SHOWN_CHANNELS = 8
 # The relative activation of a channel counts up to this many times its typical face peak.
 MAX_RELATIVE_PEAK = 2.0
+# Added to every cell's count of a channel's held-out peak cells before the place term is read
+# off them (rank_channels): a cell where the channel never peaked there still scores > 0.
+PLACE_PSEUDOCOUNT = 0.5
 
 # Per-channel numbers of a channel -> part table (written by zoo.evaluate, see rank_channels).
 _PER_CHANNEL_KEYS = ("channel_iou", "channel_consistency", "channel_share",
@@ -73,11 +76,36 @@ def validate_parts(table: Any, num_channels: Optional[int], where: str) -> Dict[
                            and math.isfinite(v) for v in vals)):
             raise ValueError(f"{where}: {key} must be a list of {len(parts)} finite numbers")
         out[key] = [float(v) for v in vals]
+    cells = table.get("channel_peak_cells")
+    if cells is not None:
+        # per channel, how often its peak fell on each cell of the map on held-out faces
+        if (not isinstance(cells, list) or len(cells) != len(parts)
+                or not all(isinstance(row, list) and len(row) == len(cells[0]) for row in cells)
+                or not cells or not cells[0]
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                           for row in cells for v in row)):
+            raise ValueError(f"{where}: channel_peak_cells must be {len(parts)} lists of equal "
+                             "length of counts (integers >= 0)")
+        out["channel_peak_cells"] = [list(row) for row in cells]
     return out
 
 
+def place_agreement(cells: Sequence[int], counts: Any) -> np.ndarray:
+    """Per channel: how usual it is for the channel to peak at ``cells[c]`` (this image's argmax
+    cell, row-major), from its held-out peak-cell counts (C, n*n): (count at that cell + 0.5) /
+    (its most frequent cell's count + 0.5), in (0, 1]."""
+    counts = np.asarray(counts, dtype=np.float64) + PLACE_PSEUDOCOUNT
+    cells = np.asarray(cells, dtype=np.int64)
+    if counts.ndim != 2 or cells.shape != (counts.shape[0],):
+        raise ValueError(f"place_agreement: {cells.shape} cells for counts {counts.shape}")
+    if cells.min(initial=0) < 0 or cells.max(initial=0) >= counts.shape[1]:
+        raise ValueError(f"place_agreement: cells must be in 0..{counts.shape[1] - 1}")
+    return counts[np.arange(len(cells)), cells] / counts.max(axis=1)
+
+
 def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None,
-                  one_part_at_a_time: bool = False) -> List[int]:
+                  one_part_at_a_time: bool = False,
+                  cells: Optional[Sequence[int]] = None) -> List[int]:
     """Channel indices, most telling first, for one image whose channels peak at ``peaks``.
 
     With an evidence table (zoo.evaluate's channel_parts.json): score = evidence x relative
@@ -85,8 +113,11 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
     lands on its part x its input dependence x (1 - the share of faces on which its peak stays
     put when the face moves) x the mean share of its region on its part, and 0 for a channel
     that fires at a fixed cell whatever the input; relative activation = peak / the channel's
-    typical (median) face peak, capped at MAX_RELATIVE_PEAK; channels in descending score, ties
-    by raw peak.
+    typical (median) face peak, capped at MAX_RELATIVE_PEAK; and, when the table has the
+    channels' held-out peak cells and ``cells`` (this image's argmax cell per channel) is given,
+    times place_agreement: a channel firing somewhere it seldom fires on faces is not showing
+    the part it is named by on this face (chosen on faces that are not ORL, docs/results.md,
+    Part 2). Channels in descending score, ties by raw peak.
     one_part_at_a_time=True takes channels with a positive score one part at a time instead (the
     best channel of every part, parts by their best score, then the second best of every part,
     ...; channels of no part and with no score follow): it shows more parts, but puts a part's
@@ -105,6 +136,8 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
     rel = np.minimum(np.divide(peaks, typical, out=np.zeros_like(peaks), where=typical > 0),
                      MAX_RELATIVE_PEAK)
     score = evidence * rel
+    if cells is not None and "channel_peak_cells" in table:
+        score = score * place_agreement(cells, table["channel_peak_cells"])
     order = [int(c) for c in np.lexsort((-peaks, -score))]
     parts = table.get("channel_part")
     if parts is None or not one_part_at_a_time:
@@ -119,13 +152,17 @@ def rank_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None
     return ranked + [c for c in order if c not in taken]
 
 
-def shown_channels(peaks: Sequence[float], table: Optional[Dict[str, Any]] = None,
+def shown_channels(maps: Any, table: Optional[Dict[str, Any]] = None,
                    top_k: int = SHOWN_CHANNELS) -> List[int]:
-    """The channels `explain` shows for one image: the first ``top_k`` of rank_channels that
-    fire on it (peak > 0). A map that is zero everywhere has no place, and its argmax (the first
-    cell) would be read as a peak in the top-left corner."""
-    peaks = np.asarray(peaks, dtype=np.float64)
-    return [c for c in rank_channels(peaks, table) if peaks[c] > 0][:top_k]
+    """The channels `explain` shows for one image whose target maps are ``maps`` (C, n, n):
+    the first ``top_k`` of rank_channels (with each channel's peak and argmax cell) that fire on
+    it (peak > 0). A map that is zero everywhere has no place, and its argmax (the first cell)
+    would be read as a peak in the top-left corner."""
+    flat = np.asarray(maps, dtype=np.float64)
+    flat = flat.reshape(flat.shape[0], -1)
+    peaks = flat.max(axis=1)
+    return [c for c in rank_channels(peaks, table, cells=flat.argmax(axis=1))
+            if peaks[c] > 0][:top_k]
 
 
 def read_parts_file(path: Path, num_channels: Optional[int]) -> Dict[str, Any]:

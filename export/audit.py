@@ -69,12 +69,11 @@ def audit(model_dir, images: Sequence[str], top_k: int = SHOWN_CHANNELS) -> Dict
     ring = outer_ring(n).ravel()
     flat = maps.reshape(n_img, n_ch, -1)
     cells = flat.argmax(-1)
-    peaks = flat.max(-1)
     fixed_here = fixed_cell_channels(maps, probes)["fixed"]      # measured on these faces
     table_fixed = np.asarray((explainer.parts or {}).get("channel_fixed", [0] * n_ch), bool)
     per_image, shown_ring, shown_fixed, shown_table_fixed = [], [], [], []
     for i, path in enumerate(paths):
-        order = shown_channels(peaks[i], explainer.parts, top_k)
+        order = shown_channels(flat[i], explainer.parts, top_k)
         shown_ring += [bool(ring[cells[i, c]]) for c in order]
         shown_fixed += [bool(fixed_here[c]) for c in order]
         shown_table_fixed += [bool(table_fixed[c]) for c in order]

@@ -48,7 +48,7 @@ from ._common import (
     INPUT_NAME,
     MASK_OUTPUT,
     SHOWN_CHANNELS,
-    rank_channels,
+    shown_channels,
     validate_parts,
 )
 from .images import ImageError, load_image, preprocess
@@ -359,15 +359,16 @@ def mask_iou(float_masks: np.ndarray, int8_masks: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def shown_agreement(float_peaks: np.ndarray, int8_peaks: np.ndarray,
+def shown_agreement(float_maps: np.ndarray, int8_maps: np.ndarray,
                     table: Optional[Dict[str, Any]]) -> np.ndarray:
-    """Per face, the share of the SHOWN_CHANNELS channels explain shows for the float maps'
-    peaks (rank_channels with the export's part table) that it also shows for the int8 ones."""
+    """Per face, the share of the channels explain shows for the float target maps (N, C, n, n)
+    (shown_channels with the export's part table) that it also shows for the int8 ones (1 when
+    no channel fires on the float maps and none on the int8 ones)."""
     out = []
-    for pf, pq in zip(float_peaks, int8_peaks):
-        a = set(rank_channels(pf, table)[:SHOWN_CHANNELS])
-        b = set(rank_channels(pq, table)[:SHOWN_CHANNELS])
-        out.append(len(a & b) / len(a))
+    for mf, mq in zip(float_maps, int8_maps):
+        a = set(shown_channels(mf, table, SHOWN_CHANNELS))
+        b = set(shown_channels(mq, table, SHOWN_CHANNELS))
+        out.append(len(a & b) / len(a) if a else float(not b))
     return np.array(out)
 
 
@@ -530,7 +531,7 @@ class Int8Plan:
         for (ff, mf), (fq, mq) in self._gate_batches(f_sess, q_sess,
                                                      [FEATURE_OUTPUT, MASK_OUTPUT], 4):
             iou.append(mask_iou(mf, mq))
-            shown.append(shown_agreement(ff.max((2, 3)), fq.max((2, 3)), table))
+            shown.append(shown_agreement(ff, fq, table))
         return mask_gate(np.concatenate(iou), self.gate.names, np.concatenate(shown))
 
     def _record(self, fname: str, report: Dict[str, Any]) -> Dict[str, Any]:

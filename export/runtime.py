@@ -326,7 +326,7 @@ class FaceExplainer:
         fmap, heat, mask = (a[0] for a in self.model.run(
             x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]))
         peaks = fmap.reshape(fmap.shape[0], -1).max(axis=1)
-        order = shown_channels(peaks, self.parts, top_k)
+        order = shown_channels(fmap, self.parts, top_k)
         channels = []
         for c in order:
             info = ChannelInfo(channel=int(c), peak=float(peaks[c]))

@@ -85,9 +85,9 @@ def test_silent_channels_are_never_shown(export_dir):
     from export._common import shown_channels
     # by hand: channel 0 has the most evidence but does not fire; 2 of 4 fire
     table = _table(4, [1.0, 0.5, 0.2, 0.9], [1.0] * 4)
-    assert shown_channels([0.0, 3.0, 1.0, 0.0], table, top_k=3) == [1, 2]
-    assert shown_channels([0.0, 0.0, 0.0, 0.0], table) == []
-    assert shown_channels([0.0, 2.0, 5.0, 0.0], None, top_k=8) == [2, 1]
+    assert shown_channels([[0.0], [3.0], [1.0], [0.0]], table, top_k=3) == [1, 2]
+    assert shown_channels(np.zeros((4, 1)), table) == []
+    assert shown_channels([[0.0], [2.0], [5.0], [0.0]], None, top_k=8) == [2, 1]
     # on a black image (a few of the fixture's channels are silent on it): silent channels with
     # the most evidence still are not shown
     face = np.zeros((64, 64), np.uint8)
@@ -99,3 +99,33 @@ def test_silent_channels_are_never_shown(export_dir):
     x = FaceExplainer(export_dir, parts=_table(64, evidence, np.ones(64))).explain(face, top_k=64)
     shown = [c.channel for c in x.channels]
     assert len(shown) == 64 - len(silent) and not set(shown) & set(silent.tolist())
+
+
+def test_place_agreement_by_hand():
+    from export._common import place_agreement
+    counts = [[0, 3, 1], [2, 2, 0]]                    # two channels, maps of 3 cells
+    got = place_agreement([1, 2], counts)
+    # channel 0 at its most frequent cell: 1; channel 1 where it never peaked: 0.5 / 2.5
+    np.testing.assert_allclose(got, [1.0, 0.5 / 2.5])
+    np.testing.assert_allclose(place_agreement([2, 0], counts), [1.5 / 3.5, 1.0])
+    with pytest.raises(ValueError, match="cells must be in"):
+        place_agreement([3, 0], counts)
+    with pytest.raises(ValueError, match="cells for counts"):
+        place_agreement([0], counts)
+
+
+def test_rank_channels_weighs_the_place():
+    from export._common import rank_channels, validate_parts
+    # equal evidence and strength; channel 0 peaks where it never does on faces, channel 1 at
+    # its usual cell: with the place term channel 1 comes first, without it the order is by peak
+    table = _table(2, [0.5, 0.5], [1.0, 1.0])
+    table["channel_peak_cells"] = [[9, 0, 0, 0], [0, 0, 0, 9]]
+    table = validate_parts(table, 2, "t")
+    assert rank_channels([1.2, 1.0], table) == [0, 1]                    # no cells: as before
+    assert rank_channels([1.2, 1.0], table, cells=[3, 3]) == [1, 0]
+    assert rank_channels([1.2, 1.0], table, cells=[0, 3]) == [0, 1]
+    bad = dict(table, channel_peak_cells=[[1, 2], [3]])
+    with pytest.raises(ValueError, match="channel_peak_cells"):
+        validate_parts(bad, 2, "t")
+    with pytest.raises(ValueError, match="channel_peak_cells"):
+        validate_parts(dict(table, channel_peak_cells=[[1, -2], [3, 0]]), 2, "t")

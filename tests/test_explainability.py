@@ -230,3 +230,28 @@ def test_evidence_weighs_the_share_of_the_region_on_its_part():
     without = explainability_metrics(fmaps, ious, lm, s, probes, (fmaps, shifted))
     assert without["per_channel"]["evidence"] == pytest.approx([pc["evidence"][0]] * 2)
     assert "part_precision" not in without["per_channel"]
+
+
+def test_peak_cells_count_where_each_channel_fires():
+    """channel_peak_cells (the runtime's place term) counts, per channel, the faces on which its
+    map peaks at each cell; faces on which the channel is silent are not counted."""
+    from zoo.evaluate import channel_parts_table, explainability_metrics
+    rng = np.random.default_rng(4)
+    n, s, n_img = 3, 24, 5
+    fmaps = np.zeros((n_img, 2, n, n))
+    where = [(0, 0), (1, 1), (1, 1), (2, 1), (1, 1)]
+    for i, (r, c) in enumerate(where):
+        fmaps[i, 0, r, c] = 1.0 + i
+    fmaps[:3, 1, 2, 2] = 2.0                       # channel 1 fires on 3 faces, silent on 2
+    probes = np.zeros((3, 2, n, n))
+    ious = np.zeros((n_img, 2, 7))
+    ious[:, :, 3] = 0.3
+    lm = rng.random((n_img, 68, 2)) * s
+    m = explainability_metrics(fmaps, ious, lm, s, probes, (fmaps, np.roll(fmaps, 1, -1)))
+    counts = m["per_channel"]["peak_cells"]
+    expected = [[0] * 9, [0] * 9]
+    for r, c in where:
+        expected[0][r * n + c] += 1
+    expected[1][2 * n + 2] = 3
+    assert counts == expected
+    assert channel_parts_table(m)["channel_peak_cells"] == expected

@@ -293,11 +293,14 @@ def test_mask_iou_against_brute_force():
 
 
 def test_shown_agreement():
-    peaks = np.array([[9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0.5]])
-    assert Q.shown_agreement(peaks, peaks, None)[0] == 1.0
-    swapped = peaks.copy()
+    maps = np.array([[9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0.5]])[..., None, None]   # (1, 10, 1, 1)
+    assert Q.shown_agreement(maps, maps, None)[0] == 1.0
+    swapped = maps.copy()
     swapped[0, [7, 8]] = swapped[0, [8, 7]]          # channel 8 enters the top 8, 7 leaves
-    assert Q.shown_agreement(peaks, swapped, None)[0] == pytest.approx(7 / 8)
+    assert Q.shown_agreement(maps, swapped, None)[0] == pytest.approx(7 / 8)
+    silent = np.zeros_like(maps)
+    assert Q.shown_agreement(silent, silent, None)[0] == 1.0
+    assert Q.shown_agreement(silent, maps, None)[0] == 0.0
 
 
 # ----------------------------------------------------------------------------------------------

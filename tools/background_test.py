@@ -46,7 +46,7 @@ def shown_cells(model, table, images, size: int):
     flat = f.reshape(*f.shape[:2], -1)
     out = []
     for i in range(len(images)):
-        order = shown_channels(flat[i].max(-1), table, SHOWN_CHANNELS)
+        order = shown_channels(flat[i], table, SHOWN_CHANNELS)
         out.append([divmod(int(flat[i, c].argmax()), n) for c in order])
     return out, n
 

@@ -8,7 +8,8 @@ channels each variant shows (like `explain`, only channels that fire on the face
 the share whose peak is on the 7 x 7 map's outer ring and the number of distinct peak cells per
 face. Variants:
 
-* ``evidence``: the runtime's ranking (export._common.rank_channels), the reference;
+* ``evidence``: the runtime's ranking by evidence alone (export._common.rank_channels without
+  the place term), the reference;
 * ``cap1`` / ``cap2`` / ``cap3``: the same order, at most 1 / 2 / 3 shown channels per peak cell
   (near-copies of one channel give way to the next distinct place);
 * ``mmr0.3`` / ``mmr1``: maximal marginal relevance, score / best score - lambda x the largest
@@ -16,7 +17,8 @@ face. Variants:
 * ``place-soft`` / ``place-hard``: the score times how usual this place is for the channel: the
   share of its activation that lies where it fires on ORL faces (its mean activation distribution
   there, divided by its maximum), or the ORL frequency of this peak cell (smoothed, divided by the
-  most frequent cell's). The ORL faces are --split of the split the model was trained with;
+  most frequent cell's; silent maps not counted). The ORL faces are --split of the split the
+  model was trained with. ``place-hard`` is what the runtime does since it was chosen here;
 * ``grey``: the reference ranking on the faces converted to grey first (ORL is grey).
 """
 from __future__ import annotations
@@ -90,9 +92,10 @@ def measure(export_dir, faces, orl_images):
     ring = outer_ring(n).ravel()
     prior = spatial_distribution(orl).mean(0)
     prior = prior / prior.max(-1, keepdims=True)
-    orl_cells = orl.reshape(*orl.shape[:2], -1).argmax(-1)
-    freq = np.stack([np.bincount(orl_cells[:, c], minlength=n * n) for c in range(maps.shape[1])]
-                    ).astype(np.float64) + 0.5
+    orl_flat = orl.reshape(*orl.shape[:2], -1)
+    orl_cells, orl_fires = orl_flat.argmax(-1), orl_flat.max(-1) > 0
+    freq = np.stack([np.bincount(orl_cells[orl_fires[:, c], c], minlength=n * n)
+                     for c in range(maps.shape[1])]).astype(np.float64) + 0.5
     freq = freq / freq.max(-1, keepdims=True)
     evidence = np.asarray(ex.parts["channel_evidence"])
     typical = np.asarray(ex.parts["channel_typical_peak"])

@@ -173,12 +173,20 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         per_channel.update({"input_dependence": dep.tolist(),
                             "fixed": fixed["fixed"].astype(int).tolist(),
                             "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
+        cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
+        # where each channel peaks on these faces (silent maps have no place): the runtime's
+        # place term (export._common.place_agreement)
+        peak_cells = np.zeros((fmaps.shape[1], n * n), np.int64)
+        fires = face_peaks > 0
+        for c in range(fmaps.shape[1]):
+            peak_cells[c] = np.bincount(cells[fires[:, c], c], minlength=n * n)
+        per_channel["peak_cells"] = peak_cells.tolist()
         # the runtime's ranking (export._common.rank_channels) on the same table it will get
         table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
-                 "channel_part": lc["dominant_part"].tolist()}
-        cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
+                 "channel_part": lc["dominant_part"].tolist(),
+                 "channel_peak_cells": peak_cells.tolist()}
         # what explain shows: the first SHOWN_CHANNELS that fire on the face
-        shown_idx = [shown_channels(face_peaks[i], table, SHOWN_CHANNELS)
+        shown_idx = [shown_channels(fmaps[i], table, SHOWN_CHANNELS)
                      for i in range(len(fmaps))]
         shown = np.array([cells[i, c] for i, idx in enumerate(shown_idx) for c in idx], int)
         strongest = [cells[i, np.argsort(-face_peaks[i], kind="stable")[:2 * SHOWN_CHANNELS]]
@@ -236,6 +244,8 @@ def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
         table["channel_shift_stays"] = pc["shift_stays"]
     if "part_precision" in pc:
         table["channel_part_precision"] = pc["part_precision"]
+    if "peak_cells" in pc:
+        table["channel_peak_cells"] = pc["peak_cells"]
     return table
 
 
