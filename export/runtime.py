@@ -258,7 +258,8 @@ def _render_overlay(image: Image.Image, heatmaps: np.ndarray, masks: np.ndarray,
     font = ImageFont.load_default()
     face = np.asarray(image.resize((tile, tile), Image.BILINEAR), dtype=np.float32)
     grey = face.mean(axis=2, keepdims=True).repeat(3, axis=2)
-    tiles = [(Image.fromarray(face.astype(np.uint8)), "input")]
+    tiles = [(Image.fromarray(face.astype(np.uint8)),
+              "input" if channels else "no channel fires")]
     for ch in channels:
         hm = Image.fromarray(heatmaps[ch.channel].astype(np.float32), mode="F")
         hm = np.asarray(hm.resize((tile, tile), Image.BILINEAR), dtype=np.float32)

@@ -129,3 +129,21 @@ def test_rank_channels_weighs_the_place():
         validate_parts(bad, 2, "t")
     with pytest.raises(ValueError, match="channel_peak_cells"):
         validate_parts(dict(table, channel_peak_cells=[[1, -2], [3, 0]]), 2, "t")
+
+
+def test_explain_says_when_no_channel_fires(export_dir, tmp_path):
+    """A face on which every channel is silent (the model's feature output zeroed): no channel
+    is shown, and the picture is the input tile alone."""
+    from export import runtime as rt
+    ex = FaceExplainer(export_dir)
+    zero = np.zeros_like(ex.explain(np.zeros((64, 64), np.uint8), top_k=1).feature_maps)
+    real_run = ex.model.run
+
+    def silent_run(x, names):
+        out = real_run(x, names)
+        return [np.zeros_like(a) if n == rt.FEATURE_OUTPUT else a for a, n in zip(out, names)]
+    ex.model.run = silent_run
+    x = ex.explain(np.zeros((64, 64), np.uint8), top_k=8, out=tmp_path / "none.png")
+    assert x.channels == [] and zero.shape == x.feature_maps.shape
+    assert x.overlay.size == rt.overlay_size(0)
+    assert (tmp_path / "none.png").exists()
