@@ -37,7 +37,15 @@ REMEDIES = ["softmax", "ecloss-tau1-fixed1", "ecloss-reflect", "ecloss-circular"
             "ecloss-content-free-reflect-beta0.1", "ecloss-content-free-reflect-beta0.3",
             "ecloss-content-free-reflect-beta3", "ecloss-content-free-reflect-beta10",
             "ecloss-content-free-reflect-background",
-            "ecloss-content-free-reflect-beta3-background", "softmax-reflect-background"]
+            "ecloss-content-free-reflect-beta3-background", "softmax-reflect-background",
+            "ecloss-content-free-reflect-beta3-shuffled",
+            "ecloss-content-free-reflect-beta3-offhead1",
+            "ecloss-content-free-reflect-beta3-offhead3"]
+# the training remedies tried after beta 3 became the default, against it
+REMEDIES_BETA3 = ["softmax", "ecloss-content-free-reflect-beta3-background",
+                  "ecloss-content-free-reflect-beta3-shuffled",
+                  "ecloss-content-free-reflect-beta3-offhead1",
+                  "ecloss-content-free-reflect-beta3-offhead3"]
 # the runs of the beta sweep and of background randomisation, against the default they change
 REMEDIES_SINCE = ["softmax", "ecloss-content-free-reflect-beta0.1",
                   "ecloss-content-free-reflect-beta0.3", "ecloss-content-free-reflect-beta3",
@@ -52,6 +60,22 @@ STUDY14 = ["softmax", "ecloss", "ecloss-content-free-reflect", "ecloss-reflect",
 STUDY14_PAIRED = ["ecloss", "ecloss-content-free-reflect", "ecloss-reflect",
                   "ecloss-content-free-reflect-beta3", "ecloss-content-free-reflect-permuted"]
 
+# the faces that are not ORL (tools/nonorl_records.py): validation runs of the remedies, the
+# ways to rank what explain shows, and the make-demo-setting models
+NONORL_VAL = ["softmax", "ecloss-content-free-reflect", "ecloss-content-free-reflect-beta3",
+              "ecloss-content-free-reflect-beta3-background",
+              "ecloss-content-free-reflect-beta3-shuffled",
+              "ecloss-content-free-reflect-beta3-offhead1",
+              "ecloss-content-free-reflect-beta3-offhead3"]
+NONORL_VAL_COLUMNS = ["shown on ring (non-ORL val)", "faces led by the ring (non-ORL val)"]
+RANKINGS = ["evidence", "place-hard", "place-soft", "cap1", "cap2", "cap3", "mmr0.3", "mmr1",
+            "grey"]
+RANKING_COLUMNS = NONORL_VAL_COLUMNS + ["distinct cells (non-ORL val)"]
+NONORL_DEMO = ["softmax", "first-default", "second-default", "default-make-demo", "default"]
+NONORL_DEMO_COLUMNS = ["shown on ring (non-ORL val)", "shown on ring (non-ORL test)",
+                       "faces led by the ring (non-ORL val)",
+                       "faces led by the ring (non-ORL test)"]
+
 # name: (kind, records folder, variants, columns, reference for "paired")
 TABLES = {
     "remedies-metrics": ("summary", "remedies", REMEDIES, METRICS, None),
@@ -59,6 +83,8 @@ TABLES = {
     "remedies-paired": ("paired", "remedies", REMEDIES, PAIRED, "ecloss-tau1-fixed1"),
     "remedies-paired-beta1": ("paired", "remedies", REMEDIES_SINCE, PAIRED,
                               "ecloss-content-free-reflect"),
+    "remedies-paired-beta3": ("paired", "remedies", REMEDIES_BETA3, PAIRED,
+                              "ecloss-content-free-reflect-beta3"),
     "study14-val-metrics": ("summary", "study14-val", STUDY14_VAL, METRICS, None),
     "study14-val-input-dependence": ("summary", "study14-val", STUDY14_VAL, INPUT_DEPENDENCE,
                                      None),
@@ -67,6 +93,12 @@ TABLES = {
     "study14-paired": ("paired", "study14", STUDY14_PAIRED, PAIRED, "softmax"),
     "study14-paired-permuted": ("paired", "study14", ["ecloss-content-free-reflect"],
                                 PAIRED, "ecloss-content-free-reflect-permuted"),
+    "nonorl-val": ("summary", "nonorl_val", NONORL_VAL, NONORL_VAL_COLUMNS, None),
+    "nonorl-val-paired": ("paired", "nonorl_val", NONORL_VAL, NONORL_VAL_COLUMNS,
+                          "ecloss-content-free-reflect-beta3"),
+    "ranking-val": ("summary", "ranking_val", RANKINGS, RANKING_COLUMNS, None),
+    "ranking-val-paired": ("paired", "ranking_val", RANKINGS, RANKING_COLUMNS, "evidence"),
+    "nonorl-demo": ("summary", "nonorl_demo", NONORL_DEMO, NONORL_DEMO_COLUMNS, None),
     "study14-w4": ("summary", "study14-w4", ["softmax", "ecloss-content-free-reflect"],
                    ["accuracy", "AUC", "PE", "LS", "none", "peaks", "MI@tau=1 uniform",
                     "fixed-cell channels", "shown on ring", "shift follows"], None),
