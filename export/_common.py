@@ -27,6 +27,11 @@ MAX_RELATIVE_PEAK = 2.0
 # Added to every cell's count of a channel's held-out peak cells before the place term is read
 # off them (rank_channels): a cell where the channel never peaked there still scores > 0.
 PLACE_PSEUDOCOUNT = 0.5
+# The place term was chosen at 7 x 7 maps; at 14 x 14 it put more shown channels on the border
+# (on faces that are not ORL and on ORL validation identities, also with the counts pooled to
+# 7 x 7 blocks: docs/results.md, Part 2, item 13), so zoo.evaluate stores the counts only for
+# maps of at most this many cells a side.
+PLACE_MAX_MAP_SIZE = 7
 
 # Per-channel numbers of a channel -> part table (written by zoo.evaluate, see rank_channels).
 _PER_CHANNEL_KEYS = ("channel_iou", "channel_consistency", "channel_share",

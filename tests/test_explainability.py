@@ -255,3 +255,20 @@ def test_peak_cells_count_where_each_channel_fires():
     expected[1][2 * n + 2] = 3
     assert counts == expected
     assert channel_parts_table(m)["channel_peak_cells"] == expected
+
+
+def test_peak_cells_only_for_small_maps():
+    """The place term was chosen at 7 x 7 and hurt at 14 x 14: maps larger than
+    PLACE_MAX_MAP_SIZE get no channel_peak_cells, so explain ranks them without it."""
+    from export._common import PLACE_MAX_MAP_SIZE
+    from zoo.evaluate import channel_parts_table, explainability_metrics
+    rng = np.random.default_rng(5)
+    n_img, s = 4, 56
+    ious = np.zeros((n_img, 2, 7))
+    ious[:, :, 3] = 0.3
+    lm = rng.random((n_img, 68, 2)) * s
+    for n, has in ((PLACE_MAX_MAP_SIZE, True), (PLACE_MAX_MAP_SIZE + 1, False)):
+        fmaps = rng.random((n_img, 2, n, n))
+        m = explainability_metrics(fmaps, ious, lm, s, np.zeros((3, 2, n, n)),
+                                   (fmaps, np.roll(fmaps, 1, -1)))
+        assert ("channel_peak_cells" in channel_parts_table(m)) is has

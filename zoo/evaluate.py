@@ -118,7 +118,7 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
     which the peak stays put when the face moves, with shift_maps) x (the mean share of the
     channel's region that lies on its dominant part, with precisions (I, C, P) from
     explainability.part_precision), 0 for a fixed-cell channel."""
-    from export._common import SHOWN_CHANNELS, shown_channels
+    from export._common import PLACE_MAX_MAP_SIZE, SHOWN_CHANNELS, shown_channels
     lc = explainability.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
     mi_tau1 = template_mi_diagnostic(fmaps)
@@ -174,17 +174,18 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
                             "fixed": fixed["fixed"].astype(int).tolist(),
                             "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
         cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
-        # where each channel peaks on these faces (silent maps have no place): the runtime's
-        # place term (export._common.place_agreement)
-        peak_cells = np.zeros((fmaps.shape[1], n * n), np.int64)
-        fires = face_peaks > 0
-        for c in range(fmaps.shape[1]):
-            peak_cells[c] = np.bincount(cells[fires[:, c], c], minlength=n * n)
-        per_channel["peak_cells"] = peak_cells.tolist()
         # the runtime's ranking (export._common.rank_channels) on the same table it will get
         table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
-                 "channel_part": lc["dominant_part"].tolist(),
-                 "channel_peak_cells": peak_cells.tolist()}
+                 "channel_part": lc["dominant_part"].tolist()}
+        if n <= PLACE_MAX_MAP_SIZE:
+            # where each channel peaks on these faces (silent maps have no place): the
+            # runtime's place term (export._common.place_agreement), for small maps only
+            peak_cells = np.zeros((fmaps.shape[1], n * n), np.int64)
+            fires = face_peaks > 0
+            for c in range(fmaps.shape[1]):
+                peak_cells[c] = np.bincount(cells[fires[:, c], c], minlength=n * n)
+            per_channel["peak_cells"] = peak_cells.tolist()
+            table["channel_peak_cells"] = per_channel["peak_cells"]
         # what explain shows: the first SHOWN_CHANNELS that fire on the face
         shown_idx = [shown_channels(fmaps[i], table, SHOWN_CHANNELS)
                      for i in range(len(fmaps))]
