@@ -18,7 +18,9 @@ face. Variants:
   share of its activation that lies where it fires on ORL faces (its mean activation distribution
   there, divided by its maximum), or the ORL frequency of this peak cell (smoothed, divided by the
   most frequent cell's; silent maps not counted). The ORL faces are --split of the split the
-  model was trained with. ``place-hard`` is what the runtime does since it was chosen here;
+  model was trained with. ``place-hard`` is what the runtime does since it was chosen here (for
+  maps of at most 7 x 7); ``place-pooled`` is the same with the counts of larger maps pooled to
+  blocks so that the grid is at most 7 x 7 (the same as place-hard at 7 x 7);
 * ``grey``: the reference ranking on the faces converted to grey first (ORL is grey).
 """
 from __future__ import annotations
@@ -97,6 +99,12 @@ def measure(export_dir, faces, orl_images):
     freq = np.stack([np.bincount(orl_cells[orl_fires[:, c], c], minlength=n * n)
                      for c in range(maps.shape[1])]).astype(np.float64) + 0.5
     freq = freq / freq.max(-1, keepdims=True)
+    b = -(-n // 7)                                   # block side: a grid of at most 7 x 7 blocks
+    g = -(-n // b)
+    block = ((np.arange(n)[:, None] // b) * g + np.arange(n)[None, :] // b).ravel()
+    pooled = np.stack([np.bincount(block[orl_cells[orl_fires[:, c], c]], minlength=g * g)
+                       for c in range(maps.shape[1])]).astype(np.float64)
+    pooled = (pooled + 0.5) / (pooled.max(-1, keepdims=True) + 0.5)
     evidence = np.asarray(ex.parts["channel_evidence"])
     typical = np.asarray(ex.parts["channel_typical_peak"])
     shown = {}
@@ -117,6 +125,8 @@ def measure(export_dir, faces, orl_images):
             "mmr1": (mmr(ref, flat, score, 1.0), cells),
             "place-soft": ([int(c) for c in np.lexsort((-peaks, -score * soft))], cells),
             "place-hard": ([int(c) for c in np.lexsort((-peaks, -score * hard))], cells),
+            "place-pooled": ([int(c) for c in np.lexsort(
+                (-peaks, -score * pooled[np.arange(len(cells)), block[cells]]))], cells),
             "grey": (rank_channels(gflat.max(-1), ex.parts), gflat.argmax(-1)),
         }
         for name, (order, where) in variants.items():
