@@ -25,7 +25,7 @@ SHOWN_CHANNELS = 8
 # The relative activation of a channel counts up to this many times its typical face peak.
 MAX_RELATIVE_PEAK = 2.0
 # Added to every cell's count of a channel's held-out peak cells before the place term is read
-# off them (rank_channels): a cell where the channel never peaked there still scores > 0.
+# off them (rank_channels): a cell where the channel never peaked still scores > 0.
 PLACE_PSEUDOCOUNT = 0.5
 # The place term was chosen at 7 x 7 maps; at 14 x 14 it put more shown channels on the border
 # (on faces that are not ORL and on ORL validation identities, also with the counts pooled to
@@ -84,9 +84,9 @@ def validate_parts(table: Any, num_channels: Optional[int], where: str) -> Dict[
     cells = table.get("channel_peak_cells")
     if cells is not None:
         # per channel, how often its peak fell on each cell of the map on held-out faces
-        if (not isinstance(cells, list) or len(cells) != len(parts)
+        if (not isinstance(cells, list) or len(cells) != len(parts) or not cells
+                or not isinstance(cells[0], list) or not cells[0]
                 or not all(isinstance(row, list) and len(row) == len(cells[0]) for row in cells)
-                or not cells or not cells[0]
                 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                            for row in cells for v in row)):
             raise ValueError(f"{where}: channel_peak_cells must be {len(parts)} lists of equal "
@@ -104,7 +104,9 @@ def place_agreement(cells: Sequence[int], counts: Any) -> np.ndarray:
     if counts.ndim != 2 or cells.shape != (counts.shape[0],):
         raise ValueError(f"place_agreement: {cells.shape} cells for counts {counts.shape}")
     if cells.min(initial=0) < 0 or cells.max(initial=0) >= counts.shape[1]:
-        raise ValueError(f"place_agreement: cells must be in 0..{counts.shape[1] - 1}")
+        raise ValueError(f"place_agreement: cells must be in 0..{counts.shape[1] - 1} (the "
+                         f"table counts {counts.shape[1]} cells per channel; got cell "
+                         f"{int(cells.max(initial=0))}: a table written for other maps?)")
     return counts[np.arange(len(cells)), cells] / counts.max(axis=1)
 
 
