@@ -34,11 +34,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export._common import MAX_RELATIVE_PEAK, SHOWN_CHANNELS, rank_channels  # noqa: E402
+from export._common import (  # noqa: E402
+    MAX_RELATIVE_PEAK,
+    SHOWN_CHANNELS,
+    place_agreement,
+    rank_channels,
+)
 from export.audit import _expand, _maps  # noqa: E402
 from export.images import load_image  # noqa: E402
 from export.runtime import FaceExplainer  # noqa: E402
 from zoo.metrics.explainability import outer_ring  # noqa: E402
+from zoo.metrics.input_dependence import peak_cell_counts  # noqa: E402
 
 
 def _batched_maps(explainer, images):
@@ -94,17 +100,11 @@ def measure(export_dir, faces, orl_images):
     ring = outer_ring(n).ravel()
     prior = spatial_distribution(orl).mean(0)
     prior = prior / prior.max(-1, keepdims=True)
-    orl_flat = orl.reshape(*orl.shape[:2], -1)
-    orl_cells, orl_fires = orl_flat.argmax(-1), orl_flat.max(-1) > 0
-    freq = np.stack([np.bincount(orl_cells[orl_fires[:, c], c], minlength=n * n)
-                     for c in range(maps.shape[1])]).astype(np.float64) + 0.5
-    freq = freq / freq.max(-1, keepdims=True)
+    counts = peak_cell_counts(orl)                   # what zoo.evaluate stores
     b = -(-n // 7)                                   # block side: a grid of at most 7 x 7 blocks
     g = -(-n // b)
     block = ((np.arange(n)[:, None] // b) * g + np.arange(n)[None, :] // b).ravel()
-    pooled = np.stack([np.bincount(block[orl_cells[orl_fires[:, c], c]], minlength=g * g)
-                       for c in range(maps.shape[1])]).astype(np.float64)
-    pooled = (pooled + 0.5) / (pooled.max(-1, keepdims=True) + 0.5)
+    pooled = np.stack([np.bincount(block, weights=row, minlength=g * g) for row in counts])
     evidence = np.asarray(ex.parts["channel_evidence"])
     typical = np.asarray(ex.parts["channel_typical_peak"])
     shown = {}
@@ -117,7 +117,7 @@ def measure(export_dir, faces, orl_images):
         ref = rank_channels(peaks, ex.parts)
         gflat = grey[i].reshape(grey.shape[1], -1)
         soft = (spatial_distribution(maps[i][None])[0] * prior).sum(-1)
-        hard = freq[np.arange(len(cells)), cells]
+        hard = place_agreement(cells, counts)
         variants = {
             "evidence": (ref, cells), "cap1": (capped(ref, cells, 1), cells),
             "cap2": (capped(ref, cells, 2), cells), "cap3": (capped(ref, cells, 3), cells),
@@ -126,7 +126,7 @@ def measure(export_dir, faces, orl_images):
             "place-soft": ([int(c) for c in np.lexsort((-peaks, -score * soft))], cells),
             "place-hard": ([int(c) for c in np.lexsort((-peaks, -score * hard))], cells),
             "place-pooled": ([int(c) for c in np.lexsort(
-                (-peaks, -score * pooled[np.arange(len(cells)), block[cells]]))], cells),
+                (-peaks, -score * place_agreement(block[cells], pooled)))], cells),
             "grey": (rank_channels(gflat.max(-1), ex.parts), gflat.argmax(-1)),
         }
         for name, (order, where) in variants.items():

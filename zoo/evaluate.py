@@ -178,13 +178,9 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
         table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
                  "channel_part": lc["dominant_part"].tolist()}
         if n <= PLACE_MAX_MAP_SIZE:
-            # where each channel peaks on these faces (silent maps have no place): the
-            # runtime's place term (export._common.place_agreement), for small maps only
-            peak_cells = np.zeros((fmaps.shape[1], n * n), np.int64)
-            fires = face_peaks > 0
-            for c in range(fmaps.shape[1]):
-                peak_cells[c] = np.bincount(cells[fires[:, c], c], minlength=n * n)
-            per_channel["peak_cells"] = peak_cells.tolist()
+            # where each channel peaks on these faces: the runtime's place term
+            # (export._common.place_agreement), for small maps only
+            per_channel["peak_cells"] = input_dependence.peak_cell_counts(fmaps).tolist()
             table["channel_peak_cells"] = per_channel["peak_cells"]
         # what explain shows: the first SHOWN_CHANNELS that fire on the face
         shown_idx = [shown_channels(fmaps[i], table, SHOWN_CHANNELS)

@@ -32,7 +32,8 @@ import numpy as np
 
 from .explainability import outer_ring
 
-__all__ = ["FACE_AGREEMENT", "FIRING_FRACTION", "argmax_cells", "fixed_cell_channels",
+__all__ = ["FACE_AGREEMENT", "FIRING_FRACTION", "argmax_cells", "peak_cell_counts",
+           "fixed_cell_channels",
            "input_dependence", "translation_following", "ring_share", "uniform_ring_share"]
 
 FACE_AGREEMENT = 0.9     # a fixed channel peaks at its modal cell on >= 90% of the faces
@@ -43,6 +44,17 @@ def argmax_cells(maps: np.ndarray) -> np.ndarray:
     """Row-major argmax cell of every map: (..., n, n) -> (...)."""
     m = np.asarray(maps)
     return m.reshape(*m.shape[:-2], -1).argmax(-1)
+
+
+def peak_cell_counts(maps: np.ndarray) -> np.ndarray:
+    """(I, C, n, n) maps -> (C, n*n) int64: per channel, on how many images its argmax fell on
+    each cell (row-major); images on which the channel is silent (max <= 0) have no place and
+    are not counted."""
+    m = np.asarray(maps)
+    flat = m.reshape(*m.shape[:2], -1)
+    cells, fires = flat.argmax(-1), flat.max(-1) > 0
+    return np.stack([np.bincount(cells[fires[:, c], c], minlength=flat.shape[-1])
+                     for c in range(flat.shape[1])]).astype(np.int64)
 
 
 def _check(face_maps, probe_maps):
