@@ -22,22 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoo.data._images import ImageDecodeError, is_image_file, load_rgb  # noqa: E402
+from export.audit import _expand as _photos  # noqa: E402  (files and folders, like the audit)
+from zoo.data._images import ImageDecodeError, load_rgb  # noqa: E402
 from zoo.prep import crop_face  # noqa: E402
-
-
-def _photos(paths):
-    out = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.is_file() and is_image_file(q))
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise FileNotFoundError(f"{p}: no such photo or folder")
-    if not out:
-        raise FileNotFoundError(f"no photos in {list(paths)}")
-    return out
 
 
 def main(argv=None) -> int:

@@ -46,6 +46,7 @@ def _face_names(paths):
 
 def audit_records(runs, faces, label: str, out: Path) -> None:
     from export.audit import audit
+    from zoo.metrics.explainability import outer_ring
     for run in runs:
         name, _, export_dir = run.partition("=")
         m = _RUN.match(name)
@@ -53,9 +54,8 @@ def audit_records(runs, faces, label: str, out: Path) -> None:
             raise SystemExit(f"{run!r}: give runs as <variant>-s<seed>=<export folder>")
         res = audit(export_dir, faces)
         n = int(res["shown_per_image"])
-        per_face = [sum(1 for r, c in item["cells"]
-                        if r in (0, res["map_size"] - 1) or c in (0, res["map_size"] - 1))
-                    for item in res["per_image"]]
+        ring = outer_ring(res["map_size"])
+        per_face = [sum(bool(ring[r, c]) for r, c in item["cells"]) for item in res["per_image"]]
         shown = [len(item["channels"]) for item in res["per_image"]]
         led = [k for k, s in zip(per_face, shown) if s and 2 * k >= s]
         path = _merge(out, m["variant"], int(m["seed"]), {

@@ -137,7 +137,8 @@ def off_head_share(fmap: torch.Tensor, head: torch.Tensor, eps: float = 1e-6) ->
     that fire of the share of their activation that lies off the head.
 
     fmap (B, C, n, n) post-ReLU maps of faces; head (B, n, n) in [0, 1], the share of each map
-    cell that lies on the head (zoo.data.background.head_cells). A map with no activation counts
+    cell that lies on the head (zoo.data.background.RandomBackground's head masks, area-pooled
+    to the map by zoo.engine). A map with no activation counts
     as 0 (silence off the head is what is asked). Minimising it teaches every channel to fire on
     the head only, whatever lies behind it (with random backgrounds, zoo.data.background)."""
     if fmap.dim() != 4 or head.shape != (fmap.shape[0], *fmap.shape[2:]):
