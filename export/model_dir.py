@@ -11,7 +11,7 @@ there and well formed (input_size, mean, std, channel_order), the graph's input 
 carries the same export id. Also here: onnx_metadata (the metadata of an ONNX file read without
 onnx) and select_providers (CPU / CUDA, with the GPU detected without torch).
 
-Used by export.runtime (FaceVerifier, FaceExplainer) and export.pair_evidence (head.onnx, whose
+Used by export.runtime (FaceVerifier, FaceExplainer) and export.channel_evidence (head.onnx, whose
 input is the target maps, not images); must not import torch.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ __all__ = ["ExportedModel", "ModelDirError", "onnx_metadata", "select_providers"
            "CHANNEL_TERMS_OUTPUT", "HEAD_BIAS_OUTPUT", "model_file", "EMBEDDING_INT8_FILE",
            "FEATUREMAP_INT8_FILE", "PRECISIONS"]
 
-# head.onnx (export.pair_evidence): the embedding head after the target layer on its own,
+# head.onnx (export.channel_evidence): the embedding head after the target layer on its own,
 # target maps -> the embedding's per-channel terms and its bias (sum of both = the embedding
 # before normalisation), so a verification can be split by channel and part.
 HEAD_FILE = "head.onnx"

@@ -16,7 +16,7 @@ head.onnx        "feature_maps" (B,C,n,n) -> "channel_terms" (B,C,D) and "head_b
                  embedding head after the target layer (max-pool -> linear -> BatchNorm1d, affine
                  at inference) split by channel; per view, channel_terms.sum(1) + head_bias is
                  the un-normalised embedding. Written with featuremap.onnx; what per-part
-                 evidence (export.pair_evidence) needs.
+                 evidence (export.channel_evidence) needs.
 
 Every file is written under a temporary name, checked (onnx.checker full check, parity against
 PyTorch at batch 1 and 5 on onnxruntime's CPU provider) and only then renamed into place: a
@@ -274,9 +274,12 @@ class _quiet_export(warnings.catch_warnings):
 
 def _write_onnx(module: nn.Module, example: torch.Tensor, path: Path, outputs: List[str],
                 opset: int, meta: Dict[str, str], doc: str,
-                input_name: str = INPUT_NAME) -> None:
+                input_name: str = INPUT_NAME,
+                dynamic_axes: Optional[Dict[str, Dict[int, str]]] = None) -> None:
+    """Export ``module`` to ``path`` with ``meta`` as metadata_props, then onnx.checker.
+    dynamic_axes: default, the batch axis of the input and of every output."""
     import onnx
-    dyn = {input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    dyn = dynamic_axes or {input_name: {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     with _quiet_export(), torch.no_grad():
         torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=[input_name],
                           output_names=outputs, dynamic_axes=dyn, opset_version=opset,

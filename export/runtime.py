@@ -49,6 +49,7 @@ from ._common import (
     shown_channels,
     validate_parts,
 )
+from .colours import jet
 from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
 from .model_dir import (
     PRECISIONS,
@@ -58,7 +59,8 @@ from .model_dir import (
     onnx_metadata,
     select_providers,
 )
-from .pair_evidence import PairEvidence, PairExplainer
+from .face_parts import FaceLandmarks, FaceLocator, channel_labels
+from .match_evidence import DETECTOR_SUBDIR, MatchExplainer, PairEvidence
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
            "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
@@ -113,15 +115,17 @@ class FaceVerifier:
     """
 
     def __init__(self, model_dir: Union[str, os.PathLike], threshold: Optional[float] = None,
-                 device: str = "auto", threads: Optional[int] = None, precision: str = "float"):
+                 device: str = "auto", threads: Optional[int] = None, precision: str = "float",
+                 estimator: str = "pairwise"):
         self.model = ExportedModel(model_dir, model_file(EMBEDDING_FILE, precision), device,
                                    threads)
         self.precision = precision
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
-        self._open_pairs = lambda: PairExplainer(model_dir, device, threads)
-        self._pairs: Optional[PairExplainer] = None  # opened by the first verify(explain=True)
+        self._open_pairs = lambda: MatchExplainer(model_dir, device, threads,
+                                                  embedding=self.model, estimator=estimator)
+        self._pairs: Optional[MatchExplainer] = None  # opened by the first verify(explain=True)
         if threshold is not None:
             threshold = check_threshold(threshold)
         elif "threshold" in self.metadata:
@@ -152,13 +156,14 @@ class FaceVerifier:
         return float(np.dot(e[0], e[1]))
 
     def verify(self, img_a: ImageLike, img_b: ImageLike, threshold: Optional[float] = None,
-               explain: bool = False) -> VerificationResult:
+               explain: bool = False, landmarks=None) -> VerificationResult:
         """Similarity and same/different decision (similarity >= threshold).
 
-        explain=True also returns the per-part evidence (result.evidence, a PairEvidence) from
-        featuremap.onnx and head.onnx, and the similarity is then the one the evidence splits
-        (equal to embedding.onnx's to float rounding, within about 3e-7). It needs an export with
-        head.onnx and a channel -> part table (ModelDirError naming the file otherwise)."""
+        explain=True also returns the per-part evidence (result.evidence, a PairEvidence,
+        export.match_evidence): each part's share of 1 - similarity from hiding it on both faces
+        (any exported model), and the channel view when the export has head.onnx and a channel
+        table. The similarity is then the game's v(all), embedding.onnx's on the same pixels.
+        landmarks: (a, b), each None (found by the runtime), a (68, 2) array or a .pts file."""
         th = check_threshold(threshold) if threshold is not None else self.threshold
         if th is None:
             raise ValueError(f"{self.model.path}: the model carries no verification threshold "
@@ -168,7 +173,7 @@ class FaceVerifier:
             return VerificationResult(similarity=s, threshold=float(th), same=bool(s >= th))
         if self._pairs is None:
             self._pairs = self._open_pairs()
-        ev = self._pairs.explain(img_a, img_b, threshold=float(th))
+        ev = self._pairs.explain(img_a, img_b, threshold=float(th), landmarks=landmarks)
         return VerificationResult(similarity=ev.similarity, threshold=float(th),
                                   same=bool(ev.similarity >= th), evidence=ev)
 
@@ -181,18 +186,15 @@ class FaceVerifier:
 class ChannelInfo:
     channel: int
     peak: float                  # max of the channel's target map for this image
-    part: Optional[str] = None   # the channel's part from the evaluation table, when present
-    iou: Optional[float] = None  # the channel's IoU with that part (evaluation table)
+    part: Optional[str] = None   # where its top-10% region lies on THIS face (None: no part)
+    iou: Optional[float] = None  # that region's IoU with the part on this face
+    table_part: Optional[str] = None  # its usual part on held-out faces (evaluation table)
     evidence: Optional[float] = None  # held-out part share x input dependence (0: fixed cell)
 
     def label(self) -> str:
-        s = f"ch {self.channel}"
-        if self.part is not None:
-            s += f" {self.part}"
-            if self.evidence is not None:
-                s += f" ev {self.evidence:.2f}"
-            elif self.iou is not None:
-                s += f" {self.iou:.2f}"
+        s = f"ch {self.channel} {self.part or 'none'}"
+        if self.table_part is not None and self.table_part != self.part:
+            s += f" (usually {self.table_part})"
         return s
 
 
@@ -205,6 +207,8 @@ class Explanation:
     channels: List[ChannelInfo]   # the most telling channels first (rank_channels)
     overlay: Image.Image          # Fig. 6-style grid, size overlay_size(len(channels))
     part_names: Optional[List[str]] = None
+    landmarks: Optional[FaceLandmarks] = None  # the 68 points the part labels used
+    part_masks: Optional[np.ndarray] = None    # (7, S, S) this face's part masks
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write the overlay in the format of the extension: .png, .jpg/.jpeg (quality 95) or
@@ -242,13 +246,6 @@ def overlay_size(top_k: int = DEFAULT_TOP_K, tile: int = TILE) -> tuple:
     return cols * tile, rows * (tile + CAPTION)
 
 
-def _jet(v: np.ndarray) -> np.ndarray:
-    """Jet colour map for v in [0, 1] -> (..., 3) uint8 (no matplotlib in the runtime)."""
-    v = np.clip(v, 0, 1)[..., None]
-    rgb = np.clip(1.5 - np.abs(4 * v - np.array([3.0, 2.0, 1.0])), 0, 1)
-    return (rgb * 255).astype(np.uint8)
-
-
 def _render_overlay(image: Image.Image, heatmaps: np.ndarray, masks: np.ndarray,
                     channels: List[ChannelInfo], tile: int = TILE) -> Image.Image:
     w, h = overlay_size(len(channels), tile)
@@ -265,7 +262,7 @@ def _render_overlay(image: Image.Image, heatmaps: np.ndarray, masks: np.ndarray,
         hm = np.asarray(hm.resize((tile, tile), Image.BILINEAR), dtype=np.float32)
         on = np.asarray(Image.fromarray(masks[ch.channel]).resize((tile, tile), Image.NEAREST))
         top = float(hm.max())
-        colour = _jet(hm / top if top > 0 else hm).astype(np.float32)
+        colour = jet(hm / top if top > 0 else hm).astype(np.float32)
         # grey face, dimmed outside the top 10%, jet colour blended inside it
         out = np.where(on[..., None], 0.4 * grey + 0.6 * colour, 0.6 * grey)
         tiles.append((Image.fromarray(np.clip(out, 0, 255).astype(np.uint8)), ch.label()))
@@ -294,6 +291,7 @@ class FaceExplainer:
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
+        self.locator = FaceLocator(Path(model_dir) / DETECTOR_SUBDIR, threads=threads)
         n_ch = int(self.metadata.get("feature_channels", 0)) or None
         if parts is None and "channel_parts" in self.metadata:
             self.parts = validate_parts(json.loads(self.metadata["channel_parts"]), n_ch,
@@ -307,7 +305,7 @@ class FaceExplainer:
             self.parts = None
 
     def explain(self, img: ImageLike, top_k: int = DEFAULT_TOP_K,
-                out: Optional[Union[str, os.PathLike]] = None) -> Explanation:
+                out: Optional[Union[str, os.PathLike]] = None, landmarks=None) -> Explanation:
         """Heatmaps of every channel and the ``top_k`` most telling channels with their parts;
         ``out`` saves the overlay PNG there.
 
@@ -317,7 +315,9 @@ class FaceExplainer:
         whatever the input comes last. Exports without an evidence table rank by raw peak.
         A channel whose map is all zero on this image is never shown (it has no place to
         point at): fewer than ``top_k`` channels come back when fewer fire, none on an image
-        no channel responds to."""
+        no channel responds to. Each shown channel's ``part`` is where its top-10% region
+        lies on this face's part masks (landmarks: found by the runtime unless given, a (68, 2)
+        array or a .pts file); ``table_part`` is its usual part on held-out faces."""
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if out is not None:
@@ -328,21 +328,23 @@ class FaceExplainer:
             x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]))
         peaks = fmap.reshape(fmap.shape[0], -1).max(axis=1)
         order = shown_channels(fmap, self.parts, top_k)
+        face = self.locator.locate(rgb, landmarks)
+        part_masks = face.part_masks(self.input_size)
+        names, ious = channel_labels(mask[order], part_masks) if len(order) else ([], [])
         channels = []
-        for c in order:
-            info = ChannelInfo(channel=int(c), peak=float(peaks[c]))
+        for c, name, iou in zip(order, names, ious):
+            info = ChannelInfo(channel=int(c), peak=float(peaks[c]), part=name,
+                               iou=float(iou))
             if self.parts is not None:
                 p = self.parts["channel_part"][c]
                 if p >= 0:
-                    info.part = self.parts["part_names"][p]
-                    if "channel_iou" in self.parts:
-                        info.iou = self.parts["channel_iou"][c]
+                    info.table_part = self.parts["part_names"][p]
                 if "channel_evidence" in self.parts:
                     info.evidence = self.parts["channel_evidence"][c]
             channels.append(info)
         shown = resize_square(rgb, self.input_size)
         result = Explanation(image=shown, feature_maps=fmap, heatmaps=heat, masks=mask,
-                             channels=channels,
+                             channels=channels, landmarks=face, part_masks=part_masks,
                              overlay=_render_overlay(shown, heat, mask, channels),
                              part_names=list(self.parts["part_names"]) if self.parts else None)
         if out is not None:
@@ -387,6 +389,12 @@ def main(argv=None) -> int:
     v.add_argument("--threshold", type=float, default=None,
                    help="cosine threshold (default: the one chosen at evaluation)")
     v.add_argument("--json", action="store_true", help="print the result as JSON")
+    v.add_argument("--landmarks", nargs=2, metavar=("A.pts", "B.pts"), default=None,
+                   help="68-point landmarks of the two faces (iBUG .pts, or 68 'x y' lines) "
+                        "for the part masks of --explain (default: found by the runtime)")
+    v.add_argument("--exact", action="store_true",
+                   help="--explain with exact Shapley values (all 256 coalitions: about 14x "
+                        "slower) instead of the pairwise estimate")
     v.add_argument("--explain", default=None, metavar="OUT",
                    help="also print the per-part evidence table and write its picture to OUT "
                         "(.png, .jpg, .jpeg or .webp): the two faces, heatmaps of each part's "
@@ -397,16 +405,20 @@ def main(argv=None) -> int:
                    help="overlay image to write (.png, .jpg, .jpeg or .webp)")
     e.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     e.add_argument("--json", action="store_true", help="print the channels as JSON")
+    e.add_argument("--landmarks", default=None, metavar="FACE.pts",
+                   help="68-point landmarks of the face for the per-face channel labels "
+                        "(default: found by the runtime)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "verify":
             if args.explain is not None:
                 fmt = overlay_format(args.explain)  # a bad output name fails before the model
             verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device,
-                                    precision=args.precision)
+                                    precision=args.precision,
+                                    estimator="exact" if args.exact else "pairwise")
             r = verifier.verify(_maybe_crop(args.image_a, args.crop),
                                 _maybe_crop(args.image_b, args.crop),
-                                explain=args.explain is not None)
+                                explain=args.explain is not None, landmarks=args.landmarks)
             if r.evidence is not None:
                 options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
                 r.evidence.render().save(args.explain, format=fmt, **options)
@@ -423,7 +435,7 @@ def main(argv=None) -> int:
         else:
             explainer = FaceExplainer(args.model, device=args.device, precision=args.precision)
             x = explainer.explain(_maybe_crop(args.image, args.crop), top_k=args.top_k,
-                                  out=args.out)
+                                  out=args.out, landmarks=args.landmarks)
             if args.json:
                 print(json.dumps({"overlay": args.out, "size": list(x.overlay.size),
                                   "channels": [c.__dict__ for c in x.channels]}))
@@ -434,10 +446,12 @@ def main(argv=None) -> int:
                           "export again): channels are ranked by raw peak")
                 if not x.channels:
                     print("  no channel fires on this image: nothing to show")
+                print(f"  part labels: where each channel fires on this face (landmarks: "
+                      f"{x.landmarks.source})")
                 for c in x.channels:
                     print(f"  channel {c.channel:4d}  peak {c.peak:8.4f}  "
-                          f"part {c.part or '-'}" + (f" (IoU {c.iou:.2f})" if c.iou is not None
-                                                      else "")
+                          f"part {c.part or 'none'} (IoU {c.iou:.2f})"
+                          + (f"  usually {c.table_part}" if c.table_part else "")
                           + (f"  evidence {c.evidence:.2f}" if c.evidence is not None else ""))
     except (ImageError, ModelDirError, OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

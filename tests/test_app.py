@@ -280,7 +280,7 @@ def test_page_runs_on_a_runtime_only_machine(model_dir, faces):
     res = json.loads(r.stdout.split("RESULT ", 1)[1])
     assert res == {"ok": True, "rows": res["rows"], "can_crop": False, "torch": False,
                    "blocks": "Blocks"} and res["rows"] >= 2
-    r = subprocess.run([sys.executable, "-c", "import sys, export.runtime, export.pair_evidence;"
+    r = subprocess.run([sys.executable, "-c", "import sys, export.runtime, export.channel_evidence;"
                         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
                         "('gradio', 'torch', 'fastapi')))"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)

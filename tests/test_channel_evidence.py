@@ -1,4 +1,4 @@
-"""Per-part evidence for a verification (export.pair_evidence, head.onnx, verify --explain).
+"""Per-part evidence for a verification (export.channel_evidence, head.onnx, verify --explain).
 
 The decomposition is checked against independent float64 computations on hand-made terms
 (brute-force Shapley values over all orderings of the groups, cosines of group sums), then the
@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 
 from export.model_dir import HEAD_FILE, ModelDirError
 from export.onnx_export import export_model
-from export.pair_evidence import PairEvidence, PairExplainer, decompose, part_groups
+from export.channel_evidence import ChannelEvidence, ChannelExplainer, decompose, part_groups
 from export.runtime import FaceVerifier
 from zoo.data.orl import ORLFaces, orl_root
 
@@ -198,7 +198,7 @@ def test_bad_inputs_are_refused():
 
 
 def _table_numbers(text):
-    """{row name: [numbers]} from PairEvidence.table()."""
+    """{row name: [numbers]} from ChannelEvidence.table()."""
     rows = {}
     for line in text.splitlines():
         name = line.split(" ", 1)[0]
@@ -275,7 +275,7 @@ def _maxpool2(maps):
 
 def test_head_onnx_equals_the_numpy_reference(exported, faces):
     out, _, _ = exported
-    pe = PairExplainer(out, device="cpu")
+    pe = ChannelExplainer(out, device="cpu")
     x = pe.maps.preprocess(list(faces))
     fmap = pe.maps.run(x, ["feature_maps"])[0]
     terms, bias = pe.head.run(fmap, ["channel_terms", "head_bias"])
@@ -295,7 +295,7 @@ def test_terms_are_measured_from_the_mean_of_the_reference_faces(exported):
     """The baseline is the mean pooled maps of the reference faces (with their mirrors): over
     those faces the channel terms average to zero."""
     out, _, _ = exported
-    pe = PairExplainer(out, device="cpu")
+    pe = ChannelExplainer(out, device="cpu")
     paths = ORLFaces("train").paths
     ref = [paths[i] for i in np.linspace(0, len(paths) - 1, 100).astype(int)]
     x = pe.maps.preprocess(ref)
@@ -313,7 +313,7 @@ def test_verify_explain_equals_the_embedding_similarity(exported, faces):
         plain = v.verify(a, b)
         r = v.verify(a, b, explain=True)
         assert plain.evidence is None
-        assert isinstance(r.evidence, PairEvidence)
+        assert isinstance(r.evidence, ChannelEvidence)
         assert r.similarity == pytest.approx(plain.similarity, abs=1e-5)
         assert r.evidence.similarity == r.similarity and r.same == (r.similarity >= r.threshold)
         ev = r.evidence
@@ -334,7 +334,7 @@ def test_real_faces_differing_in_one_parts_channels(exported, faces):
     """Face b' = face a with one part's target maps taken from face b (both views): all of the
     difference lands on that part, none on the others."""
     out, _, _ = exported
-    pe = PairExplainer(out, device="cpu")
+    pe = ChannelExplainer(out, device="cpu")
     x = pe.maps.preprocess([faces[0], faces[2]])
     maps = [pe.maps.run(v, ["feature_maps"])[0] for v in (x, np.ascontiguousarray(x[..., ::-1]))]
     part = int(np.bincount(pe.groups[pe.groups >= 0]).argmax())
@@ -442,7 +442,7 @@ def test_export_without_part_table(exported, faces, tmp_path):
     with pytest.raises(ModelDirError, match=r"channel_parts\.json"):
         FaceVerifier(bare, device="cpu").verify(faces[0], faces[1], explain=True)
     # a table given explicitly is used instead
-    pe = PairExplainer(bare, device="cpu", parts=FIXTURE / "channel_parts.json")
+    pe = ChannelExplainer(bare, device="cpu", parts=FIXTURE / "channel_parts.json")
     assert len(pe.explain(faces[0], faces[1]).parts) == 7
 
 

@@ -2,7 +2,7 @@
 
     from export.runtime import FaceVerifier
     r = FaceVerifier("out/").verify("a.jpg", "b.jpg", explain=True)
-    ev = r.evidence                       # PairEvidence
+    ev = r.evidence                       # ChannelEvidence
     print(ev.table())                     # the per-part table the CLI prints
     ev.render().save("why.png")           # faces, heatmaps per part, bar chart
     ev.to_dict()                          # the same numbers, JSON-serialisable
@@ -50,6 +50,8 @@ from ._common import (
     read_parts_file,
     validate_parts,
 )
+from .colours import jet
+from .face_parts import PART_IOU_FLOOR, channel_part_ious
 from .images import ImageLike, load_image, resize_square
 from .model_dir import (
     CHANNEL_TERMS_OUTPUT,
@@ -59,7 +61,8 @@ from .model_dir import (
     ModelDirError,
 )
 
-__all__ = ["PartEvidence", "PairEvidence", "PairExplainer", "decompose", "part_groups",
+__all__ = ["ChannelPartEvidence", "ChannelEvidence", "ChannelExplainer", "decompose", "part_groups",
+           "pair_part_groups",
            "NORM_EPS", "CHANNELS_SHOWN", "MAX_SHAPLEY_GROUPS"]
 
 NORM_EPS = 1e-12            # F.normalize's eps: the embedding is e / max(|e|, eps)
@@ -78,7 +81,7 @@ def _z(value: float, digits: int = 4) -> float:
 
 
 @dataclass
-class PartEvidence:
+class ChannelPartEvidence:
     part: str
     contribution: float           # the part's share of the cosine (sum of its channels' k_c)
     part_similarity: float        # cosine of the part's embedding terms on the two faces
@@ -94,14 +97,14 @@ class PartEvidence:
 
 
 @dataclass
-class PairEvidence:
+class ChannelEvidence:
     """Per-part evidence of one verification (see the module docstring for the method).
 
     sum(p.contribution for p in parts) + residual == similarity, and
     sum(p.difference for p in parts) + residual_difference == 1 - similarity (exact up to
     float rounding; the second needs e_a + e_b != 0, i.e. any two real faces)."""
     similarity: float
-    parts: List[PartEvidence]         # one per part of the table, largest contribution first
+    parts: List[ChannelPartEvidence]         # one per part of the table, largest contribution first
     residual: float                   # bias + unassigned: what no part explains
     bias: float                       # the head bias's share of the cosine
     unassigned: float                 # the share of channels of no part / fixed-cell channels
@@ -119,7 +122,7 @@ class PairEvidence:
     def same(self) -> Optional[bool]:
         return None if self.threshold is None else bool(self.similarity >= self.threshold)
 
-    def part(self, name: str) -> PartEvidence:
+    def part(self, name: str) -> ChannelPartEvidence:
         for p in self.parts:
             if p.part == name:
                 return p
@@ -173,7 +176,7 @@ class PairEvidence:
             views = (resize_square(load_image(img_a, 0), size),
                      resize_square(load_image(img_b, 1), size))
         if views is None:
-            raise ValueError("this PairEvidence carries no images (made by decompose()); pass "
+            raise ValueError("this ChannelEvidence carries no images (made by decompose()); pass "
                              "render(img_a, img_b)")
         return _render(self, views)
 
@@ -188,6 +191,20 @@ def part_groups(table: Dict[str, Any]) -> np.ndarray:
     (channel_fixed): their term is about the same on every face, like the bias."""
     groups = np.asarray(table["channel_part"], dtype=np.int64).copy()
     fixed = table.get("channel_fixed")
+    if fixed is not None:
+        groups[np.asarray(fixed, dtype=np.float64) > 0] = UNASSIGNED
+    return groups
+
+
+def pair_part_groups(masks: np.ndarray, part_masks: np.ndarray,
+                     fixed: Optional[Sequence[float]] = None,
+                     floor: float = PART_IOU_FLOOR) -> np.ndarray:
+    """Each channel's part on one pair: the part whose masks its top-10% regions overlap most
+    on the two faces (mean IoU over both), -1 when that mean IoU is below ``floor`` or the
+    channel was flagged as firing at a fixed cell. masks (2, C, S, S), part_masks (2, P, S, S)."""
+    iou = (channel_part_ious(masks[0], part_masks[0])
+           + channel_part_ious(masks[1], part_masks[1])) / 2
+    groups = np.where(iou.max(1) >= floor, iou.argmax(1), UNASSIGNED)
     if fixed is not None:
         groups[np.asarray(fixed, dtype=np.float64) > 0] = UNASSIGNED
     return groups
@@ -221,7 +238,7 @@ def _difference_shares(delta: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def decompose(terms_a: np.ndarray, terms_b: np.ndarray, bias_a: np.ndarray, bias_b: np.ndarray,
-              groups: Sequence[int], part_names: Sequence[str]) -> PairEvidence:
+              groups: Sequence[int], part_names: Sequence[str]) -> ChannelEvidence:
     """The evidence of a pair from its embedding terms: terms_* (C, D) per-channel terms and
     bias_* (D,) of each face's embedding before normalisation (e = terms.sum(0) + bias);
     groups (C,): each channel's part index into part_names, -1 for none (part_groups)."""
@@ -263,7 +280,7 @@ def decompose(terms_a: np.ndarray, terms_b: np.ndarray, bias_a: np.ndarray, bias
         chans = np.flatnonzero(groups == k)
         order = chans[np.argsort(-per_channel[chans], kind="stable")]
         both = np.linalg.norm(ga[k + 1]) > 0 and np.linalg.norm(gb[k + 1]) > 0
-        parts.append(PartEvidence(
+        parts.append(ChannelPartEvidence(
             part=str(name), contribution=float(per_channel[chans].sum()),
             part_similarity=float(np.clip(_unit_cos(ga[k + 1], gb[k + 1]), -1, 1)) if both
             else 0.0,
@@ -272,7 +289,7 @@ def decompose(terms_a: np.ndarray, terms_b: np.ndarray, bias_a: np.ndarray, bias
     parts.sort(key=lambda p: -p.contribution)
     unassigned = np.flatnonzero(groups == UNASSIGNED)
     unassigned_share = float(per_channel[unassigned].sum())
-    return PairEvidence(similarity=similarity, parts=parts,
+    return ChannelEvidence(similarity=similarity, parts=parts,
                         residual=bias_share + unassigned_share, bias=bias_share,
                         unassigned=unassigned_share,
                         unassigned_channels=[int(c) for c in unassigned],
@@ -283,7 +300,7 @@ def decompose(terms_a: np.ndarray, terms_b: np.ndarray, bias_a: np.ndarray, bias
 # from images: featuremap.onnx + head.onnx
 # ----------------------------------------------------------------------------------------------
 
-class PairExplainer:
+class ChannelExplainer:
     """Per-part evidence of image pairs from ``model_dir``'s featuremap.onnx and head.onnx.
 
     parts: a channel -> part table (dict or JSON path) overriding the one in the metadata.
@@ -319,12 +336,19 @@ class PairExplainer:
                                 f"pass a table (parts=FILE)")
         self.groups = part_groups(self.parts)
 
-    def explain(self, img_a: ImageLike, img_b: ImageLike,
-                threshold: Optional[float] = None) -> PairEvidence:
-        """The evidence of one pair (and what render() draws)."""
+    def explain(self, img_a: ImageLike, img_b: ImageLike, threshold: Optional[float] = None,
+                part_masks: Optional[np.ndarray] = None) -> ChannelEvidence:
+        """The evidence of one pair (and what render() draws).
+
+        part_masks: (2, 7, S, S) bool part masks of the two faces at the input size. Given, a
+        channel's part is where its top-10% regions lie on THESE faces (pair_part_groups)
+        instead of the evaluation table's average over held-out faces."""
         rgb = [load_image(img_a, 0), load_image(img_b, 1)]
         x = self.maps.preprocess(rgb)
         fmap, heat, mask = self.maps.run(x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT])
+        groups = self.groups
+        if part_masks is not None:
+            groups = pair_part_groups(mask, part_masks, self.parts.get("channel_fixed"))
         stack = [fmap]
         if self.views == 2:  # the embedding's flip TTA: the mirrored input, as EmbeddingModel
             stack.append(self.maps.run(np.ascontiguousarray(x[..., ::-1]), [FEATURE_OUTPUT])[0])
@@ -332,7 +356,7 @@ class PairExplainer:
                                                             HEAD_BIAS_OUTPUT])
         terms = terms.astype(np.float64).reshape(self.views, 2, *terms.shape[1:]).sum(0)
         bias = bias.astype(np.float64).reshape(self.views, 2, -1).sum(0)
-        ev = decompose(terms[0], terms[1], bias[0], bias[1], self.groups,
+        ev = decompose(terms[0], terms[1], bias[0], bias[1], groups,
                        self.parts["part_names"])
         ev.threshold = threshold
         ev.model_name = self.metadata.get("model_name")
@@ -368,7 +392,6 @@ def _heat_tile(face: Image.Image, heats: List[np.ndarray], masks: List[np.ndarra
                tops: List[float], tile: int) -> Image.Image:
     """The face in grey, dimmed outside the union of the channels' top-10% regions, jet colour
     inside (each channel scaled by its largest value over both faces): explain's tile style."""
-    from .runtime import _jet  # the same colour map as explain's overlay (lazy: no cycle)
     rgb = np.asarray(face.resize((tile, tile), Image.BILINEAR), dtype=np.float32)
     grey = rgb.mean(axis=2, keepdims=True).repeat(3, axis=2)
     value = np.zeros((tile, tile), np.float32)
@@ -380,12 +403,12 @@ def _heat_tile(face: Image.Image, heats: List[np.ndarray], masks: List[np.ndarra
         if top > 0:
             value = np.maximum(value, np.where(mk, hm / top, 0))
         on |= mk
-    colour = _jet(value).astype(np.float32)
+    colour = jet(value).astype(np.float32)
     out = np.where(on[..., None], 0.4 * grey + 0.6 * colour, 0.6 * grey)
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
-def _render(ev: PairEvidence, views: Tuple[Image.Image, Image.Image]) -> Image.Image:
+def _render(ev: ChannelEvidence, views: Tuple[Image.Image, Image.Image]) -> Image.Image:
     rows = len(ev.parts)
     top = 64 + FACE + 24
     height = top + rows * ROW + 2 * 28 + MARGIN

@@ -1,0 +1,144 @@
+"""Where a face's parts are, on any face the runtime sees (torch-free).
+
+    locator = FaceLocator("out/detector")        # or FaceLocator(None): crop prior only
+    face = locator.locate(image)                  # FaceLandmarks: 68 points + where they came from
+    masks = face.part_masks(size=112)             # (7, 112, 112) bool, export.part_masks order
+
+The 68 points come, in this order of preference, from
+  given     landmarks the caller passes (68 x 2 array, or an iBUG .pts / LaPa file), in the
+            image's pixel coordinates;
+  detected  the runtime's MTCNN (export.detector): the largest face's 5 points, with the mean
+            68-point shape fitted to them by a similarity transform (export.face_shape);
+  crop      no face found (or no detector in the export): the image is taken to be a zoo-style
+            face crop, and the mean shape is fitted to where the 5 points lie on average in such
+            a crop (export.face_shape.crop_default_points5).
+Per-face channel labels (channel_part_ious, channel_labels) say which part each channel's
+top-10% region covers on THIS face.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from .face_shape import crop_default_points5, fit_shape_to_points5
+from .part_masks import PART_NAMES, part_masks_from_landmarks
+
+__all__ = ["PART_IOU_FLOOR", "LANDMARK_SOURCES", "FaceLandmarks", "FaceLocator",
+           "read_landmarks", "channel_part_ious", "channel_labels"]
+
+# A channel's top-10% region that covers less than this IoU of every part lands on no part: a
+# region that holds a whole nose or mouth mask has an IoU of about 0.2-0.3; 0.05 means at most a
+# sliver of a part (docs/paper-notes.md). zoo.metrics.explainability uses the same floor.
+PART_IOU_FLOOR = 0.05
+LANDMARK_SOURCES = ("given", "detected", "crop")
+
+
+@dataclass
+class FaceLandmarks:
+    points: np.ndarray        # (68, 2) float64 (x, y) in the image's pixel coordinates
+    source: str               # one of LANDMARK_SOURCES
+    image_size: Tuple[int, int]  # (width, height) of the image the points belong to
+    faces_found: int = 0      # faces the detector found (0 for given / crop)
+
+    def resized(self, size: int) -> np.ndarray:
+        """The points after the runtime's square resize to size x size (pixel centres at
+        integers: x' = (x + 0.5) * size / W - 0.5)."""
+        w, h = self.image_size
+        p = self.points
+        return np.stack([(p[:, 0] + 0.5) * size / w - 0.5, (p[:, 1] + 0.5) * size / h - 0.5], 1)
+
+    def part_masks(self, size: int) -> np.ndarray:
+        """(7, size, size) bool part masks of this face as the network sees it."""
+        return part_masks_from_landmarks(self.resized(size), size, size)
+
+
+def read_landmarks(src: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
+    """(68, 2) float64 landmarks from an array or a file: an iBUG .pts (1-based, as 300-W
+    ships them; converted to 0-based pixel centres) or a text file of 68 (or LaPa 106) 'x y'
+    lines (0-based). ValueError naming the file otherwise."""
+    if not isinstance(src, (str, os.PathLike)):
+        pts = np.asarray(src, dtype=np.float64)
+        name = "landmarks"
+    else:
+        path = Path(src)
+        name = str(path)
+        try:
+            text = path.read_text(errors="replace")
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read landmarks ({exc.strerror or exc})") from None
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        one_based = any(ln.lower().startswith("n_points") for ln in lines)
+        rows = [ln for ln in lines if ln not in "{}" and ":" not in ln]
+        try:
+            vals = [[float(v) for v in ln.split()] for ln in rows]
+        except ValueError:
+            raise ValueError(f"{path}: landmark lines must be 'x y' numbers") from None
+        if vals and len(vals[0]) == 1:  # LaPa: a count line first
+            vals = vals[1:]
+        if any(len(v) != 2 for v in vals):
+            raise ValueError(f"{path}: every landmark line needs exactly 2 numbers")
+        pts = np.asarray(vals, dtype=np.float64) - (1.0 if one_based else 0.0)
+    if pts.shape == (106, 2):
+        from .part_masks import lapa106_to_68
+        pts = lapa106_to_68(pts).astype(np.float64)
+    if pts.shape != (68, 2) or not np.isfinite(pts).all():
+        raise ValueError(f"{name}: expected 68 (or LaPa 106) finite (x, y) landmarks, got "
+                         f"{pts.shape}")
+    return pts
+
+
+class FaceLocator:
+    """Landmarks for the runtime's part masks. detector_dir: a folder with the MTCNN ONNX files
+    (an export's ``detector/``); None or a missing folder: every face falls back to the crop
+    prior unless landmarks are given."""
+
+    def __init__(self, detector_dir: Optional[Union[str, os.PathLike]] = None,
+                 threads: Optional[int] = None):
+        self.detector = None
+        if detector_dir is not None and Path(detector_dir).is_dir():
+            from .detector import FaceDetector
+            self.detector = FaceDetector(detector_dir, threads=threads)
+
+    def locate(self, image: Image.Image,
+               landmarks: Optional[Union[str, os.PathLike, np.ndarray]] = None
+               ) -> FaceLandmarks:
+        size = (image.width, image.height)
+        if landmarks is not None:
+            return FaceLandmarks(read_landmarks(landmarks), "given", size)
+        if self.detector is not None:
+            faces = self.detector.detect(image)
+            if faces:
+                area = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
+                best = faces[int(np.argmax(area))]
+                return FaceLandmarks(fit_shape_to_points5(best.points), "detected", size,
+                                     faces_found=len(faces))
+        # a zoo-style crop: the 5 points where they lie on average in such a crop, stretched to
+        # the image's aspect (the runtime resizes without keeping it)
+        side = float(max(size))
+        p5 = crop_default_points5(side)
+        p5 = np.stack([(p5[:, 0] + 0.5) * size[0] / side - 0.5,
+                       (p5[:, 1] + 0.5) * size[1] / side - 0.5], 1)
+        return FaceLandmarks(fit_shape_to_points5(p5), "crop", size)
+
+
+def channel_part_ious(masks: np.ndarray, part_masks: np.ndarray) -> np.ndarray:
+    """(C, P) IoU of each channel's top-10% mask (C, S, S) with each part mask (P, S, S)."""
+    m = np.asarray(masks, dtype=bool).reshape(len(masks), -1).astype(np.float32)
+    p = np.asarray(part_masks, dtype=bool).reshape(len(part_masks), -1).astype(np.float32)
+    inter = m @ p.T
+    union = m.sum(1, keepdims=True) + p.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+def channel_labels(masks: np.ndarray, part_masks: np.ndarray,
+                   floor: float = PART_IOU_FLOOR) -> Tuple[list, np.ndarray]:
+    """Each channel's part name on this face (None below the IoU floor) and its best IoU."""
+    iou = channel_part_ious(masks, part_masks)
+    best = iou.max(1)
+    names = [PART_NAMES[k] if b >= floor else None for k, b in zip(iou.argmax(1), best)]
+    return names, best

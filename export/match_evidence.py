@@ -1,0 +1,226 @@
+"""Why two faces match, or not, part by part: the evidence of ``verify(explain=True)``.
+
+    r = FaceVerifier("out/").verify("a.jpg", "b.jpg", explain=True)
+    ev = r.evidence                       # PairEvidence
+    ev.parts[0].part, ev.parts[0].difference   # the part that made the most difference
+    print(ev.table()); ev.render().save("why.png"); ev.to_dict()
+
+Two views of one decision:
+1. **Intervention** (what ``parts`` holds, first in the table and the picture): each part's
+   share of 1 - similarity is its Shapley value in the game where hidden parts are filled on
+   both faces (export.part_game). The shares of the 7 parts and of ``other`` (pixels of no part)
+   sum to 1 - similarity. It answers "which part, hidden, changes the model's answer", for any
+   model (it needs only embedding.onnx).
+2. **Channels** (``channel_view``, an export.channel_evidence.ChannelEvidence): the exact split
+   of the cosine over the target layer's channels, each channel labelled with the part its
+   top-10% regions cover on THESE two faces. "What the ECLoss channels say"; needs head.onnx and
+   a channel table. ``agree`` says whether both views put the same part first.
+Part masks come from the runtime's own landmarks (export.face_parts) unless given.
+Must not import torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .channel_evidence import ChannelEvidence, ChannelExplainer
+from .face_parts import FaceLandmarks, FaceLocator
+from .images import ImageLike, load_image, resize_square
+from .model_dir import HEAD_FILE, ExportedModel, ModelDirError
+from .part_game import ESTIMATORS, FILL_SIGMA, OTHER, PLAYERS, GameResult, play
+
+__all__ = ["PartEvidence", "PairEvidence", "MatchExplainer", "DETECTOR_SUBDIR"]
+
+DETECTOR_SUBDIR = "detector"   # the MTCNN ONNX files inside an exported model folder
+EMBED_BATCH = 64               # images per embedding.onnx run while playing the game
+
+
+def _z(value: float, digits: int = 4) -> float:
+    """``value``, or 0.0 when it rounds to zero at ``digits``: prints +0.0000, never -0.0000."""
+    return value if round(value, digits) != 0 else 0.0
+
+
+@dataclass
+class PartEvidence:
+    part: str
+    difference: float            # Shapley share of 1 - similarity (intervention)
+    hidden_similarity: float     # the similarity with this part hidden on both faces
+    channel_difference: Optional[float] = None    # the channel view's share of 1 - similarity
+    channel_contribution: Optional[float] = None  # the channel view's share of the similarity
+    channels: List[int] = field(default_factory=list)  # channels on this part on this pair
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"part": self.part, "difference": self.difference,
+                "hidden_similarity": self.hidden_similarity,
+                "channel_difference": self.channel_difference,
+                "channel_contribution": self.channel_contribution,
+                "channels": list(self.channels)}
+
+
+@dataclass
+class PairEvidence:
+    """sum(p.difference for p in parts) + other == 1 - similarity (exact up to float
+    rounding, whatever the estimator: both are efficient)."""
+    similarity: float
+    parts: List[PartEvidence]     # the 7 parts, largest difference first
+    other: float                  # the share of the pixels of no part (background, neck...)
+    estimator: str
+    landmarks: Tuple[str, str]    # where each face's landmarks came from (face_parts sources)
+    game: GameResult = field(repr=False, default=None)
+    channel_view: Optional[ChannelEvidence] = field(default=None, repr=False)
+    threshold: Optional[float] = None
+    model_name: Optional[str] = None
+    views: Optional[Tuple[Image.Image, Image.Image]] = field(default=None, repr=False)
+    part_masks: Optional[np.ndarray] = field(default=None, repr=False)  # (2, 7, S, S)
+
+    @property
+    def same(self) -> Optional[bool]:
+        return None if self.threshold is None else bool(self.similarity >= self.threshold)
+
+    @property
+    def agree(self) -> Optional[bool]:
+        """Do the two views put the same part first by difference (None without channels)?"""
+        if self.channel_view is None:
+            return None
+        by_channels = max(self.parts, key=lambda p: p.channel_difference or 0.0)
+        return by_channels.part == self.parts[0].part
+
+    def part(self, name: str) -> PartEvidence:
+        for p in self.parts:
+            if p.part == name:
+                return p
+        raise KeyError(f"no part {name!r}; parts: {[p.part for p in self.parts]}")
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = {"similarity": self.similarity, "threshold": self.threshold, "same": self.same,
+             "parts": [p.to_dict() for p in self.parts], "other": self.other,
+             "estimator": self.estimator, "landmarks": list(self.landmarks),
+             "agree": self.agree,
+             "method": "Shapley values of the parts in the hide-and-compare game "
+                       "(docs/export.md, Explaining a match)"}
+        if self.channel_view is not None:
+            d["channel_view"] = self.channel_view.to_dict()
+        if self.model_name is not None:
+            d["model_name"] = self.model_name
+        return d
+
+    def table(self) -> str:
+        """The per-part table the CLI prints: largest difference first, then ``other`` and the
+        total the difference column sums to."""
+        head = (f"{'part':<10} {'difference':>11} {'hidden sim':>11} {'channels say':>13}  "
+                "channels on this part")
+        lines = [head, "-" * len(head)]
+        for p in self.parts:
+            ch = "" if p.channel_difference is None else f"{_z(p.channel_difference):+.4f}"
+            shown = ", ".join(str(c) for c in p.channels[:5])
+            more = f", +{len(p.channels) - 5} more" if len(p.channels) > 5 else ""
+            lines.append(f"{p.part:<10} {_z(p.difference):>+11.4f} {p.hidden_similarity:>11.4f} "
+                         f"{ch:>13}  {shown}{more}")
+        lines.append(f"{OTHER:<10} {_z(self.other):>+11.4f} {'':>11} {'':>13}  pixels of no part")
+        lines.append("-" * len(head))
+        lines.append(f"{'total':<10} {1.0 - self.similarity:>+11.4f}  = 1 - similarity "
+                     f"{self.similarity:.4f}")
+        note = f"shares: {self.estimator} Shapley values; landmarks: {self.landmarks[0]} | " \
+               f"{self.landmarks[1]}"
+        if self.agree is not None:
+            note += f"; channels name the same part first: {'yes' if self.agree else 'no'}"
+        lines.append(note)
+        return "\n".join(lines)
+
+    def render(self) -> Image.Image:
+        from .match_picture import render_pair_evidence
+        if self.views is None or self.part_masks is None:
+            raise ValueError("this PairEvidence carries no images to draw")
+        return render_pair_evidence(self)
+
+
+class MatchExplainer:
+    """The evidence of image pairs from ``model_dir``: embedding.onnx for the intervention view,
+    featuremap.onnx + head.onnx + the channel table for the channel view (skipped, with
+    ``channel_view`` None, when the export has no head.onnx or no table)."""
+
+    def __init__(self, model_dir, device: str = "auto", threads: Optional[int] = None,
+                 embedding: Optional[ExportedModel] = None, estimator: str = "pairwise",
+                 fill_sigma: float = FILL_SIGMA, fill: str = "blur"):
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
+        folder = Path(model_dir)
+        from ._common import EMBEDDING_FILE
+        self.model = embedding or ExportedModel(folder, EMBEDDING_FILE, device, threads)
+        self.estimator = estimator
+        self.fill_sigma = fill_sigma
+        self.fill = fill
+        self.locator = FaceLocator(folder / DETECTOR_SUBDIR, threads=threads)
+        self.channels: Optional[ChannelExplainer] = None
+        self.channels_missing: Optional[str] = None
+        if not (folder / HEAD_FILE).is_file():
+            self.channels_missing = f"{folder / HEAD_FILE} is missing"
+        else:
+            try:
+                self.channels = ChannelExplainer(folder, device, threads)
+            except ModelDirError as exc:  # no channel table: intervention view only
+                self.channels_missing = str(exc)
+        m = self.model
+        self.input_size = m.input_size
+        self._mean = np.asarray(m.mean, np.float32).reshape(1, 3, 1, 1)
+        self._std = np.asarray(m.std, np.float32).reshape(1, 3, 1, 1)
+
+    def _embed(self, images: np.ndarray) -> np.ndarray:
+        """(N, S, S, 3) float images in [0, 255] -> (N, D) embeddings (the model's own
+        preprocessing after the resize: x / 255, channel order, (x - mean) / std)."""
+        from ._common import EMBEDDING_OUTPUT
+        x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+        if self.model.channel_order == "BGR":
+            x = x[:, ::-1]
+        x = np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
+        out = [self.model.run(x[i:i + EMBED_BATCH], [EMBEDDING_OUTPUT])[0]
+               for i in range(0, len(x), EMBED_BATCH)]
+        return np.concatenate(out)
+
+    def fill_colour(self) -> np.ndarray:
+        """The model's mean colour in [0, 255] (what a fully hidden image shows)."""
+        mean = np.asarray(self.model.mean, np.float64) * 255.0
+        return mean[::-1] if self.model.channel_order == "BGR" else mean
+
+    def locate(self, img: Image.Image, landmarks=None) -> FaceLandmarks:
+        return self.locator.locate(img, landmarks)
+
+    def explain(self, img_a: ImageLike, img_b: ImageLike, threshold: Optional[float] = None,
+                landmarks: Optional[Sequence] = None) -> PairEvidence:
+        """The evidence of one pair. landmarks: None, or (landmarks_a, landmarks_b), each None
+        (found by the runtime), a (68, 2) array or a landmark file, in that image's pixels."""
+        if landmarks is not None and len(landmarks) != 2:
+            raise ValueError("landmarks= takes a pair (landmarks of face A, of face B)")
+        rgb = [load_image(img_a, 0), load_image(img_b, 1)]
+        given = landmarks if landmarks is not None else (None, None)
+        faces = [self.locate(im, lm) for im, lm in zip(rgb, given)]
+        s = self.input_size
+        views = tuple(resize_square(im, s) for im in rgb)
+        masks = np.stack([f.part_masks(s) for f in faces])
+        arrays = [np.asarray(v, dtype=np.float64) for v in views]
+        game = play(self._embed, arrays[0], arrays[1], masks[0], masks[1], self.fill_colour(),
+                    self.estimator, self.fill_sigma, self.fill)
+        diff = game.difference
+        channel_view = None
+        if self.channels is not None:
+            channel_view = self.channels.explain(rgb[0], rgb[1], threshold, part_masks=masks)
+        parts = []
+        for i, name in enumerate(PLAYERS[:-1]):
+            p = PartEvidence(part=name, difference=float(diff[i]),
+                             hidden_similarity=game.hidden_similarity(i))
+            if channel_view is not None:
+                cp = channel_view.part(name)
+                p.channel_difference, p.channel_contribution = cp.difference, cp.contribution
+                p.channels = list(cp.channels)
+            parts.append(p)
+        parts.sort(key=lambda p: -p.difference)
+        return PairEvidence(similarity=game.similarity, parts=parts, other=float(diff[-1]),
+                            estimator=self.estimator,
+                            landmarks=(faces[0].source, faces[1].source), game=game,
+                            channel_view=channel_view, threshold=threshold,
+                            model_name=self.model.metadata.get("model_name"), views=views,
+                            part_masks=masks)

@@ -1,0 +1,202 @@
+"""Which face part made the difference: Shapley values of the parts in a hide-and-compare game.
+
+The players are the 7 face parts of export.part_masks (hair, forehead, cheek, eyes, nose, mouth,
+jaw) and ``other`` (every pixel of no part: background, neck, clothes), so that every pixel
+belongs to exactly one player. A coalition S is a set of players that stay visible; the others
+are hidden on BOTH faces by the same rule (``hide``): their pixels are filled from the face's
+own visible pixels, blurred (a normalised convolution, so a hidden pixel's value never depends
+on hidden pixels), fading to the model's mean colour where nothing visible is near. The value of
+S is the cosine similarity of the two faces' embeddings with only S visible:
+
+    v(S) = cos(f(a_S), f(b_S)),   v(all) = the pair's similarity,   v(empty) = 1
+
+(with nothing visible both inputs are the same flat image). A part's ``difference`` is its
+Shapley value in the game d(S) = 1 - v(S), so the 8 shares sum to 1 - similarity exactly; a part
+the model ignores moves no v(S) and gets 0 whatever its pixels are. This is the intervention
+view of ``verify(explain=True)``: it needs only the embedding model, so it works for a model of
+any loss. The channel split of export.channel_evidence is the second view.
+
+Estimators (``ESTIMATORS``):
+  exact     all 2^8 = 256 coalitions (512 embeddings per pair).
+  pairwise  the 18 coalitions of size 0, 1, 7 and 8 (36 embeddings):
+            phi_i = ((v({i}) - v(empty)) + (v(all) - v(all minus i))) / 2, then the gap to
+            v(all) - v(empty) shared in proportion to |phi_i| (a null player keeps 0). Exact for
+            any game without interactions of order 3 or more; its error on real pairs against
+            the exact values is measured in docs/export.md.
+Must not import torch.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, List, Sequence, Tuple
+
+import numpy as np
+
+from .part_masks import PART_NAMES
+
+__all__ = ["PLAYERS", "OTHER", "ESTIMATORS", "FILL_SIGMA", "player_masks", "coalitions",
+           "FILLS", "hide", "shapley_exact", "shapley_pairwise", "GameResult", "play"]
+
+OTHER = "other"
+PLAYERS: Tuple[str, ...] = tuple(PART_NAMES) + (OTHER,)
+ESTIMATORS = ("pairwise", "exact")
+FILLS = ("blur", "mean")  # how hidden pixels are filled (hide)
+FILL_SIGMA = 0.06     # x image side: the blur that fills hidden pixels from the visible ones
+FILL_FLOOR = 1e-3     # weight of the mean colour in the fill: where nothing visible is near
+
+
+def player_masks(part_masks: np.ndarray) -> np.ndarray:
+    """(8, H, W) bool: the 7 disjoint part masks and ``other`` = every pixel of no part."""
+    m = np.asarray(part_masks, dtype=bool)
+    if m.ndim != 3 or m.shape[0] != len(PART_NAMES):
+        raise ValueError(f"expected ({len(PART_NAMES)}, H, W) part masks, got {m.shape}")
+    if (m.sum(0) > 1).any():
+        raise ValueError("part masks overlap: every pixel must belong to one part at most")
+    return np.concatenate([m, ~m.any(0, keepdims=True)])
+
+
+def coalitions(n: int, estimator: str = "pairwise") -> np.ndarray:
+    """(K, n) bool: the coalitions an estimator evaluates (row 0 the empty one, row 1 the grand
+    coalition; exact: all 2^n, row k = the bits of k except that rows 1 and 2^n - 1 swap)."""
+    if estimator == "exact":
+        ids = np.arange(2 ** n)
+        ids[[1, -1]] = ids[[-1, 1]]
+        return ((ids[:, None] >> np.arange(n)) & 1).astype(bool)
+    if estimator == "pairwise":
+        eye = np.eye(n, dtype=bool)
+        return np.concatenate([np.zeros((1, n), bool), np.ones((1, n), bool), eye, ~eye])
+    raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
+
+
+def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size) matrix whose product blurs along one axis with a Gaussian (zero outside)."""
+    x = np.arange(size, dtype=np.float64)
+    g = np.exp(-0.5 * ((x[:, None] - x[None, :]) / max(sigma, 1e-6)) ** 2)
+    return g
+
+
+def hide(image: np.ndarray, visible: np.ndarray, fill_colour: Sequence[float],
+         sigma: float = FILL_SIGMA, fill: str = "blur") -> np.ndarray:
+    """Images with the pixels outside ``visible`` filled: (K, H, W, 3) float64 from an (H, W, 3)
+    image in [0, 255] and (K, H, W) bool visibility masks.
+
+    A hidden pixel takes the Gaussian-weighted mean (sigma = ``sigma`` x the image side) of the
+    visible pixels, pulled towards ``fill_colour`` where few are near (weight FILL_FLOOR): a
+    normalised convolution, so what is hidden leaks nothing into its own fill. fill="mean":
+    every hidden pixel takes ``fill_colour`` (then a part never changes another part's fill, so
+    a part the model ignores gets exactly no share; blur leaks a little across a part's edge)."""
+    if fill not in FILLS:
+        raise ValueError(f"unknown fill {fill!r}; use one of {FILLS}")
+    img = np.asarray(image, dtype=np.float64)
+    vis = np.asarray(visible, dtype=bool)
+    if img.ndim != 3 or img.shape[2] != 3 or vis.ndim != 3 or vis.shape[1:] != img.shape[:2]:
+        raise ValueError(f"expected an (H, W, 3) image and (K, H, W) masks, got {img.shape} and "
+                         f"{vis.shape}")
+    colour = np.asarray(fill_colour, dtype=np.float64).reshape(1, 1, 1, 3)
+    if fill == "mean":
+        return np.where(vis[..., None], img[None], colour)
+    h, w = img.shape[:2]
+    gy = _gaussian_matrix(h, sigma * max(h, w))
+    gx = _gaussian_matrix(w, sigma * max(h, w))
+    weight = vis.astype(np.float64)                                        # (K, H, W)
+    den = np.einsum("hi,kij,wj->khw", gy, weight, gx, optimize=True)
+    num = np.einsum("hi,kijc,wj->khwc", gy, weight[..., None] * img, gx, optimize=True)
+    floor = FILL_FLOOR * float(gy.sum(1).max() * gx.sum(1).max())
+    fill = (num + floor * colour) / (den[..., None] + floor)
+    return np.where(vis[..., None], img[None], fill)
+
+
+def shapley_exact(members: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Exact Shapley values (n,) of the game given on every coalition: members (2^n, n) bool in
+    any order, values (2^n,) v(S)."""
+    members = np.asarray(members, dtype=bool)
+    n = members.shape[1]
+    if members.shape[0] != 2 ** n:
+        raise ValueError(f"exact Shapley values need all {2 ** n} coalitions, got "
+                         f"{members.shape[0]}")
+    index = members.astype(np.int64) @ (1 << np.arange(n))
+    v = np.empty(2 ** n)
+    v[index] = np.asarray(values, dtype=np.float64)
+    ids = np.arange(2 ** n)
+    bits = (ids[:, None] >> np.arange(n)) & 1
+    size = bits.sum(1)
+    weight = np.array([math.factorial(s) * math.factorial(n - s - 1) / math.factorial(n)
+                       if s < n else 0.0 for s in size])
+    phi = np.empty(n)
+    for i in range(n):
+        without = ids[bits[:, i] == 0]
+        phi[i] = np.sum(weight[without] * (v[without | (1 << i)] - v[without]))
+    return phi
+
+
+def shapley_pairwise(values: np.ndarray, n: int) -> np.ndarray:
+    """The pairwise estimate (n,) from the values on coalitions(n, "pairwise"): the mean of each
+    player's first and last marginal contribution, made efficient by sharing the gap in
+    proportion to |phi_i|: a player whose two marginals are 0 (a part the model ignores) keeps
+    exactly 0, as its Shapley value is."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.shape != (2 * n + 2,):
+        raise ValueError(f"expected {2 * n + 2} values (coalitions(n, 'pairwise')), got {v.shape}")
+    empty, grand, single, all_but = v[0], v[1], v[2:2 + n], v[2 + n:]
+    phi = 0.5 * ((single - empty) + (grand - all_but))
+    gap = grand - empty - phi.sum()
+    weight = np.abs(phi)
+    if weight.sum() <= 0:
+        return phi + gap / n
+    return phi + gap * weight / weight.sum()
+
+
+@dataclass
+class GameResult:
+    players: Tuple[str, ...]
+    members: np.ndarray       # (K, n) bool: the coalitions evaluated
+    values: np.ndarray        # (K,) v(S): the similarity with only S visible
+    shapley: np.ndarray       # (n,) Shapley values of v (sum: v(all) - v(empty))
+    estimator: str
+
+    @property
+    def similarity(self) -> float:
+        return float(self.values[1])
+
+    @property
+    def difference(self) -> np.ndarray:
+        """(n,) each player's share of 1 - similarity (the Shapley values of 1 - v)."""
+        return -self.shapley
+
+    def hidden_similarity(self, i: int) -> float:
+        """The similarity with player i hidden on both faces and everything else visible."""
+        want = ~np.eye(len(self.players), dtype=bool)[i]
+        row = np.flatnonzero((self.members == want).all(1))
+        return float(self.values[row[0]])
+
+
+def play(embed: Callable[[np.ndarray], np.ndarray], image_a: np.ndarray, image_b: np.ndarray,
+         masks_a: np.ndarray, masks_b: np.ndarray, fill_colour: Sequence[float],
+         estimator: str = "pairwise", sigma: float = FILL_SIGMA,
+         fill: str = "blur") -> GameResult:
+    """The game of one pair. image_*: (S, S, 3) in [0, 255] as the network sees them; masks_*:
+    (7, S, S) part masks of each face; embed: (N, S, S, 3) images -> (N, D) L2-normalised
+    embeddings (one batch per call)."""
+    pa, pb = player_masks(masks_a), player_masks(masks_b)
+    members = coalitions(len(PLAYERS), estimator)
+    vis_a = np.tensordot(members, pa, axes=(1, 0)) > 0        # players are disjoint: any = sum
+    vis_b = np.tensordot(members, pb, axes=(1, 0)) > 0
+    batch = np.concatenate([hide(image_a, vis_a, fill_colour, sigma, fill),
+                            hide(image_b, vis_b, fill_colour, sigma, fill)])
+    e = np.asarray(embed(batch), dtype=np.float64)
+    k = len(members)
+    na = np.maximum(np.linalg.norm(e[:k], axis=1), 1e-12)
+    nb = np.maximum(np.linalg.norm(e[k:], axis=1), 1e-12)
+    values = np.sum(e[:k] * e[k:], axis=1) / (na * nb)
+    values[0] = 1.0  # nothing visible: both inputs are the same flat image (exactly, not ~1)
+    phi = (shapley_exact(members, values) if estimator == "exact"
+           else shapley_pairwise(values, len(PLAYERS)))
+    return GameResult(players=PLAYERS, members=members, values=values, shapley=phi,
+                      estimator=estimator)
+
+
+def ranked(names: Sequence[str], shares: Sequence[float]) -> List[Tuple[str, float]]:
+    """(name, share) pairs, largest share first (ties keep the given order)."""
+    order = np.argsort(-np.asarray(shares, dtype=np.float64), kind="stable")
+    return [(names[i], float(shares[i])) for i in order]
