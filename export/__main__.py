@@ -15,8 +15,8 @@ from .quantize import (
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m export",
-        description="Export a zoo face model to embedding.onnx, featuremap.onnx, head.onnx and "
-                    "model.ts "
+        description="Export a zoo face model to embedding.onnx, featuremap.onnx, head.onnx, "
+                    "model.ts and detector/ (MTCNN for --crop) "
                     "(ONNX metadata carries preprocessing, threshold, ECLoss params, parts), "
                     "with parity checks against PyTorch. See docs/export.md.")
     p.add_argument("model", help="registered name (e.g. vgg19-ecloss), a model folder "
@@ -31,6 +31,8 @@ def main(argv=None) -> int:
                         "chosen with it)")
     p.add_argument("--no-featuremap", action="store_true", help="skip featuremap.onnx")
     p.add_argument("--no-torchscript", action="store_true", help="skip model.ts")
+    p.add_argument("--no-detector", action="store_true",
+                   help="skip detector/ (the MTCNN face detector that --crop uses)")
     p.add_argument("--parts", default=None,
                    help="channel -> part table JSON (default: channel_parts.json beside the "
                         "weights, when the evaluation wrote one)")
@@ -68,6 +70,7 @@ def main(argv=None) -> int:
                      tolerance=(args.tolerance if args.tolerance is not None
                                 else DEFAULT_TOLERANCE), flip=not args.no_flip,
                      featuremap=not args.no_featuremap, torchscript=not args.no_torchscript,
+                     detector=not args.no_detector,
                      parts=args.parts, threshold_key=args.threshold_from, int8=int8)
     except (ExportError, Int8GateError, ValueError, FileNotFoundError, TypeError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)

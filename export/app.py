@@ -46,15 +46,16 @@ DEFAULT_PORT = 7860
 # 2-8 MB); decompression bombs (small files, huge pixel counts) are refused by decode_image.
 DEFAULT_MAX_FILE_SIZE = "25mb"
 MAX_TOP_K = 24
-PART_COLUMNS = ["part", "contribution", "part similarity", "difference",
-                "strongest channels (contribution)"]
-CHANNEL_COLUMNS = ["channel", "part", "evidence", "peak", "IoU"]
-SHOWN_PART_CHANNELS = 3  # channels listed per part, as the CLI's table (all in the JSON)
-PART_LEGEND = ("*contribution*: the part's share of the similarity (the parts and the residual "
-               "sum to it); *part similarity*: the two faces compared on that part's channels "
-               "alone; *difference*: the part's share of 1 - similarity (0 when the part looks "
-               "the same on both faces). Method and limits: docs/export.md, 'Explaining a "
-               "match'.")
+PART_COLUMNS = ["part", "difference", "similarity with it hidden", "channels say",
+                "channels on this part"]
+CHANNEL_COLUMNS = ["channel", "part on this face", "IoU", "usual part", "evidence", "peak"]
+SHOWN_PART_CHANNELS = 5  # channels listed per part, as the CLI's table (all in the JSON)
+PART_LEGEND = ("*difference*: the part's share of 1 - similarity, from hiding it on both faces "
+               "(Shapley values over the 7 parts and the rest; they sum to 1 - similarity); "
+               "*similarity with it hidden*: the two faces compared with that part filled in; "
+               "*channels say*: the share the ECLoss channels that fire on that part of these "
+               "faces give it (the second view). Method and limits: docs/export.md, 'Explaining "
+               "a match'.")
 CROP_HINT = "untick 'Crop faces with MTCNN' for photos that are already face crops"
 
 
@@ -170,34 +171,24 @@ class FacePage:
             img_b = self.load(path_b, "B", crop)
         except PageInputError as exc:
             return PairView(message=f"**Cannot compare.** {exc}")
-        why = None
-        if not self.has_parts:
-            why = ("this export has no channel -> part table (channel_parts.json). Evaluate the "
-                   "model (python -m zoo.evaluate), then export it again.")
-        else:
-            try:
-                r = self.verifier.verify(img_a, img_b, explain=True)
-            except ModelDirError as exc:  # e.g. an export older than head.onnx: say so, decide
-                why = str(exc)
-        if why is not None:
-            r = self.verifier.verify(img_a, img_b)
-            return PairView(message=_decision(r) + f"\n\nNo per-part evidence: {why}", ok=True)
+        r = self.verifier.verify(img_a, img_b, explain=True)
         ev = r.evidence
-        rows = [[p.part, round(p.contribution, 4),
-                 round(p.part_similarity, 4) if p.channels else None,  # no channels: undefined
-                 round(p.difference, 4), _channels_text(p)] for p in ev.parts]
-        rows.append(["residual", round(ev.residual, 4), None, round(ev.residual_difference, 4),
-                     f"head bias {ev.bias:+.4f}, {len(ev.unassigned_channels)} channels of no "
-                     f"part {ev.unassigned:+.4f}"])
+        rows = [[p.part, round(p.difference, 4), round(p.hidden_similarity, 4),
+                 _round(p.channel_difference), _channels_text(p)] for p in ev.parts]
+        rows.append(["other (no part)", round(ev.other, 4), None, None, ""])
         top = ev.parts[0]
-        apart = max(ev.parts, key=lambda p: p.difference)
-        message = (_decision(r) + f"\n\nThe parts' contributions plus the residual "
-                   f"({ev.residual:+.4f}) sum to the similarity. Largest contribution: "
-                   f"**{top.part}** ({top.contribution:+.4f}; the two faces' {top.part} alone: "
-                   f"similarity {top.part_similarity:.4f}). Largest difference: "
-                   f"**{apart.part}** ({apart.difference:.4f} of 1 - similarity = "
-                   f"{1 - ev.similarity:.4f}).")
-        return PairView(message=message, picture=ev.render(img_a, img_b), rows=rows,
+        message = (_decision(r) + f"\n\nThe part that made the most difference: "
+                   f"**{top.part}** ({top.difference:+.4f} of 1 - similarity = "
+                   f"{1 - ev.similarity:.4f}; with the {top.part} hidden on both faces the "
+                   f"similarity is {top.hidden_similarity:.4f}). Landmarks: "
+                   f"{ev.landmarks[0]} | {ev.landmarks[1]}.")
+        if ev.channel_view is None:
+            message += ("\n\nNo channel view: " + (self.verifier.pair_channels_missing() or
+                                                    "this export has no channel table") + ".")
+        elif ev.agree is not None:
+            message += (" The ECLoss channels name the same part first: "
+                        f"{'yes' if ev.agree else 'no'}.")
+        return PairView(message=message, picture=ev.render(), rows=rows,
                         evidence=ev.to_dict(), table=ev.table(), ok=True)
 
     def explain(self, path: Optional[str], crop: bool = False,
@@ -210,8 +201,8 @@ class FacePage:
             return FaceView(message="Drop a photo.")
         top_k = max(1, min(int(top_k), MAX_TOP_K))
         x = self.explainer.explain(img, top_k=top_k)
-        rows = [[c.channel, c.part or "-", _round(c.evidence), round(c.peak, 4), _round(c.iou)]
-                for c in x.channels]
+        rows = [[c.channel, c.part or "none", _round(c.iou), c.table_part or "-",
+                 _round(c.evidence), round(c.peak, 4)] for c in x.channels]
         note = ("" if self.explainer.parts is not None and "channel_evidence" in
                 self.explainer.parts else "\n\nThis export has no evidence table: channels are "
                 "ranked by raw peak.")
@@ -221,10 +212,9 @@ class FacePage:
 
 
 def _channels_text(p) -> str:
-    shown = ", ".join(f"{c} ({k:+.4f})" for c, k in zip(p.channels[:SHOWN_PART_CHANNELS],
-                                                      p.channel_contributions))
+    shown = ", ".join(str(c) for c in p.channels[:SHOWN_PART_CHANNELS])
     more = len(p.channels) - SHOWN_PART_CHANNELS
-    return (shown or "no channels") + (f", +{more} more" if more > 0 else "")
+    return (shown or "none") + (f", +{more} more" if more > 0 else "")
 
 
 def _round(v: Optional[float], nd: int = 4) -> Optional[float]:

@@ -62,7 +62,7 @@ from .model_dir import (
 )
 
 __all__ = ["ChannelPartEvidence", "ChannelEvidence", "ChannelExplainer", "decompose", "part_groups",
-           "pair_part_groups",
+           "pair_part_groups", "MissingPartTableError",
            "NORM_EPS", "CHANNELS_SHOWN", "MAX_SHAPLEY_GROUPS"]
 
 NORM_EPS = 1e-12            # F.normalize's eps: the embedding is e / max(|e|, eps)
@@ -300,6 +300,10 @@ def decompose(terms_a: np.ndarray, terms_b: np.ndarray, bias_a: np.ndarray, bias
 # from images: featuremap.onnx + head.onnx
 # ----------------------------------------------------------------------------------------------
 
+class MissingPartTableError(ModelDirError):
+    """The export has no channel -> part table, so the channel view cannot be split by part."""
+
+
 class ChannelExplainer:
     """Per-part evidence of image pairs from ``model_dir``'s featuremap.onnx and head.onnx.
 
@@ -329,7 +333,8 @@ class ChannelExplainer:
             self.parts = validate_parts(json.loads(self.metadata["channel_parts"]), n_ch,
                                         f"{self.maps.path} (metadata channel_parts)")
         else:
-            raise ModelDirError(f"{self.maps.path}: the export carries no channel -> part table "
+            raise MissingPartTableError(f"{self.maps.path}: the export carries no channel -> "
+                                        f"part table "
                                 f"({PARTS_FILE}), so a match cannot be split by face part. "
                                 f"Evaluate the model (python -m zoo.evaluate NAME writes "
                                 f"{PARTS_FILE} beside its weights), then export it again, or "

@@ -1,51 +1,98 @@
-"""Optional face crop for the runtime CLI's --crop: MTCNN from facenet-pytorch (torch side).
+"""The training crop rule, and the runtime's face crop (--crop): no torch.
 
-The runtime itself needs no torch; this module is imported only when --crop is given. It is the
-training crop of zoo.prep (MTCNN detect, largest face, square box of side max(w, h) * (1 +
-margin) around the box centre, no alignment, outside the image black), so a photo is cropped
-the way the model's training faces were; the runtime then resizes the crop to the input size.
+    box = square_crop_box(face_box, margin=0.2)          # the rule zoo.prep crops with
+    face = crop_face("photo.jpg", detector="out/")       # MTCNN (export.detector), largest face
+    found = find_face("photo.jpg", detector="out/")      # the same, with box, score, face count
+
+The crop is zoo.prep's: the largest MTCNN face, a square box of side max(w, h) * (1 + margin)
+around the face box's centre, no alignment, outside the image black; the runtime then resizes
+the crop to the model's input size. Detection is export.detector's FaceDetector (facenet-pytorch's
+MTCNN exported to ONNX, run by numpy and onnxruntime), whose boxes are those facenet-pytorch's
+MTCNN gives zoo.prep, so a photo is cropped the way the model's training faces were.
 """
 from __future__ import annotations
 
 import os
-from typing import Union
+from dataclasses import dataclass
+from typing import Dict, Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
+from .detector import DetectedFace, FaceDetector, detector_folder
 from .images import ImageError, load_image
 
+__all__ = ["DEFAULT_MARGIN", "FaceCrop", "square_crop_box", "largest_face", "find_face",
+           "crop_face"]
+
 DEFAULT_MARGIN = 0.2  # zoo.prep's default
-_MTCNN = None
+_DETECTORS: Dict[str, FaceDetector] = {}  # one per folder: opening the sessions costs ~50 ms
 
 
-def _detector():
-    global _MTCNN
-    if _MTCNN is None:
-        try:
-            from facenet_pytorch import MTCNN
-        except ImportError as exc:
-            raise RuntimeError("--crop needs facenet-pytorch and torch: pip install "
-                               f"facenet-pytorch==2.5.3 ({exc})") from None
-        _MTCNN = MTCNN(keep_all=True, device="cpu")
-    return _MTCNN
+def square_crop_box(box: Sequence[float], margin: float) -> Tuple[float, float, float, float]:
+    """Square box around a face box (x1, y1, x2, y2): side = max(w, h) * (1 + margin), same
+    centre.
+
+    Squaring keeps the face's aspect ratio when it is resized to size x size; the margin is the
+    total fraction of the side added (0.2 = 10% on each side), as the paper crops "with a
+    margin"."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    side = max(x2 - x1, y2 - y1) * (1.0 + margin)
+    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+
+
+def largest_face(boxes: np.ndarray) -> int:
+    """Index of the largest box (by area) among (N, 4+) boxes x1, y1, x2, y2: the face a
+    photo is cropped to; the first one when several are equal."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return int(np.argmax(areas))
+
+
+@dataclass
+class FaceCrop:
+    image: Image.Image                       # the square crop, RGB, not resized
+    crop_box: Tuple[int, int, int, int]      # where it was cut from the source (may overhang)
+    face: DetectedFace                       # the face it is cropped around (box, score, points)
+    num_faces: int                           # faces found: more than 1 means the largest won
+
+
+def _detector(detector: Union[FaceDetector, str, os.PathLike, None]) -> FaceDetector:
+    if isinstance(detector, FaceDetector):
+        return detector
+    if detector is None:
+        raise ValueError("the face crop needs the detector: pass detector= a FaceDetector or an "
+                         "exported model folder (`python -m export` writes its detector/)")
+    key = str(detector_folder(detector).resolve())
+    if key not in _DETECTORS:
+        _DETECTORS[key] = FaceDetector(key)
+    return _DETECTORS[key]
+
+
+def find_face(src: Union[str, os.PathLike, Image.Image, np.ndarray],
+              margin: float = DEFAULT_MARGIN,
+              detector: Union[FaceDetector, str, os.PathLike, None] = None) -> FaceCrop:
+    """The square crop of the largest face in ``src`` with what was found.
+
+    detector: a FaceDetector, or a folder with its ONNX files (an exported model folder, whose
+    detector/ is used, or that detector/ folder). ImageError naming ``src`` when no face is
+    found; DetectorError (a ModelDirError) naming the file when the detector is missing."""
+    finder = _detector(detector)
+    name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "image"
+    img = load_image(src)
+    faces = finder.detect(img)
+    if not faces:
+        problem = "MTCNN found no face (run without --crop on a face crop)"
+        raise ImageError(f"{name}: {problem}", name, problem)
+    face = faces[largest_face(np.stack([f.box for f in faces]))]
+    box = tuple(int(round(v)) for v in square_crop_box(face.box, margin))
+    return FaceCrop(image=img.crop(box), crop_box=box, face=face, num_faces=len(faces))
 
 
 def crop_face(src: Union[str, os.PathLike, Image.Image, np.ndarray],
-              margin: float = DEFAULT_MARGIN) -> Image.Image:
-    """The square crop (RGB PIL, not resized) of the largest MTCNN face in ``src``."""
-    try:
-        from zoo.prep import _largest, square_crop_box  # the training pipeline's own rule
-    except ImportError as exc:  # the zoo (and torch) are not installed: a runtime-only machine
-        raise RuntimeError("--crop needs facenet-pytorch and torch: pip install "
-                           f"facenet-pytorch==2.5.3 ({exc})") from None
-    name = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "image"
-    img = load_image(src)
-    try:
-        boxes, _ = _detector().detect(img)
-    except (RuntimeError, ValueError) as exc:  # e.g. an image too small to scan
-        raise ImageError(f"{name}: face detection failed ({exc})") from None
-    if boxes is None or len(boxes) == 0:
-        raise ImageError(f"{name}: MTCNN found no face (run without --crop on a face crop)")
-    box = square_crop_box(boxes[_largest(np.asarray(boxes, dtype=np.float64))], margin)
-    return img.crop(tuple(int(round(v)) for v in box))
+              margin: float = DEFAULT_MARGIN,
+              detector: Union[FaceDetector, str, os.PathLike, None] = None) -> Image.Image:
+    """The square crop (RGB PIL, not resized) of the largest MTCNN face in ``src``; see
+    find_face (which also says how many faces there were)."""
+    return find_face(src, margin, detector).image

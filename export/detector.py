@@ -98,8 +98,10 @@ def integral_image(rgb: np.ndarray) -> np.ndarray:
     """(H + 1, W + 1, C) float64 sums of ``rgb`` (H, W, C) above and left of each corner: any
     rectangle's sum is four look-ups. float64 keeps the sums of uint8 pixels exact."""
     h, w, c = rgb.shape
-    out = np.zeros((h + 1, w + 1, c), np.float64)
-    np.cumsum(np.cumsum(rgb, axis=0, dtype=np.float64), axis=1, out=out[1:, 1:])
+    out = np.zeros((h + 1, w + 1, c), np.float64)  # 24 bytes a pixel: ~290 MB for 12 Mpx
+    inner = out[1:, 1:]
+    np.cumsum(rgb, axis=0, dtype=np.float64, out=inner)
+    np.cumsum(inner, axis=1, out=inner)
     return out
 
 
@@ -172,7 +174,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
     plus = 1.0 if mode == "min" else 0.0
     x1, y1, x2, y2 = (boxes[:, k].astype(np.float64) for k in range(4))
     area = (x2 - x1 + plus) * (y2 - y1 + plus)
-    order = np.argsort(-scores, kind="stable")  # torchvision sorts stably, best first
+    # Equal scores happen (O-Net saturates near 1) and then the order decides which box stays:
+    # torchvision sorts stably, best first; nms_numpy takes the last of numpy's default
+    # ascending argsort.
+    order = (np.argsort(scores)[::-1] if mode == "min"
+             else np.argsort(-scores, kind="stable"))
     keep = []
     while order.size:
         i, rest = order[0], order[1:]

@@ -42,7 +42,7 @@ from .detector import (
 )
 from .onnx_export import DEFAULT_OPSET, ExportError, _write_onnx
 
-__all__ = ["export_detector", "main", "PAPER", "DETECTOR_TOLERANCE"]
+__all__ = ["export_detector", "require_facenet", "main", "PAPER", "DETECTOR_TOLERANCE"]
 
 PAPER = ("K. Zhang, Z. Zhang, Z. Li, Y. Qiao: Joint Face Detection and Alignment using "
          "Multi-task Cascaded Convolutional Networks. IEEE Signal Processing Letters 23(10), "
@@ -67,18 +67,32 @@ _DOCS = {PNET_FILE: "MTCNN P-Net (facenet-pytorch weights): proposal network, fu
                     "48 x 48 crops"}
 
 
-def _facenet_version() -> str:
+def require_facenet() -> str:
+    """The installed facenet-pytorch version; ExportError saying what to do when it is not."""
     try:
         return importlib_metadata.version("facenet-pytorch")
     except importlib_metadata.PackageNotFoundError:
         raise ExportError("the face detector export needs facenet-pytorch: pip install "
-                          "facenet-pytorch==2.5.3") from None
+                          "facenet-pytorch==2.5.3 (or export without the detector: "
+                          "--no-detector, detector=False)") from None
 
 
 def _networks() -> Dict[str, torch.nn.Module]:
+    """facenet-pytorch's three networks with the weights of its wheel (facenet_pytorch/data),
+    read here with weights_only=True rather than by pretrained=True's bare torch.load."""
+    import facenet_pytorch
     from facenet_pytorch.models.mtcnn import ONet, PNet, RNet
-    return {PNET_FILE: PNet(pretrained=True).eval(), RNET_FILE: RNet(pretrained=True).eval(),
-            ONET_FILE: ONet(pretrained=True).eval()}
+    data = Path(facenet_pytorch.__file__).parent / "data"
+    nets = {}
+    for fname, cls in ((PNET_FILE, PNet), (RNET_FILE, RNet), (ONET_FILE, ONet)):
+        weights = data / f"{fname[:4]}.pt"
+        if not weights.is_file():
+            raise ExportError(f"{weights}: missing; the facenet-pytorch wheel ships the MTCNN "
+                              "weights there (reinstall facenet-pytorch==2.5.3)")
+        net = cls(pretrained=False)
+        net.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+        nets[fname] = net.eval()
+    return nets
 
 
 def _inputs(shape: tuple, seed: int) -> torch.Tensor:
@@ -101,7 +115,9 @@ def _check_parity(fname: str, net: torch.nn.Module, path: Path, log) -> None:
     so = ort.SessionOptions()
     so.log_severity_level = 3
     session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    for k, shape in enumerate(_SHAPES[fname][1]):
+    worst = 0.0
+    shapes = _SHAPES[fname][1]
+    for k, shape in enumerate(shapes):
         x = _inputs(shape, seed=k + 1)
         with torch.no_grad():
             ref = [t.numpy() for t in net(x)]
@@ -112,8 +128,9 @@ def _check_parity(fname: str, net: torch.nn.Module, path: Path, log) -> None:
                 raise ExportError(f"{fname}: {name} at input {shape} differs from facenet-pytorch "
                                   f"by {err:.3g} (shapes {r.shape} vs {g.shape}; tolerance "
                                   f"{DETECTOR_TOLERANCE})")
-    log(f"{fname}: parity with facenet-pytorch within {DETECTOR_TOLERANCE} at "
-        f"{[list(s) for s in _SHAPES[fname][1]]}")
+            worst = max(worst, err)
+    log(f"{fname}: max abs difference to facenet-pytorch {worst:.2g} (tolerance "
+        f"{DETECTOR_TOLERANCE}) at inputs {', '.join('x'.join(map(str, s)) for s in shapes)}")
 
 
 def export_detector(out_dir: Union[str, os.PathLike], opset: int = DEFAULT_OPSET,
@@ -121,7 +138,7 @@ def export_detector(out_dir: Union[str, os.PathLike], opset: int = DEFAULT_OPSET
     """Write pnet.onnx, rnet.onnx, onet.onnx and detector.json into ``out_dir`` (created) and
     return it. ExportError when a file fails its check (then nothing is written)."""
     log = log or (lambda s: None)
-    version = _facenet_version()
+    version = require_facenet()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     nets = _networks()
@@ -156,7 +173,6 @@ def export_detector(out_dir: Union[str, os.PathLike], opset: int = DEFAULT_OPSET
                           "outputs": list(OUTPUTS[fname])} for fname in nets},
     }
     (out / DETECTOR_JSON).write_text(json.dumps(description, indent=1) + "\n")
-    log(f"wrote the face detector into {out} ({', '.join(nets)}, {DETECTOR_JSON})")
     return out
 
 
@@ -170,10 +186,11 @@ def main(argv=None) -> int:
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     args = p.parse_args(argv)
     try:
-        export_detector(args.out, opset=args.opset)
+        out = export_detector(args.out, opset=args.opset)
     except (ExportError, OSError, ValueError) as exc:
         print(f"export failed: {exc}", file=sys.stderr)
         return 1
+    print(f"wrote {out}: {', '.join(OUTPUTS)}, {DETECTOR_JSON}")
     return 0
 
 

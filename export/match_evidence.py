@@ -27,10 +27,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .channel_evidence import ChannelEvidence, ChannelExplainer
+from .channel_evidence import ChannelEvidence, ChannelExplainer, MissingPartTableError
 from .face_parts import FaceLandmarks, FaceLocator
 from .images import ImageLike, load_image, resize_square
-from .model_dir import HEAD_FILE, ExportedModel, ModelDirError
+from .model_dir import HEAD_FILE, ExportedModel
 from .part_game import ESTIMATORS, FILL_SIGMA, OTHER, PLAYERS, GameResult, play
 
 __all__ = ["PartEvidence", "PairEvidence", "MatchExplainer", "DETECTOR_SUBDIR"]
@@ -162,7 +162,7 @@ class MatchExplainer:
         else:
             try:
                 self.channels = ChannelExplainer(folder, device, threads)
-            except ModelDirError as exc:  # no channel table: intervention view only
+            except MissingPartTableError as exc:  # no channel table: intervention view only
                 self.channels_missing = str(exc)
         m = self.model
         self.input_size = m.input_size

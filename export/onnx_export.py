@@ -17,6 +17,9 @@ head.onnx        "feature_maps" (B,C,n,n) -> "channel_terms" (B,C,D) and "head_b
                  at inference) split by channel; per view, channel_terms.sum(1) + head_bias is
                  the un-normalised embedding. Written with featuremap.onnx; what per-part
                  evidence (export.channel_evidence) needs.
+detector/        pnet.onnx, rnet.onnx, onet.onnx, detector.json: facenet-pytorch's MTCNN for the
+                 runtime's face detection (export.detector_onnx writes it, export.detector runs
+                 it; --crop reads it).
 
 Every file is written under a temporary name, checked (onnx.checker full check, parity against
 PyTorch at batch 1 and 5 on onnxruntime's CPU provider) and only then renamed into place: a
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +55,7 @@ from ._common import (
     read_parts_file,
     top_k_pixels,
 )
+from .detector import DETECTOR_DIR
 from .metadata import build_metadata
 from .model_dir import CHANNEL_TERMS_OUTPUT, HEAD_BIAS_OUTPUT, HEAD_FILE, model_file
 
@@ -499,6 +504,7 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
                  parts: Optional[Union[str, os.PathLike]] = None,
                  threshold_key: Optional[str] = None, int8: Optional[Any] = None,
                  reference: Optional[Union[str, os.PathLike]] = "orl",
+                 detector: bool = True,
                  log: Optional[Callable[[str], None]] = print) -> ExportResult:
     """Export a zoo model (registered name, model folder or .safetensors file; ``weights``
     as in zoo.load) into ``out_dir``. Raises ExportError when a check fails (nothing written).
@@ -512,6 +518,8 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
     int8: an export.quantize.Int8Options: also write embedding-int8.onnx (and
     featuremap-int8.onnx with the featuremap), each only if it passes its accuracy gate
     (export.quantize; a failed gate raises Int8GateError and nothing is written).
+    detector: also write the runtime's face detector (facenet-pytorch's MTCNN as ONNX,
+    export.detector_onnx) into ``out_dir/detector/``, which `--crop` and the part locator use.
 
     Each artifact is written to a temporary name by its own writer, which also runs its checks;
     only when all pass are they renamed into place. On any failure the temporary files go.
@@ -521,6 +529,9 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
     if not tolerance > 0:
         raise ValueError(f"tolerance must be > 0, got {tolerance}")
     _check_top_fraction()
+    if detector:  # fail before the model work when facenet-pytorch is missing
+        from .detector_onnx import require_facenet
+        require_facenet()
     net = zoo.load(name_or_path, weights=weights)
     net.eval()
     table = _parts_table(net, parts, log)
@@ -548,18 +559,29 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
             plan.append((model_file(src, "int8"),
                          lambda job, path, src=src: int8_plan.write(src, job.tmp[src], path)))
     tmp = job.tmp = {fname: out / f".{fname}.{os.getpid()}.tmp" for fname, _ in plan}
+    detector_tmp = out / f".{DETECTOR_DIR}.{os.getpid()}.tmp"
     try:
         for fname, write in plan:
             write(job, tmp[fname])
+        if detector:  # last: it does not depend on the model, so a failed model check skips it
+            from .detector_onnx import export_detector
+            export_detector(detector_tmp, opset=opset, log=log)
         files = {}
         for fname, _ in plan:
             os.replace(tmp[fname], out / fname)
             files[fname] = out / fname
+        if detector:
+            shutil.rmtree(out / DETECTOR_DIR, ignore_errors=True)  # a folder is not replaced
+            os.replace(detector_tmp, out / DETECTOR_DIR)
     finally:
         for p in tmp.values():
             if p.exists():
                 p.unlink()
+        shutil.rmtree(detector_tmp, ignore_errors=True)
     for fname, p in files.items():
         log(f"wrote {p} ({p.stat().st_size / 1e6:.1f} MB)")
+    if detector:
+        files[DETECTOR_DIR] = out / DETECTOR_DIR
+        log(f"wrote {out / DETECTOR_DIR}/ (the face detector for --crop)")
     return ExportResult(out_dir=out, files=files, parity=job.rows, metadata=meta,
                         quantization=int8_plan.reports if int8_plan is not None else {})

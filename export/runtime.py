@@ -16,10 +16,10 @@ Images: file paths, PIL images or numpy arrays (H x W grey, H x W x 1/3/4; uint8
 or float in [0, 1]); any mode, at least 16 x 16 pixels. Preprocessing is the training transform
 (read from the model's metadata): convert to RGB (grey replicated, alpha dropped), bilinear
 resize (Pillow) to the square input size without keeping the aspect ratio, x/255,
-(x - mean) / std. Faces are expected to be cropped (``--crop`` in the CLI runs MTCNN when
-facenet-pytorch is installed). Image loading and preprocessing live in export.images, opening
-and validating the model folder (ModelDirError, onnx_metadata, select_providers) in
-export.model_dir; both are re-exported here.
+(x - mean) / std. Faces are expected to be cropped (``--crop`` in the CLI runs the export's
+MTCNN face detector first: export.detector, no torch). Image loading and preprocessing live in
+export.images, opening and validating the model folder (ModelDirError, onnx_metadata,
+select_providers) in export.model_dir; both are re-exported here.
 
 This module must not import torch: it is the deployable part (see docs/export.md).
 """
@@ -134,6 +134,11 @@ class FaceVerifier:
             except ValueError as exc:
                 raise ModelDirError(f"{self.model.path}: {exc}") from None
         self.threshold = threshold
+
+    def pair_channels_missing(self) -> Optional[str]:
+        """Why verify(explain=True) has no channel view (None when it has one, or before the
+        first explained verify)."""
+        return None if self._pairs is None else self._pairs.channels_missing
 
     def embed(self, images: Union[ImageLike, Iterable[ImageLike]],
               batch_size: int = 32) -> np.ndarray:
@@ -356,17 +361,17 @@ class FaceExplainer:
 # CLI
 # ----------------------------------------------------------------------------------------------
 
-CROP_NEEDS = "--crop needs facenet-pytorch and torch: pip install facenet-pytorch==2.5.3"
-
-
-def _maybe_crop(path: str, crop: bool):
+def _maybe_crop(path: str, crop: bool, model_dir: str):
+    """What the CLI passes on: ``path``, or with --crop its largest face cropped by the export's
+    detector/ (export.crop, no torch); a note on stderr when the photo holds several faces."""
     if not crop:
         return path
-    try:
-        from .crop import crop_face  # torch side: imported only for --crop
-        return crop_face(path)
-    except ImportError as exc:  # torch, facenet-pytorch or the zoo package is not installed
-        raise RuntimeError(f"{CROP_NEEDS} ({exc})") from None
+    from .crop import find_face  # opens the detector's three ONNX sessions: only for --crop
+    found = find_face(path, detector=model_dir)
+    if found.num_faces > 1:
+        print(f"note: {path}: {found.num_faces} faces found, cropped the largest",
+              file=sys.stderr)
+    return found.image
 
 
 def main(argv=None) -> int:
@@ -381,8 +386,8 @@ def main(argv=None) -> int:
                         help="int8: the quantized model of `python -m export --int8` (default: "
                              "float)")
     common.add_argument("--crop", action="store_true",
-                        help="detect and crop the face with MTCNN first (needs facenet-pytorch "
-                             "and torch)")
+                        help="detect the largest face with MTCNN (the export's detector/) "
+                             "and crop it the way training faces were cropped")
     v = sub.add_parser("verify", parents=[common], help="same person or not")
     v.add_argument("image_a")
     v.add_argument("image_b")
@@ -416,8 +421,8 @@ def main(argv=None) -> int:
             verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device,
                                     precision=args.precision,
                                     estimator="exact" if args.exact else "pairwise")
-            r = verifier.verify(_maybe_crop(args.image_a, args.crop),
-                                _maybe_crop(args.image_b, args.crop),
+            r = verifier.verify(_maybe_crop(args.image_a, args.crop, args.model),
+                                _maybe_crop(args.image_b, args.crop, args.model),
                                 explain=args.explain is not None, landmarks=args.landmarks)
             if r.evidence is not None:
                 options = {"JPEG": {"quality": 95}, "WEBP": {"lossless": True}}.get(fmt, {})
@@ -434,7 +439,7 @@ def main(argv=None) -> int:
                     print(f"wrote {args.explain}")
         else:
             explainer = FaceExplainer(args.model, device=args.device, precision=args.precision)
-            x = explainer.explain(_maybe_crop(args.image, args.crop), top_k=args.top_k,
+            x = explainer.explain(_maybe_crop(args.image, args.crop, args.model), top_k=args.top_k,
                                   out=args.out, landmarks=args.landmarks)
             if args.json:
                 print(json.dumps({"overlay": args.out, "size": list(x.overlay.size),

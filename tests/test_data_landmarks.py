@@ -1,9 +1,9 @@
 """The committed ORL landmarks (zoo/data/orl_landmarks.npz) and the ORL part masks."""
 import numpy as np
 
+from export.part_masks import PART_NAMES
 from zoo.data import ORLFaces
 from zoo.data.orl import LANDMARKS_FILE, orl_landmark_table
-from zoo.parts import PART_NAMES
 
 
 def test_every_orl_image_has_plausible_landmarks():

@@ -62,8 +62,10 @@ def _ort(path):
 
 def test_export_writes_files_and_reports_parity(exported):
     out, result, lines = exported
-    assert sorted(p.name for p in out.iterdir()) == ["embedding.onnx", "featuremap.onnx",
-                                                     "head.onnx", "model.ts"]
+    assert sorted(p.name for p in out.iterdir()) == ["detector", "embedding.onnx",
+                                                     "featuremap.onnx", "head.onnx", "model.ts"]
+    assert sorted(p.name for p in (out / "detector").iterdir()) == [
+        "detector.json", "onet.onnx", "pnet.onnx", "rnet.onnx"]
     seen = {(r["file"], r["output"], r["batch"]) for r in result.parity}
     for f, o in [("embedding.onnx", "embeddings"), ("featuremap.onnx", "feature_maps"),
                  ("featuremap.onnx", "heatmaps+masks"), ("model.ts", "embeddings")]:
@@ -248,13 +250,13 @@ def test_bad_inputs_are_rejected_clearly(exported, tmp_path):
         runtime.FaceVerifier(out, threshold=3.0)
 
 
-def test_crop_uses_mtcnn_when_installed(tmp_path):
-    pytest.importorskip("facenet_pytorch")
+def test_crop_uses_the_exports_detector(exported):
     from export.crop import crop_face
-    face = crop_face(orl_root() / "s1" / "1.pgm")
+    out, _, _ = exported
+    face = crop_face(orl_root() / "s1" / "1.pgm", detector=out)
     assert face.mode == "RGB" and abs(face.width - face.height) <= 1 and face.width > 60
     with pytest.raises(runtime.ImageError, match="no face"):
-        crop_face(np.full((100, 100), 128, np.uint8))
+        crop_face(np.full((100, 100), 128, np.uint8), detector=out)
 
 
 # ----------------------------------------------------------------------------------------------

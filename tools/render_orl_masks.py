@@ -2,7 +2,7 @@
 
     python tools/render_orl_masks.py [--out docs/figures/orl_part_masks.png] [--size 224]
 
-The visual check of the committed landmarks and of the mask geometry in zoo.parts. A
+The visual check of the committed landmarks and of the mask geometry in export.part_masks. A
 maintenance script of the source tree (tools/), not part of the installed package.
 """
 import argparse
@@ -20,8 +20,9 @@ def render(out, size=224, indices=None):
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from export.part_masks import PART_COLORS, PART_NAMES, overlay_part_masks
     from zoo.data.orl import ORL_HEIGHT, ORL_WIDTH, ORLFaces
-    from zoo.parts import PART_COLORS, PART_NAMES, overlay_part_masks, scale_landmarks
+    from zoo.parts import scale_landmarks
 
     ds = ORLFaces("all")
     if indices is None:  # a spread of identities and poses, plus every fixed-box fallback

@@ -19,10 +19,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from export.part_masks import PART_NAMES, part_masks_from_landmarks
+
 from .data.landmarks import LandmarkFolder
 from .data.orl import ORL_SPLITS
 from .metrics import explainability, input_dependence
-from .parts import PART_NAMES, part_masks_from_landmarks, scale_landmarks
+from .parts import scale_landmarks
 from .runs import evaluation_dir
 from .validation import verification_on
 

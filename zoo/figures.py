@@ -8,7 +8,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from .parts import PART_COLORS, PART_NAMES, overlay_part_masks
+from export.part_masks import PART_COLORS, PART_NAMES, overlay_part_masks
 
 
 def _plt():

@@ -1,44 +1,28 @@
-"""Face part masks from landmarks (paper Fig. 7): hair, forehead, cheek, eyes, nose, mouth, jaw.
+"""Face part masks from landmarks (paper Fig. 7): the landmark file readers and resizing.
 
-Input: 68-point iBUG landmarks (x, y) in pixel coordinates (pixel centres at integers), as
-300-W/AFW/Helen/LFPW ship them in .pts files, or LaPa's 106 points (mapped to the 68-point
-equivalent). Output: (7, H, W) bool masks in PART_NAMES order, disjoint, clipped to the image.
-
-Geometry (all lengths relative to the face, so the rules hold at any image size; written out with
-a figure in docs/data.md). iod = distance between the eye centres, ex = unit vector from the left
-to the right eye centre, up = ex rotated to point to the top of the head, d = distance from the
-brow centre to the chin (point 8) along -up, m = 0.1 iod:
-
-  eyes     = per side, convex hull of eyebrow + eye points (17-21 + 36-41, 22-26 + 42-47),
-             dilated by m (the periocular region: the 7 parts have no "eyebrow")
-  nose     = convex hull of 27-35 dilated by m
-  mouth    = convex hull of 48-59 dilated by m
-  jaw      = inside the contour 3..13 (closed by the chord 13-3): everything below the line
-             through the mouth corners (48, 54) and a band of 0.25 iod along the contour
-  cheek    = face polygon (contour 0..16 closed along the brows) below the lower-eyelid line
-  forehead = band from the contour points 0/16 and the brows up to 0.4 d above the brow centre
-  hair     = upper half-ellipse centred between points 0 and 16, semi-axes 0.6 |p16 - p0| (along
-             ex) and (0.4 + 0.25) d + brow height (along up), outside the face
-Masks are made disjoint by priority eyes > nose > mouth > jaw > cheek > forehead > hair.
+The geometry (PART_NAMES, PART_COLORS, ``part_masks_from_landmarks``, ``overlay_part_masks``,
+the LaPa-106 mapping) lives in the torch-free export.part_masks, which the runtime shares; this
+module adds the readers of the zoo's landmark files (iBUG .pts, LaPa 106) and
+``scale_landmarks``, and re-exports the geometry so that ``zoo.parts`` stays the one place to
+import everything about part masks from on the torch side.
 """
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-from scipy import ndimage
 
-PART_NAMES = ("hair", "forehead", "cheek", "eyes", "nose", "mouth", "jaw")
-# Colours for overlays (RGB 0..255), one per part in PART_NAMES order.
-PART_COLORS = ((140, 86, 75), (255, 187, 120), (44, 160, 44), (31, 119, 180), (214, 39, 40),
-               (227, 119, 194), (148, 103, 189))
-
-_PRIORITY = ("eyes", "nose", "mouth", "jaw", "cheek", "forehead", "hair")
-FOREHEAD_HEIGHT = 0.4   # x d above the brow centre (forehead ~ 1/3 of hairline-to-chin)
-HAIR_HEIGHT = 0.25      # x d above the hairline (visible hair on top of the head)
-HAIR_WIDTH = 1.2        # x |p16 - p0| : full width of the hair ellipse
-MARGIN = 0.1            # x iod : dilation of eyes, nose and mouth
-JAW_BAND = 0.25         # x iod : width of the jaw band along the lower contour 3..13
-
+from export.part_masks import (  # noqa: F401  (re-exported: the geometry's public names)
+    FOREHEAD_HEIGHT,
+    HAIR_HEIGHT,
+    HAIR_WIDTH,
+    JAW_BAND,
+    LAPA106_TO_68,
+    MARGIN,
+    PART_COLORS,
+    PART_NAMES,
+    lapa106_to_68,
+    overlay_part_masks,
+    part_masks_from_landmarks,
+)
 
 # ------------------------------------------------------------------------------------ readers
 
@@ -97,24 +81,6 @@ def read_lapa_106(path) -> np.ndarray:
     return pts
 
 
-# The JD/LaPa 106-point scheme -> iBUG 68 equivalents: contour 0..32 every other point, upper
-# eyebrow 33..42, nose bridge 43..46, nose base 47..51, eyes 52..57 / 58..63, outer lip 84..95,
-# inner lip 96..103. The masks use eye points only as sets (hulls), so the order within an eye
-# does not matter.
-LAPA106_TO_68 = np.array(
-    list(range(0, 33, 2)) + list(range(33, 43)) + list(range(43, 47)) + list(range(47, 52))
-    + list(range(52, 58)) + list(range(58, 64)) + list(range(84, 96)) + list(range(96, 104)))
-assert len(LAPA106_TO_68) == 68
-
-
-def lapa106_to_68(pts106) -> np.ndarray:
-    """The 68-point equivalent of LaPa's 106 landmarks (see LAPA106_TO_68)."""
-    pts106 = np.asarray(pts106, dtype=np.float32)
-    if pts106.shape != (106, 2):
-        raise ValueError(f"expected (106, 2) landmarks, got {pts106.shape}")
-    return pts106[LAPA106_TO_68]
-
-
 def scale_landmarks(pts, src_hw, dst_hw) -> np.ndarray:
     """Landmarks of an image of size src (H, W) after resizing it to dst (H, W).
 
@@ -123,115 +89,3 @@ def scale_landmarks(pts, src_hw, dst_hw) -> np.ndarray:
     pts = np.asarray(pts, dtype=np.float64)
     sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
     return np.stack([(pts[:, 0] + 0.5) * sx - 0.5, (pts[:, 1] + 0.5) * sy - 0.5], 1)
-
-
-# ---------------------------------------------------------------------------------- geometry
-
-def _hull(pts):
-    """Convex hull (Andrew's monotone chain), counter-clockwise, of an (n, 2) array."""
-    p = sorted(set(map(tuple, np.asarray(pts, dtype=np.float64).tolist())))
-    if len(p) <= 2:
-        return np.asarray(p)
-
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower, upper = [], []
-    for q in p:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
-            lower.pop()
-        lower.append(q)
-    for q in reversed(p):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
-            upper.pop()
-        upper.append(q)
-    return np.asarray(lower[:-1] + upper[:-1])
-
-
-def _polygon(poly, h, w):
-    img = Image.new("1", (w, h), 0)
-    ImageDraw.Draw(img).polygon([(float(x), float(y)) for x, y in poly], fill=1, outline=1)
-    return np.asarray(img, dtype=bool)
-
-
-def _dilate(mask, radius):
-    if radius <= 0 or not mask.any():
-        return mask
-    return ndimage.distance_transform_edt(~mask) <= radius
-
-
-def part_masks_from_landmarks(landmarks, height, width) -> np.ndarray:
-    """(7, height, width) bool masks in PART_NAMES order from 68 (or LaPa 106) landmarks.
-
-    ``landmarks`` are (x, y) pixel coordinates in the image of that size. The rules are in the
-    module docstring and docs/data.md.
-    """
-    pts = np.asarray(landmarks, dtype=np.float64)
-    if pts.shape == (106, 2):
-        pts = lapa106_to_68(pts).astype(np.float64)
-    if pts.shape != (68, 2) or not np.isfinite(pts).all():
-        raise ValueError(f"expected (68, 2) finite landmarks (or LaPa (106, 2)), got {pts.shape}")
-    h, w = int(height), int(width)
-    if h <= 0 or w <= 0:
-        raise ValueError(f"mask size must be positive, got {h}x{w}")
-    left_eye, right_eye = pts[36:42].mean(0), pts[42:48].mean(0)
-    iod = float(np.linalg.norm(right_eye - left_eye))
-    if iod < 1e-6:
-        raise ValueError("degenerate landmarks: the two eye centres coincide")
-    ex = (right_eye - left_eye) / iod
-    up = np.array([ex[1], -ex[0]])
-    brows = pts[17:27]
-    brow_c = brows.mean(0)
-    d = float(np.dot(brow_c - pts[8], up))  # brow centre height above the chin
-    if d <= 0:
-        raise ValueError("implausible landmarks: the chin (point 8) is not below the eyebrows")
-    m = MARGIN * iod
-    parts = {}
-    parts["eyes"] = (_dilate(_polygon(_hull(np.r_[pts[17:22], pts[36:42]]), h, w), m)
-                     | _dilate(_polygon(_hull(np.r_[pts[22:27], pts[42:48]]), h, w), m))
-    parts["nose"] = _dilate(_polygon(_hull(pts[27:36]), h, w), m)
-    parts["mouth"] = _dilate(_polygon(_hull(pts[48:60]), h, w), m)
-    yy, xx = np.mgrid[0:h, 0:w]
-    grid = np.stack([xx, yy], -1).astype(np.float64)
-
-    def height_above(point):  # signed distance along ``up`` of every pixel above ``point``
-        return (grid - point) @ up
-
-    face = _polygon(np.r_[pts[0:17], brows[::-1]], h, w)
-    # Jaw: the chin below the mouth corners and a band along the lower contour.
-    contour = Image.new("1", (w, h), 0)
-    ImageDraw.Draw(contour).line([(float(x), float(y)) for x, y in pts[3:14]], fill=1)
-    contour_distance = ndimage.distance_transform_edt(~np.asarray(contour, dtype=bool))
-    near_contour = contour_distance <= JAW_BAND * iod
-    below_mouth = height_above((pts[48] + pts[54]) / 2) <= 0
-    parts["jaw"] = face & _polygon(pts[3:14], h, w) & (below_mouth | near_contour)
-    lower_lids = np.r_[pts[40:42], pts[46:48]].mean(0)
-    parts["cheek"] = face & (height_above(lower_lids) <= 0)
-    # Forehead: from the contour tops (0, 16) and the brows up to FOREHEAD_HEIGHT * d.
-    top = FOREHEAD_HEIGHT * d
-    order = np.argsort(brows @ ex)
-    lift = lambda p: p + up * (top + float(np.dot(brow_c - p, up)))  # noqa: E731
-    forehead_poly = np.r_[pts[[0]], brows[order], pts[[16]], [lift(pts[16])], [lift(pts[0])]]
-    parts["forehead"] = _polygon(forehead_poly, h, w)
-    # Hair: the top of the head above the line p0-p16, outside face and forehead.
-    c = (pts[0] + pts[16]) / 2
-    a = HAIR_WIDTH * np.linalg.norm(pts[16] - pts[0]) / 2
-    b = float(np.dot(brow_c - c, up)) + (FOREHEAD_HEIGHT + HAIR_HEIGHT) * d
-    u, v = (grid - c) @ ex, (grid - c) @ up
-    parts["hair"] = (v >= 0) & ((u / a) ** 2 + (v / max(b, 1e-6)) ** 2 <= 1) & ~face
-
-    taken = np.zeros((h, w), dtype=bool)
-    for name in _PRIORITY:
-        parts[name] = parts[name] & ~taken
-        taken |= parts[name]
-    return np.stack([parts[n] for n in PART_NAMES])
-
-
-def overlay_part_masks(image, masks, alpha=0.45) -> np.ndarray:
-    """RGB uint8 array: ``image`` (PIL or HxW[x3] array) with the 7 masks tinted in PART_COLORS."""
-    img = np.asarray(image.convert("RGB") if hasattr(image, "convert") else image)
-    img = np.repeat(img[..., None], 3, -1) if img.ndim == 2 else img[..., :3]
-    out = img.astype(np.float64)
-    for mask, color in zip(masks, PART_COLORS):
-        out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, dtype=np.float64)
-    return out.round().clip(0, 255).astype(np.uint8)

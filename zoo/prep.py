@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from export.crop import largest_face, square_crop_box  # the one crop rule (runtime's too)
+
 from .data._images import ImageDecodeError, is_image_file, load_rgb
 
 
@@ -45,18 +47,6 @@ class PrepReport:
                 f"a face, {self.num_undecodable} undecodable (listed in {self.report})"
                 + (f"; {self.num_renamed} crops renamed: their names collided (a.jpg, a.png)"
                    if self.num_renamed else ""))
-
-
-def square_crop_box(box, margin):
-    """Square box around an MTCNN box: side = max(w, h) * (1 + margin), same centre.
-
-    Squaring keeps the face's aspect ratio when it is resized to size x size; the margin is the
-    total fraction of the side added (0.2 = 10% on each side), as the paper crops "with a margin".
-    """
-    x1, y1, x2, y2 = (float(v) for v in box)
-    side = max(x2 - x1, y2 - y1) * (1.0 + margin)
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    return (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
 
 
 def crop_face(img: Image.Image, box, size, margin):
@@ -96,11 +86,6 @@ def output_names(rels, ext):
             out[k] = cand
             taken.add(str(cand).casefold())
     return out
-
-
-def _largest(boxes):
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return int(np.argmax(areas))
 
 
 def crop_faces(src, dst, size=224, margin=0.2, device=None, batch_size=16, min_face_size=20,
@@ -161,7 +146,7 @@ def crop_faces(src, dst, size=224, margin=0.2, device=None, batch_size=16, min_f
                     if b is None or len(b) == 0:
                         fail(p, "no face detected", "num_no_face")
                         continue
-                    k = _largest(np.asarray(b))
+                    k = largest_face(np.asarray(b))
                     face, crop_box = crop_face(img, b[k], size, margin)
                     rel = names[p]
                     if rel != p.relative_to(src).with_suffix(ext):

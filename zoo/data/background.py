@@ -45,7 +45,7 @@ def head_mask(landmarks: np.ndarray, height: int, width: int, feather: float = F
     """(height, width) float32 in [0, 1]: 1 on the head (the union of zoo.parts' seven part
     masks for these 68 landmarks in pixel coordinates, grown by ``grow`` x the image diagonal),
     0 on the background, a Gaussian edge of sigma ``feather`` x the image diagonal."""
-    from ..parts import part_masks_from_landmarks
+    from export.part_masks import part_masks_from_landmarks
     head = part_masks_from_landmarks(np.asarray(landmarks, dtype=np.float64), height,
                                      width).any(0)
     diag = float(np.hypot(height, width))

@@ -39,7 +39,7 @@ class LandmarkFolder:
         return load_rgb(self.paths[idx])
 
     def landmarks(self, idx) -> np.ndarray:
-        from ..parts import read_pts  # scipy: only when landmarks are read
+        from ..parts import read_pts
         pts = read_pts(self.paths[idx].with_suffix(".pts"))
         if pts.shape != (68, 2):
             raise ValueError(f"{self.paths[idx].with_suffix('.pts')}: expected 68 points, got "

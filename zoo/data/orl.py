@@ -146,12 +146,15 @@ class ORLFaces(LabelledImages):
         return orl_landmark_table()[1][self.key(idx)]
 
     def part_masks(self, idx, size) -> np.ndarray:
-        """(7, H, W) bool masks (zoo.parts.PART_NAMES order) for the image resized to ``size``.
+        """(7, H, W) bool masks (export.part_masks.PART_NAMES order) for the image resized to
+        ``size``.
 
         ``size`` is an int S (the (S, S) square that face_transform produces: the landmarks are
         stretched like the image) or (H, W).
         """
-        from ..parts import part_masks_from_landmarks, scale_landmarks
+        from export.part_masks import part_masks_from_landmarks
+
+        from ..parts import scale_landmarks
         h, w = (size, size) if np.isscalar(size) else size
         pts = scale_landmarks(self.landmarks(idx), (ORL_HEIGHT, ORL_WIDTH), (h, w))
         return part_masks_from_landmarks(pts, h, w)
