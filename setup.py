@@ -77,7 +77,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["zoo", "zoo.*", "export", "export.*"]),
     include_package_data=True,
-    package_data={"zoo": ["data/*.json", "data/*.npz", "data/*.md"]},
+    package_data={"zoo": ["data/*.json", "data/*.npz", "data/*.md"],
+                  # the runtime's mean face shape (export.face_shape)
+                  "export": ["data/*.json"]},
     install_requires=[
         "torch>=2.4",
         "torchvision>=0.19",

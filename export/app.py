@@ -10,8 +10,8 @@ picture (PairEvidence.render). "Explain one face": FaceExplainer.explain, the ov
 telling channels and their parts (``export.runtime explain``). Photos go through the runtime's
 own decoder (export.images.decode_image), so a bad upload (not an image, a decompression bomb, too
 small, no face found with the crop) gives the decoder's one-line message on the page, never a
-stack trace. The optional MTCNN crop (``--crop``, a checkbox on the page) needs torch and
-facenet-pytorch and is offered only when both are installed.
+stack trace. The MTCNN crop (``--crop``, a checkbox on the page) runs the export's own
+detector (``detector/``, torch-free) and is offered when the export has one.
 
 The page works offline: Gradio's analytics are off, no share link is made, the server listens on
 127.0.0.1 by default and the theme uses fonts shipped with Gradio (nothing is fetched from the
@@ -33,6 +33,8 @@ from typing import Any, Dict, List, Optional, Union
 
 from PIL import Image
 
+from .crop import crop_face
+from .detector import DETECTOR_DIR
 from .images import ImageError, decode_image
 from .model_dir import ModelDirError
 from .runtime import DEFAULT_TOP_K, FaceExplainer, FaceVerifier
@@ -63,13 +65,10 @@ class PageInputError(ValueError):
     """A photo the page cannot use; the message is what the page shows."""
 
 
-def crop_available() -> bool:
-    """Whether the MTCNN crop can run here (torch and facenet-pytorch importable), checked
-    without importing either."""
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("torch", "facenet_pytorch"))
-    except (ImportError, ValueError):  # a broken install or an import hook refusing them
-        return False
+def crop_available(model_dir: Union[str, os.PathLike]) -> bool:
+    """Whether the MTCNN crop can run on this export: it carries the runtime's detector
+    (``detector/``, written by ``python -m export``; no torch needed)."""
+    return (Path(model_dir) / DETECTOR_DIR).is_dir()
 
 
 @dataclass
@@ -113,7 +112,7 @@ class FacePage:
                              "threshold (exported before evaluation); pass --threshold")
         self.explainer = FaceExplainer(model_dir, device=device)
         self.has_parts = self.explainer.parts is not None
-        self.can_crop = crop_available()
+        self.can_crop = crop_available(model_dir)
         self.crop_default = bool(crop) and self.can_crop
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -135,11 +134,11 @@ class FacePage:
 
     def _crop(self, img: Image.Image, label: str) -> Image.Image:
         if not self.can_crop:
-            raise PageInputError("cropping needs torch and facenet-pytorch: pip install "
-                                 "facenet-pytorch==2.5.3")
+            raise PageInputError(f"cropping needs the face detector, and this export has none "
+                                 f"({self.model_dir / DETECTOR_DIR} is missing): export the "
+                                 "model again")
         try:
-            from .crop import crop_face  # torch side: imported only when a crop is asked for
-            return crop_face(img)
+            return crop_face(img, detector=self.model_dir)
         except ImageError as exc:
             # crop_face names an in-memory image "image"; the page names the upload instead
             problem = re.sub(r"\(run without --crop[^)]*\)", f"({CROP_HINT})",
@@ -356,13 +355,13 @@ def main(argv=None) -> int:
                    help="cosine threshold (default: the one chosen at evaluation)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--crop", action="store_true",
-                   help="tick the MTCNN crop by default (needs torch and facenet-pytorch)")
+                   help="tick the MTCNN crop by default (the export's detector/)")
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
                    help=f"largest upload accepted (default {DEFAULT_MAX_FILE_SIZE})")
     args = p.parse_args(argv)
-    if args.crop and not crop_available():
-        print("error: --crop needs facenet-pytorch and torch: pip install "
-              "facenet-pytorch==2.5.3", file=sys.stderr)
+    if args.crop and not crop_available(args.model):
+        print(f"error: --crop needs the face detector: {Path(args.model) / DETECTOR_DIR} is "
+              "missing (export the model again)", file=sys.stderr)
         return 2
     try:
         page = FacePage(args.model, threshold=args.threshold, device=args.device,

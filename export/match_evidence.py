@@ -28,14 +28,15 @@ import numpy as np
 from PIL import Image
 
 from .channel_evidence import ChannelEvidence, ChannelExplainer, MissingPartTableError
+from .detector import DETECTOR_DIR
 from .face_parts import FaceLandmarks, FaceLocator
 from .images import ImageLike, load_image, resize_square
 from .model_dir import HEAD_FILE, ExportedModel
 from .part_game import ESTIMATORS, FILL_SIGMA, OTHER, PLAYERS, GameResult, play
 
-__all__ = ["PartEvidence", "PairEvidence", "MatchExplainer", "DETECTOR_SUBDIR"]
+__all__ = ["PartEvidence", "PairEvidence", "MatchExplainer"]
 
-DETECTOR_SUBDIR = "detector"   # the MTCNN ONNX files inside an exported model folder
+
 EMBED_BATCH = 64               # images per embedding.onnx run while playing the game
 
 
@@ -154,7 +155,7 @@ class MatchExplainer:
         self.estimator = estimator
         self.fill_sigma = fill_sigma
         self.fill = fill
-        self.locator = FaceLocator(folder / DETECTOR_SUBDIR, threads=threads)
+        self.locator = FaceLocator(folder / DETECTOR_DIR, threads=threads)
         self.channels: Optional[ChannelExplainer] = None
         self.channels_missing: Optional[str] = None
         if not (folder / HEAD_FILE).is_file():

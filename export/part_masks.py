@@ -120,36 +120,32 @@ def inside_polygon(x, y, vertices) -> np.ndarray:
     return inside
 
 
-def polygon_region(vertices, height, width, radius=0.0) -> np.ndarray:
-    """(height, width) bool: pixel centres inside the polygon or within ``radius`` of its
-    boundary. Only the polygon's bounding box (grown by ``radius``) is evaluated."""
+def _pixel_region(vertices, height, width, radius, closed) -> np.ndarray:
     v = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
     out = np.zeros((height, width), dtype=bool)
     reach = radius + ON_BOUNDARY
+    # only the bounding box grown by the radius can hold a pixel of the region
     x0, y0 = np.maximum(np.ceil(v.min(0) - reach), 0).astype(int)
     x1, y1 = np.minimum(np.floor(v.max(0) + reach), [width - 1, height - 1]).astype(int)
     if x0 > x1 or y0 > y1:
         return out
     y, x = np.mgrid[y0:y1 + 1, x0:x1 + 1].astype(np.float64)
-    region = distance_to_polyline(x, y, v, closed=True) <= reach
-    if len(v) > 2:
+    region = distance_to_polyline(x, y, v, closed) <= reach
+    if closed and len(v) > 2:
         region |= inside_polygon(x, y, v)
     out[y0:y1 + 1, x0:x1 + 1] = region
     return out
 
 
+def polygon_region(vertices, height, width, radius=0.0) -> np.ndarray:
+    """(height, width) bool: pixel centres inside the polygon or within ``radius`` of its
+    boundary (radius 0: the polygon with its boundary)."""
+    return _pixel_region(vertices, height, width, radius, closed=True)
+
+
 def polyline_band(vertices, height, width, radius) -> np.ndarray:
     """(height, width) bool: pixel centres within ``radius`` of the open polyline."""
-    v = np.asarray(vertices, dtype=np.float64).reshape(-1, 2)
-    out = np.zeros((height, width), dtype=bool)
-    reach = radius + ON_BOUNDARY
-    x0, y0 = np.maximum(np.ceil(v.min(0) - reach), 0).astype(int)
-    x1, y1 = np.minimum(np.floor(v.max(0) + reach), [width - 1, height - 1]).astype(int)
-    if x0 > x1 or y0 > y1:
-        return out
-    y, x = np.mgrid[y0:y1 + 1, x0:x1 + 1].astype(np.float64)
-    out[y0:y1 + 1, x0:x1 + 1] = distance_to_polyline(x, y, v, closed=False) <= reach
-    return out
+    return _pixel_region(vertices, height, width, radius, closed=False)
 
 
 def part_masks_from_landmarks(landmarks, height, width) -> np.ndarray:

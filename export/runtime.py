@@ -50,7 +50,10 @@ from ._common import (
     validate_parts,
 )
 from .colours import jet
+from .detector import DETECTOR_DIR
+from .face_parts import FaceLandmarks, FaceLocator, channel_labels
 from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
+from .match_evidence import MatchExplainer, PairEvidence
 from .model_dir import (
     PRECISIONS,
     ExportedModel,
@@ -59,8 +62,6 @@ from .model_dir import (
     onnx_metadata,
     select_providers,
 )
-from .face_parts import FaceLandmarks, FaceLocator, channel_labels
-from .match_evidence import DETECTOR_SUBDIR, MatchExplainer, PairEvidence
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
            "ImageError", "ModelDirError", "load_image", "preprocess", "select_providers",
@@ -296,7 +297,7 @@ class FaceExplainer:
         self.metadata = self.model.metadata
         self.input_size = self.model.input_size
         self.providers = self.model.providers
-        self.locator = FaceLocator(Path(model_dir) / DETECTOR_SUBDIR, threads=threads)
+        self.locator = FaceLocator(Path(model_dir) / DETECTOR_DIR, threads=threads)
         n_ch = int(self.metadata.get("feature_channels", 0)) or None
         if parts is None and "channel_parts" in self.metadata:
             self.parts = validate_parts(json.loads(self.metadata["channel_parts"]), n_ch,

@@ -70,25 +70,21 @@ def test_compare_shows_the_runtimes_decision_and_evidence(page, model_dir, faces
         assert view.message.startswith(f"## {verdict}")
         assert f"similarity **{r.similarity:.4f}**" in view.message
         ev = r.evidence
-        # one row per part in the runtime's order, then the residual; the same numbers
-        assert [row[0] for row in view.rows] == [p.part for p in ev.parts] + ["residual"]
+        # one row per part in the runtime's order, then the pixels of no part; the same numbers
+        assert [row[0] for row in view.rows] == [p.part for p in ev.parts] + ["other (no part)"]
         for row, p in zip(view.rows, ev.parts):
-            if not p.channels:  # a part no channel of the tiny fixture landed on
-                assert row[1:] == [0, None, round(p.difference, 4), "no channels"]
-                continue
-            assert row[1:4] == [round(p.contribution, 4), round(p.part_similarity, 4),
-                                round(p.difference, 4)]
-            shown = [int(c.split(" (")[0]) for c in row[4].split(", +")[0].split(", ")]
+            assert row[1:4] == [round(p.difference, 4), round(p.hidden_similarity, 4),
+                                round(p.channel_difference, 4)]
+            shown = [int(c) for c in row[4].split(", +")[0].split(", ")] if p.channels else []
             assert shown == p.channels[:app.SHOWN_PART_CHANNELS]
-            assert f"{p.channel_contributions[0]:+.4f}" in row[4]
-        assert view.rows[-1][1:4] == [round(ev.residual, 4), None,
-                                      round(ev.residual_difference, 4)]
-        # the numbers add up as the method says (contributions + residual = similarity)
-        assert sum(row[1] for row in view.rows) == pytest.approx(r.similarity, abs=5e-4)
+        assert view.rows[-1][1] == round(ev.other, 4)
+        # the numbers add up as the method says (the shares sum to 1 - similarity)
+        assert sum(row[1] for row in view.rows) == pytest.approx(1 - r.similarity, abs=5e-4)
+        assert f"**{ev.parts[0].part}**" in view.message
         assert view.evidence == ev.to_dict()
         assert view.table == ev.table()  # the text the CLI prints
         json.dumps(view.evidence)  # what the page's JSON box gets
-        expected = ev.render(Image.open(a).convert("RGB"), Image.open(b).convert("RGB"))
+        expected = ev.render()
         assert view.picture.size == expected.size
         assert np.array_equal(np.asarray(view.picture), np.asarray(expected))
     same, diff = (page.compare(str(a), str(b)) for a, b in faces)
@@ -102,9 +98,9 @@ def test_compare_asks_for_the_missing_photo(page, faces):
     assert page.compare(None, str(b)) == app.PairView(message="Drop photo A.")
 
 
-def test_compare_without_part_labels_still_decides(model_dir, faces, tmp_path):
-    """An export without channel_parts.json: decision and similarity, and a note saying why
-    there is no per-part evidence."""
+def test_compare_without_part_labels_still_explains(model_dir, faces, tmp_path):
+    """An export without channel_parts.json: the decision and the intervention view (it needs
+    only the embedding), and a note saying why there is no channel view."""
     weights = tmp_path / "weights"
     shutil.copytree(FIXTURE, weights, ignore=shutil.ignore_patterns("*.py", "channel_parts.json"))
     out = tmp_path / "out"
@@ -114,20 +110,22 @@ def test_compare_without_part_labels_still_decides(model_dir, faces, tmp_path):
     (a, b), _ = faces
     view = bare.compare(str(a), str(b))
     r = FaceVerifier(out, device="cpu").verify(a, b)
-    assert view.ok and view.picture is None and view.rows == []
+    assert view.ok and view.picture is not None and len(view.rows) == 8
+    assert all(row[3] is None for row in view.rows)              # no channel view
     assert f"similarity **{r.similarity:.4f}**" in view.message
-    assert "channel_parts.json" in view.message
+    assert "No channel view" in view.message and "channel_parts.json" in view.message
 
 
-def test_compare_on_an_export_without_head_onnx_still_decides(model_dir, faces, tmp_path):
-    """An export made before head.onnx existed: the decision, and the runtime's message."""
+def test_compare_on_an_export_without_head_onnx_still_explains(model_dir, faces, tmp_path):
+    """An export made before head.onnx existed: the decision, the intervention view, and the
+    runtime's message about the channel view."""
     old = tmp_path / "old"
     shutil.copytree(model_dir, old, ignore=shutil.ignore_patterns("head.onnx"))
     (a, b), _ = faces
     view = app.FacePage(old, device="cpu").compare(str(a), str(b))
-    assert view.ok and view.picture is None and view.rows == []
+    assert view.ok and view.picture is not None and len(view.rows) == 8
     assert view.message.startswith("## Same person") or view.message.startswith("## Different")
-    assert "No per-part evidence: " in view.message and "head.onnx" in view.message
+    assert "No channel view: " in view.message and "head.onnx" in view.message
 
 
 # ----------------------------------------------------------------------------------------------
@@ -140,8 +138,9 @@ def test_explain_shows_the_explainers_channels(page, model_dir, faces):
     x = FaceExplainer(model_dir, device="cpu").explain(a, top_k=5)
     assert view.ok and len(view.rows) == 5
     assert [row[0] for row in view.rows] == [c.channel for c in x.channels]
-    assert [row[1] for row in view.rows] == [c.part or "-" for c in x.channels]
-    assert [row[3] for row in view.rows] == [round(c.peak, 4) for c in x.channels]
+    assert [row[1] for row in view.rows] == [c.part or "none" for c in x.channels]
+    assert [row[3] for row in view.rows] == [c.table_part or "-" for c in x.channels]
+    assert [row[5] for row in view.rows] == [round(c.peak, 4) for c in x.channels]
     assert np.array_equal(np.asarray(view.overlay), np.asarray(x.overlay))
     assert "1.pgm" in view.message
     assert page.explain(str(a), top_k=1000).rows.__len__() == app.MAX_TOP_K
@@ -194,7 +193,6 @@ def test_preview_shows_what_the_network_gets(page, faces):
 
 
 def test_no_face_with_crop_is_a_readable_message(page, tmp_path):
-    pytest.importorskip("facenet_pytorch")
     flat = tmp_path / "wall.png"
     Image.fromarray(np.full((120, 120), 128, np.uint8)).save(flat)
     assert page.can_crop
@@ -206,15 +204,16 @@ def test_no_face_with_crop_is_a_readable_message(page, tmp_path):
     assert abs(face.width - face.height) <= 1 and note.endswith("MTCNN crop")  # rounding
 
 
-def test_crop_without_torch_says_what_to_install(model_dir, faces, monkeypatch):
-    monkeypatch.setattr(app, "crop_available", lambda: False)
-    page = app.FacePage(model_dir, device="cpu", crop=True)
+def test_crop_without_a_detector_says_what_to_do(model_dir, faces, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(model_dir, bare, ignore=shutil.ignore_patterns("detector"))
+    page = app.FacePage(bare, device="cpu", crop=True)
     assert page.crop_default is False  # the checkbox starts unticked and disabled
     (a, b), _ = faces
     view = page.compare(str(a), str(b), crop=True)
-    assert view.message == ("**Cannot compare.** cropping needs torch and facenet-pytorch: pip "
-                            "install facenet-pytorch==2.5.3")
-    assert app.main(["--model", str(model_dir), "--crop"]) == 2
+    assert view.message.startswith("**Cannot compare.** cropping needs the face detector")
+    assert "detector is missing" in view.message
+    assert app.main(["--model", str(bare), "--crop"]) == 2
 
 
 def test_unexpected_errors_become_one_line(caplog):
@@ -268,7 +267,7 @@ PAGE_WITHOUT_TORCH = textwrap.dedent("""
 
 
 def test_page_runs_on_a_runtime_only_machine(model_dir, faces):
-    """With torch unimportable the page builds and compares (only the crop is unavailable);
+    """With torch unimportable the page builds, compares and can crop (the export's detector);
     and the runtime never imports gradio."""
     pytest.importorskip("gradio")
     (a, b), _ = faces
@@ -278,7 +277,7 @@ def test_page_runs_on_a_runtime_only_machine(model_dir, faces):
                        timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(r.stdout.split("RESULT ", 1)[1])
-    assert res == {"ok": True, "rows": res["rows"], "can_crop": False, "torch": False,
+    assert res == {"ok": True, "rows": res["rows"], "can_crop": True, "torch": False,
                    "blocks": "Blocks"} and res["rows"] >= 2
     r = subprocess.run([sys.executable, "-c", "import sys, export.runtime, export.channel_evidence;"
                         "print(sorted(m for m in sys.modules if m.split('.')[0] in "

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from PIL import Image
 from safetensors.numpy import load_file
 
+from export.channel_evidence import ChannelEvidence, ChannelExplainer, decompose, part_groups
 from export.model_dir import HEAD_FILE, ModelDirError
 from export.onnx_export import export_model
-from export.channel_evidence import ChannelEvidence, ChannelExplainer, decompose, part_groups
 from export.runtime import FaceVerifier
 from zoo.data.orl import ORLFaces, orl_root
 

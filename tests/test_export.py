@@ -293,7 +293,10 @@ RUNTIME_CHECK = textwrap.dedent("""
             for a, b in zip(ids, ids[1:] + ids[:1])]
     r = v.verify(orl / f"s{ids[0]}" / "1.pgm", orl / f"s{ids[0]}" / "2.pgm")
     x = FaceExplainer(model).explain(orl / f"s{ids[0]}" / "1.pgm", out=out / "heat.png")
-    ch = [[c.channel, c.part, c.iou] for c in x.channels]
+    ch = [[c.channel, c.table_part, c.part, c.iou, x.landmarks.source] for c in x.channels]
+    from export.face_parts import channel_labels
+    labels = channel_labels(x.masks[[c.channel for c in x.channels]], x.part_masks)[0]
+    ch = [row + [want] for row, want in zip(ch, labels)]
     sys.argv = ["x", "verify", str(orl / f"s{ids[0]}" / "1.pgm"),
                 str(orl / f"s{ids[1]}" / "1.pgm"), "--model", model, "--json"]
     try:
@@ -338,10 +341,11 @@ def test_runtime_without_torch(trained, exported, tmp_path):
     assert res["heat_shape"] == [64, 64, 64]
     assert 0.08 < res["mask_frac"] < 0.2
     assert res["overlay"] == res["documented"] == [480, 540]
-    for c, part, iou in res["channels"]:
+    for c, table_part, part, iou, source, on_this_face in res["channels"]:
         p = table["channel_part"][c]
-        assert part == (PART_NAMES[p] if p >= 0 else None)
-        assert iou == (table["channel_iou"][c] if p >= 0 else None)
+        assert table_part == (PART_NAMES[p] if p >= 0 else None)   # the held-out average
+        assert part == on_this_face and 0 <= iou <= 1             # the part on this face
+        assert source == "detected"                                # the export's own MTCNN
     with Image.open(tmp_path / "heat.png") as im:
         assert im.format == "PNG" and im.size == (480, 540)
     with Image.open(tmp_path / "cli.png") as im:

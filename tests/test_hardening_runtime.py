@@ -154,8 +154,8 @@ def test_crop_without_torch_prints_the_documented_line(model, tmp_path, cmd):
     rc, out, err = _cli(*args, "--model", model, "--device", "cpu", "--crop", prelude=NO_TORCH)
     assert rc == 2, err
     assert err.count("\n") == 1, err   # one line, no traceback
-    assert err.startswith("error: --crop needs facenet-pytorch and torch: pip install "
-                          "facenet-pytorch==2.5.3 ("), err
+    # the crop runs without torch (export.detector); this folder has no detector/: say so
+    assert err.startswith("error: ") and "detector: missing" in err, err
 
 
 # ----------------------------------------------------------------------------------------------

