@@ -113,13 +113,42 @@ def _check_points5(points5) -> np.ndarray:
     return pts
 
 
-def fit_shape_to_points5(points5) -> np.ndarray:
-    """(68, 2) float64: the mean shape placed on a face by the least-squares similarity transform
-    (no reflection) from its own 5 points to ``points5`` ((5, 2) in POINTS5_NAMES order)."""
+@functools.lru_cache(maxsize=1)
+def _regression():
+    """(canonical 5 points, mean_x, mean_y, W) of the 5 -> 68 point regression, or None when
+    the file has none (then the rigid mean shape is placed)."""
+    record = json.loads(MEAN_SHAPE_FILE.read_text()).get("points5_regression")
+    if record is None:
+        return None
+    canon = np.asarray(record["canonical_points5"], np.float64)
+    mx, my = np.asarray(record["mean_x"], np.float64), np.asarray(record["mean_y"], np.float64)
+    w = np.asarray(record["W"], np.float64)
+    if (canon.shape != (5, 2) or mx.shape != (10,) or my.shape != (136,)
+            or w.shape != (10, 136) or not all(np.isfinite(a).all() for a in (canon, mx, my, w))):
+        raise ValueError(f"{MEAN_SHAPE_FILE}: 'points5_regression' has the wrong shapes")
+    return canon, mx, my, w
+
+
+def fit_shape_to_points5(points5, regression: bool = True) -> np.ndarray:
+    """(68, 2) float64 landmarks of a face from its 5 MTCNN points ((5, 2), POINTS5_NAMES order).
+
+    regression=True (and the data file has one): the face is moved into the canonical frame of
+    its 5 points by a similarity transform, the 68 points are predicted there by the linear
+    regression of tools/make_shape_regression.py (learnt on MTCNN points and 68-point landmarks
+    of ORL training faces: it corrects MTCNN's offsets from the 68-point scheme and follows the
+    face's proportions), and moved back. Otherwise, or without one: the mean shape placed by the
+    least-squares similarity transform (no reflection) from its own 5 points to ``points5``."""
     pts = _check_points5(points5)
-    mean_shape = _mean_shape_record()[0]
-    transform = similarity_transform(points5_from_68(mean_shape), pts)
-    return apply_similarity(mean_shape, *transform)
+    model = _regression() if regression else None
+    if model is None:
+        mean_shape = _mean_shape_record()[0]
+        transform = similarity_transform(points5_from_68(mean_shape), pts)
+        return apply_similarity(mean_shape, *transform)
+    canon, mx, my, w = model
+    to_canon = similarity_transform(pts, canon)
+    x = apply_similarity(pts, *to_canon).ravel()
+    y = (my + (x - mx) @ w).reshape(68, 2)
+    return apply_similarity(y, *similarity_transform(canon, pts))
 
 
 def crop_default_points5(size) -> np.ndarray:

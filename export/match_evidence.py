@@ -146,7 +146,7 @@ class MatchExplainer:
 
     def __init__(self, model_dir, device: str = "auto", threads: Optional[int] = None,
                  embedding: Optional[ExportedModel] = None, estimator: str = "pairwise",
-                 fill_sigma: float = FILL_SIGMA, fill: str = "blur"):
+                 fill_sigma: float = FILL_SIGMA, fill: str = "mean"):
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
         folder = Path(model_dir)

@@ -77,7 +77,7 @@ def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
 
 
 def hide(image: np.ndarray, visible: np.ndarray, fill_colour: Sequence[float],
-         sigma: float = FILL_SIGMA, fill: str = "blur") -> np.ndarray:
+         sigma: float = FILL_SIGMA, fill: str = "mean") -> np.ndarray:
     """Images with the pixels outside ``visible`` filled: (K, H, W, 3) float64 from an (H, W, 3)
     image in [0, 255] and (K, H, W) bool visibility masks.
 
@@ -174,7 +174,7 @@ class GameResult:
 def play(embed: Callable[[np.ndarray], np.ndarray], image_a: np.ndarray, image_b: np.ndarray,
          masks_a: np.ndarray, masks_b: np.ndarray, fill_colour: Sequence[float],
          estimator: str = "pairwise", sigma: float = FILL_SIGMA,
-         fill: str = "blur") -> GameResult:
+         fill: str = "mean") -> GameResult:
     """The game of one pair. image_*: (S, S, 3) in [0, 255] as the network sees them; masks_*:
     (7, S, S) part masks of each face; embed: (N, S, S, 3) images -> (N, D) L2-normalised
     embeddings (one batch per call)."""

@@ -32,8 +32,15 @@ def _rotation(angle):
                                                  (1e-3, 1.0, (0.0, 0.0))])
 def test_fit_recovers_a_known_similarity_exactly(scale, angle, shift):
     face = apply_similarity(MEAN_SHAPE_68, scale, _rotation(angle), np.asarray(shift))
-    fitted = fit_shape_to_points5(points5_from_68(face))
+    fitted = fit_shape_to_points5(points5_from_68(face), regression=False)
     np.testing.assert_allclose(fitted, face, rtol=0, atol=1e-9 * max(scale, 1.0))
+    # the regression commutes with every similarity transform of the 5 points
+    p5 = points5_from_68(face)
+    base = fit_shape_to_points5(p5)
+    moved = fit_shape_to_points5(apply_similarity(p5, 2.5, _rotation(0.7), np.array([3.0, -4.0])))
+    np.testing.assert_allclose(moved, apply_similarity(base, 2.5, _rotation(0.7),
+                                                       np.array([3.0, -4.0])),
+                               rtol=0, atol=1e-8 * max(scale, 1.0))
     got_scale, got_rotation, got_shift = similarity_transform(MEAN_SHAPE_68, face)
     assert got_scale == pytest.approx(scale, rel=1e-12)
     np.testing.assert_allclose(got_rotation, _rotation(angle), atol=1e-12)
@@ -126,3 +133,22 @@ def test_runtime_modules_import_no_torch_scipy_or_zoo():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_regression_predicts_its_training_mean_at_the_canonical_points():
+    """At its mean input (mean_x) the regression returns its mean 68-point shape (the numbers
+    in the data file, to the small similarity that maps mean_x onto the canonical points); and
+    that shape is a face: eyes above the nose
+    above the mouth above the chin, left eye on the image left."""
+    import json
+
+    from export.face_shape import MEAN_SHAPE_FILE
+    reg = json.loads(MEAN_SHAPE_FILE.read_text())["points5_regression"]
+    canon = np.asarray(reg["canonical_points5"])
+    mx = np.asarray(reg["mean_x"]).reshape(5, 2)
+    y = fit_shape_to_points5(mx)
+    # mean_x lies in the canonical frame already (up to its own small similarity offset)
+    np.testing.assert_allclose(y, np.asarray(reg["mean_y"]).reshape(68, 2), atol=0.02)
+    assert canon[0, 0] < canon[1, 0]
+    eyes, nose, mouth, chin = y[36:48, 1].mean(), y[30, 1], y[48:60, 1].mean(), y[8, 1]
+    assert eyes < nose < mouth < chin and y[36:42, 0].mean() < y[42:48, 0].mean()

@@ -22,10 +22,11 @@ Geometry (iBUG 68-point landmarks, (x, y) in pixels, 0-based pixel centres):
   with PIL's bilinear AFFINE transform.
 - The mask is the hull(s) of the part's landmarks on A, dilated by DILATE = 0.05 iod, then
   feathered by a Gaussian blur of sigma FEATHER = 0.03 iod (PIL GaussianBlur on an 8-bit mask,
-  so alpha comes in steps of 1/255). The blur puts alpha = 0.5 on the dilated edge; at the
-  hull itself, 0.05 / 0.03 = 1.7 sigma inside, alpha is about 0.95, so the whole part is B's
-  while the seam is spread over about 0.1 iod. Where the warped B has no pixels (its frame
-  does not cover the spot) alpha is set to 0, so A shows rather than black.
+  so alpha comes in steps of 1/255). The blur puts alpha = 0.5 on the dilated edge; on the
+  hull itself, 0.05 / 0.03 = 1.7 sigma inside, alpha is about 0.95 (down to about 0.83 at the
+  hull's sharp corners), so the part is B's while the seam is spread over about 0.1 iod.
+  Where the warped B has no pixels (its frame does not cover the spot) alpha is set to 0, so A
+  shows rather than black.
 - A' = (1 - alpha) A + alpha B_warped, rounded to 8 bits; where alpha is 0, A' is A exactly.
 
 Scoring (independent of any model): one row per swap with its ``part``, ``change`` (1 - the
@@ -38,7 +39,8 @@ another is not ranked first: an explanation that cannot tell them apart has not 
 Pairs: :func:`orl_swap_pairs` draws ordered pairs (A, B) of different ORL identities with a
 seeded numpy generator, so every model plays the same swaps.
 
-numpy and Pillow only: the torch-free runtime can play the game as well.
+The module imports only numpy and Pillow, so the game needs no model framework. Importing it
+as zoo.metrics.faithfulness still loads torch, because the zoo package's __init__ does.
 """
 from __future__ import annotations
 
