@@ -145,7 +145,7 @@ class MatchExplainer:
     ``channel_view`` None, when the export has no head.onnx or no table)."""
 
     def __init__(self, model_dir, device: str = "auto", threads: Optional[int] = None,
-                 embedding: Optional[ExportedModel] = None, estimator: str = "pairwise",
+                 embedding: Optional[ExportedModel] = None, estimator: str = "kernel",
                  fill_sigma: float = FILL_SIGMA, fill: str = "mean"):
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")

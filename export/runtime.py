@@ -117,7 +117,7 @@ class FaceVerifier:
 
     def __init__(self, model_dir: Union[str, os.PathLike], threshold: Optional[float] = None,
                  device: str = "auto", threads: Optional[int] = None, precision: str = "float",
-                 estimator: str = "pairwise"):
+                 estimator: str = "kernel"):
         self.model = ExportedModel(model_dir, model_file(EMBEDDING_FILE, precision), device,
                                    threads)
         self.precision = precision
@@ -398,9 +398,9 @@ def main(argv=None) -> int:
     v.add_argument("--landmarks", nargs=2, metavar=("A.pts", "B.pts"), default=None,
                    help="68-point landmarks of the two faces (iBUG .pts, or 68 'x y' lines) "
                         "for the part masks of --explain (default: found by the runtime)")
-    v.add_argument("--exact", action="store_true",
-                   help="--explain with exact Shapley values (all 256 coalitions: about 14x "
-                        "slower) instead of the pairwise estimate")
+    v.add_argument("--estimator", default="kernel", choices=("kernel", "pairwise", "exact"),
+                   help="--explain's Shapley values: kernel (74 coalitions, default), pairwise "
+                        "(18: fastest, least accurate) or exact (256); docs/export.md")
     v.add_argument("--explain", default=None, metavar="OUT",
                    help="also print the per-part evidence table and write its picture to OUT "
                         "(.png, .jpg, .jpeg or .webp): the two faces, heatmaps of each part's "
@@ -421,7 +421,7 @@ def main(argv=None) -> int:
                 fmt = overlay_format(args.explain)  # a bad output name fails before the model
             verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device,
                                     precision=args.precision,
-                                    estimator="exact" if args.exact else "pairwise")
+                                    estimator=args.estimator)
             r = verifier.verify(_maybe_crop(args.image_a, args.crop, args.model),
                                 _maybe_crop(args.image_b, args.crop, args.model),
                                 explain=args.explain is not None, landmarks=args.landmarks)

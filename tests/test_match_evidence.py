@@ -84,10 +84,12 @@ def test_exact_shapley_values_of_a_real_pair(exported, faces):
     value = np.empty(2 ** len(PLAYERS))
     value[index] = g.values
     np.testing.assert_allclose(g.shapley, _shapley_by_orderings(len(PLAYERS), value), atol=1e-12)
-    pairwise = MatchExplainer(exported, device="cpu").explain(faces[0], faces[2])
-    assert pairwise.similarity == pytest.approx(ev.similarity, abs=1e-6)
-    err = np.abs(pairwise.game.shapley - g.shapley).max()
-    assert err < 0.5 * max(abs(1 - ev.similarity), 1e-3), err
+    for est in ("kernel", "pairwise"):
+        approx = MatchExplainer(exported, device="cpu", estimator=est).explain(faces[0], faces[2])
+        assert approx.similarity == pytest.approx(ev.similarity, abs=1e-6)
+        assert approx.game.shapley.sum() == pytest.approx(g.shapley.sum(), abs=1e-9)
+        err = np.abs(approx.game.shapley - g.shapley).max()
+        assert err < 0.5 * np.abs(g.shapley).max(), (est, err)
 
 
 def test_given_landmarks_and_bad_ones(exported, faces, tmp_path):

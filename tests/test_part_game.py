@@ -13,6 +13,7 @@ from export.part_game import (
     play,
     player_masks,
     shapley_exact,
+    shapley_kernel,
     shapley_pairwise,
 )
 
@@ -177,3 +178,26 @@ def test_the_only_changed_part_takes_the_whole_difference():
     assert np.argmax(g.difference) == eyes
     assert g.difference[eyes] > 0.5 * (1 - g.similarity)
     assert g.difference.sum() == pytest.approx(1 - g.similarity, abs=1e-9)
+
+
+def test_kernel_on_every_coalition_is_the_shapley_value():
+    """KernelSHAP's weighted least squares over all coalitions gives the exact values (its
+    defining property), and on the 'kernel' subset it is efficient and exact for games
+    without interactions of order 3 or more."""
+    n = 6
+    rng = np.random.default_rng(7)
+    members = coalitions(n, "exact")
+    values = rng.normal(size=len(members))
+    np.testing.assert_allclose(shapley_kernel(members, values),
+                               shapley_exact(members, values), atol=1e-10)
+    first = rng.normal(size=n)
+    inter = np.triu(rng.normal(size=(n, n)), 1)
+
+    def v(s):
+        idx = sorted(s)
+        return first[idx].sum() + sum(inter[i, j] for i in idx for j in idx if i < j)
+
+    sub = coalitions(n, "kernel")
+    assert len(sub) == 2 + 2 * (n + n * (n - 1) // 2)
+    np.testing.assert_allclose(shapley_kernel(sub, _game_values(sub, v)),
+                               shapley_exact(members, _game_values(members, v)), atol=1e-10)

@@ -121,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--pairs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--min-change", type=float, default=0.02)
-    p.add_argument("--estimator", default="pairwise", choices=("pairwise", "exact"))
+    p.add_argument("--estimator", default="kernel", choices=("kernel", "pairwise", "exact"))
     p.add_argument("--fill", default="mean", choices=("mean", "blur"))
     p.add_argument("--annotations", action="store_true",
                    help="explain with the annotated landmarks instead of the runtime's own")
