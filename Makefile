@@ -54,7 +54,8 @@ bench: install
 # load it from the registry, evaluate (metrics + figures), export to ONNX/TorchScript and use the
 # torch-free runtime on held-out identities (s6: two images of one person, s8: another person;
 # the per-part evidence of the s6 pair),
-# and audit the explanations on held-out faces (shown channels on the map border? fixed cells?).
+# audit the explanations on held-out faces (shown channels on the map border? fixed cells?), and
+# play the part-swap game on held-out faces (does the explanation name the part that changed?).
 DEMO_OUT := out/vgg19-ecloss
 demo: install
 	$(PY) -m zoo.train vgg19
@@ -66,7 +67,8 @@ demo: install
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s8/1.pgm --model $(DEMO_OUT) && \
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s6/2.pgm --model $(DEMO_OUT) --explain $(DEMO_OUT)/why_s6.png && \
 	$(PY) -m export.runtime explain $$ORL/s6/1.pgm --model $(DEMO_OUT) --out $(DEMO_OUT)/explain_s6_1.png && \
-	$(PY) -m export.audit $$ORL/s6 $$ORL/s8 $$ORL/s13 --model $(DEMO_OUT)
+	$(PY) -m export.audit $$ORL/s6 $$ORL/s8 $$ORL/s13 --model $(DEMO_OUT) && \
+	$(PY) -m zoo.swap_game $(DEMO_OUT) --orl heldout --pairs 20 --out $(DEMO_OUT)/swap_game.json
 
 clean:
 	rm -rf build *.egg-info zoo/_C*.so $(STAMP)

@@ -169,3 +169,31 @@ def test_picture_shows_the_parts(exported, faces):
     # the part tiles are tinted with the part colours where the faces are grey
     tiles = a[300:300 + 80 * len(ev.parts), 12:180]
     assert (np.abs(tiles[..., 0] - tiles[..., 2]) > 40).mean() > 0.01
+
+
+def test_swap_game_runner(exported, tmp_path):
+    """zoo.swap_game: deterministic pairs of different people, one row per swap with both
+    views, scores that count what the rows say; a folder of faces with .pts files."""
+    from zoo.swap_game import folder_faces, orl_faces, pair_faces, play_swap_game, summarise
+    faces = orl_faces("heldout")
+    pairs = pair_faces(faces, 3, seed=4)
+    assert pairs == pair_faces(faces, 3, seed=4) and len(pairs) == 3
+    assert all(faces[a][1] != faces[b][1] for a, b in pairs)
+    rows = play_swap_game(MatchExplainer(exported, device="cpu", estimator="pairwise"), faces,
+                          pairs[:1], parts=("eyes",))
+    assert len(rows) == 1 and rows[0]["part"] == "eyes" and "channel_difference" in rows[0]
+    assert rows[0]["ranked_first"] == (max(rows[0]["difference"],
+                                           key=rows[0]["difference"].get) == "eyes")
+    s = summarise(rows, min_change=0.0)
+    assert s["intervention"]["n_counted"] == 1
+    assert s["intervention"]["n_first"] == int(rows[0]["ranked_first"])
+    table, _ = orl_landmark_table()
+    for key, name in (("s6/1.pgm", "ann__1"), ("s6/2.pgm", "ann__2"), ("s8/1.pgm", "bob")):
+        Image.open(orl_root() / key).save(tmp_path / f"{name}.png")
+        (tmp_path / f"{name}.pts").write_text(
+            "version: 1\nn_points: 68\n{\n"
+            + "".join(f"{x + 1} {y + 1}\n" for x, y in table[key]) + "}\n")
+    got = folder_faces(tmp_path)
+    assert sorted(f[1] for f in got) == ["ann", "ann", "bob"]
+    for a, b in pair_faces(got, 4):
+        assert {got[a][1], got[b][1]} == {"ann", "bob"}

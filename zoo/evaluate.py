@@ -433,10 +433,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--max-images", type=int)
     p.add_argument("--no-figures", action="store_false", dest="figures")
+    p.add_argument("--swap-game", metavar="EXPORT_DIR",
+                   help="also play the part-swap game (zoo.swap_game) on the ORL split with this "
+                        "export of the model, both views; scores go into metrics.json")
     args = p.parse_args(argv)
     try:
         res = evaluate(args.model, args.data, args.out, args.split, args.device, args.max_images,
                        args.figures)
+        if args.swap_game:
+            from .swap_game import swap_game_metric
+            res["swap_game"] = swap_game_metric(args.swap_game, args.split)
+            (Path(res["out"]) / "metrics.json").write_text(json.dumps(res, indent=2))
     except (ValueError, FileNotFoundError, KeyError, RuntimeError) as e:
         print(f"zoo.evaluate: error: {e}", file=sys.stderr)
         return 2

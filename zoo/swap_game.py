@@ -26,7 +26,8 @@ from PIL import Image
 from export.match_evidence import MatchExplainer
 from zoo.metrics.faithfulness import SWAP_PARTS, swap_game_score, swap_part
 
-__all__ = ["Face", "orl_faces", "folder_faces", "pair_faces", "play_swap_game", "main"]
+__all__ = ["Face", "orl_faces", "folder_faces", "pair_faces", "play_swap_game", "summarise",
+           "swap_game_metric", "main"]
 
 Face = Tuple[str, str, Image.Image, np.ndarray]   # (key, identity, RGB image, (68, 2) points)
 
@@ -111,6 +112,17 @@ def summarise(rows: Sequence[Dict], min_change: float = 0.02) -> Dict:
     return out
 
 
+def swap_game_metric(export_dir, split: str = "heldout", pairs: int = 40, seed: int = 0,
+                     min_change: float = 0.02) -> Dict:
+    """The game as an evaluation metric: both views' scores on ORL faces of ``split`` with the
+    runtime's defaults (what zoo.evaluate --swap-game stores)."""
+    faces = orl_faces(split)
+    explainer = MatchExplainer(export_dir, device="cpu")
+    rows = play_swap_game(explainer, faces, pair_faces(faces, pairs, seed))
+    return {"split": split, "pairs": pairs, "seed": seed, "estimator": explainer.estimator,
+            "fill": explainer.fill, **summarise(rows, min_change)}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.swap_game", description=__doc__.split("\n")[0])
     p.add_argument("model", help="an exported model folder (python -m export NAME --out DIR)")
@@ -123,13 +135,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--min-change", type=float, default=0.02)
     p.add_argument("--estimator", default="kernel", choices=("kernel", "pairwise", "exact"))
     p.add_argument("--fill", default="mean", choices=("mean", "blur"))
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     p.add_argument("--annotations", action="store_true",
                    help="explain with the annotated landmarks instead of the runtime's own")
     p.add_argument("--out", default=None, help="write the rows and scores as JSON here")
     args = p.parse_args(argv)
     faces = orl_faces(args.orl) if args.orl else folder_faces(args.faces)
-    explainer = MatchExplainer(args.model, device="cpu", estimator=args.estimator,
-                               fill=args.fill)
+    explainer = MatchExplainer(args.model, device="cpu", threads=args.threads,
+                               estimator=args.estimator, fill=args.fill)
     rows = play_swap_game(explainer, faces, pair_faces(faces, args.pairs, args.seed),
                           use_annotations=args.annotations)
     scores = summarise(rows, args.min_change)
