@@ -248,15 +248,15 @@ def build_app(page: FacePage):
     import gradio as gr
 
     parts_note = ("" if page.has_parts else
-                  " This export has no part labels, so the per-part evidence is not shown.")
+                  " This export has no channel table: the ECLoss channels' view is not shown.")
     with gr.Blocks(title="ECLoss face zoo: explain a match", analytics_enabled=False) as app:
         gr.Markdown(f"# Explain a match\nModel `{page.verifier.metadata.get('model_name', '?')}` "
                     f"from `{page.model_dir}`, threshold {page.verifier.threshold:.4f}. Drop two "
-                    "face photos to see whether they show the same person and which face parts "
-                    "carry the similarity." + parts_note)
+                    "face photos to see whether they show the same person and which face part "
+                    "made the difference (each part hidden on both faces)." + parts_note)
         crop = gr.Checkbox(value=page.crop_default, interactive=page.can_crop,
                            label="Crop faces with MTCNN (--crop)" + (
-                               "" if page.can_crop else ": needs torch and facenet-pytorch"),
+                               "" if page.can_crop else ": this export has no detector/"),
                            elem_id="crop")
         with gr.Tabs(selected="pair") as tabs:
             with gr.Tab("Compare two faces", id="pair"):
@@ -279,8 +279,8 @@ def build_app(page: FacePage):
                 evidence_img = gr.Image(label="Per-part evidence", type="pil", format="png",
                                         interactive=False, elem_id="evidence")
                 parts_table = gr.Dataframe(headers=PART_COLUMNS, label="Per-part evidence "
-                                           "(contributions sum to the similarity with the "
-                                           "residual)", interactive=False, elem_id="parts")
+                                           "(the differences sum to 1 - similarity)",
+                                           interactive=False, elem_id="parts")
                 gr.Markdown(PART_LEGEND)
                 with gr.Accordion("The same numbers as python -m export.runtime verify "
                                   "--explain prints them, and as JSON", open=False):

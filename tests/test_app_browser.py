@@ -197,7 +197,7 @@ def test_page_in_a_real_browser(model_dir, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\0" * 300_000)
     expected = FaceVerifier(model_dir, device="cpu").verify(face_a, face_b, explain=True)
-    picture_width = expected.evidence.render(face_a, face_b).width
+    picture_width = expected.evidence.render().width
 
     shot = tmp_path / "app.png"
     with serve(model_dir, tmp_path / "app.log", tmp_path / "gradio", "--max-file-size",
@@ -210,7 +210,7 @@ def test_page_in_a_real_browser(model_dir, tmp_path):
     assert f"similarity {expected.similarity:.4f}" in seen["decision"], seen["decision"]
     for p in expected.evidence.parts:
         assert p.part in seen["parts_table"]
-        assert f"{p.contribution:.4f}".rstrip("0") in seen["parts_table"]
+        assert f"{p.difference:.4f}".rstrip("0") in seen["parts_table"]
     # the images rendered: the previews (decoded ORL faces, 92 px wide) and the evidence picture
     assert seen["widths"] == {"#preview_a": 92, "#preview_b": 92, "#evidence": picture_width}
     # the bad upload: one readable line naming the file, and the old result cleared

@@ -10,12 +10,15 @@ raw per-run numbers (zoo.study.summary_table / paired_table); nothing in a table
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
 
 from zoo.study import load_records, paired_table, summary_table  # noqa: E402
 
@@ -104,10 +107,92 @@ TABLES = {
                     "fixed-cell channels", "shown on ring", "shift follows"], None),
 }
 
+# The part-swap game (Part 3): zoo.swap_game's records, not study records.
+SWAP = RESULTS / "swap_game"
+SWAP_FULL = [  # (label, record): runs with both views
+    ("validation (all: pairwise estimator): ORL training identities, 20 pairs, seed 0 (blur "
+     "fill, rigid shape)",
+     "val-orl-train-blur.json"),
+    ("validation: ORL training identities, 20 pairs, seed 0 (mean fill, rigid shape)",
+     "val-orl-train-mean.json"),
+    ("validation: ORL training identities, 40 pairs, seed 1 (mean fill, rigid shape)",
+     "val-orl-train-mean-seed1.json"),
+    ("validation: ORL training identities, 20 pairs, seed 0 (mean, regression)",
+     "val/orl-train-s0-regression-mean.json"),
+    ("validation: ORL training identities, 40 pairs, seed 1 (mean, regression)",
+     "val/orl-train-s1-regression-mean.json"),
+    ("validation: ORL training identities, 40 pairs, seed 1 (blur, regression)",
+     "val/orl-train-s1-regression-blur.json"),
+    ("validation: non-ORL dev faces, 40 pairs (mean, rigid)", "val/dev-rigid-mean.json"),
+    ("validation: non-ORL dev faces, 40 pairs (mean, regression)",
+     "val/dev-regression-mean.json"),
+    ("validation: non-ORL dev faces, 40 pairs (blur, regression)",
+     "val/dev-regression-blur.json"),
+    ("**test: ORL held-out identities, 40 pairs (defaults)**",
+     "test/orl-heldout-vgg19-ecloss-s0.json"),
+    ("**test: non-ORL test faces, 40 pairs (defaults)**",
+     "test/nonorl-test-vgg19-ecloss-s0.json"),
+]
+SWAP_MODELS = [("softmax, 7 x 7 (cpu preset)", "vgg19-softmax-s{}", (0, 1, 2)),
+               ("ECLoss, 7 x 7 (cpu preset)", "vgg19-ecloss-s{}", (0, 1, 2)),
+               ("softmax, 14 x 14 (width 1/8)", "vgg19-softmax-14-s{}", (0, 1)),
+               ("ECLoss, 14 x 14 (width 1/8, gpu preset's ECLoss)", "vgg19-ecloss-14-s{}",
+                (0, 1))]
+
+
+def _count(score) -> str:
+    if score is None or not score["n_counted"]:
+        return "n/a"
+    return f"{score['n_first']}/{score['n_counted']} ({score['n_first'] / score['n_counted']:.2f})"
+
+
+def render_swap_full() -> str:
+    lines = ["| run | swaps moved >= 0.02 | intervention: swapped part first | eyes | nose | "
+             "mouth | channel view: swapped part first |", "|---|---|---|---|---|---|---|"]
+    for label, name in SWAP_FULL:
+        path = SWAP / name
+        if not path.is_file():
+            continue
+        sc = json.loads(path.read_text())["scores"]
+        iv, ch = sc["intervention"], sc.get("channels")
+        by = [_count(iv["by_part"].get(p)) for p in ("eyes", "nose", "mouth")]
+        total = iv["n_counted"] + iv["n_below_min_change"]
+        lines.append(f"| {label} | {iv['n_counted']} of {total} | {_count(iv)} | "
+                     + " | ".join(by) + f" | {_count(ch)} |")
+    return "\n".join(lines) + "\n"
+
+
+def render_swap_channels() -> str:
+    lines = ["| model | ORL held-out, per seed | ORL held-out, mean +- std | non-ORL test, per "
+             "seed | non-ORL test, mean +- std |", "|---|---|---|---|---|"]
+    for label, pattern, seeds in SWAP_MODELS:
+        cells = []
+        for where in ("orl-heldout", "nonorl-test"):
+            shares, per = [], []
+            for seed in seeds:
+                path = SWAP / "test" / f"{where}-{pattern.format(seed)}-channels.json"
+                if not path.is_file():
+                    per.append("-")
+                    continue
+                sc = json.loads(path.read_text())["scores"]["channels"]
+                per.append(_count(sc))
+                if sc["n_counted"]:
+                    shares.append(sc["n_first"] / sc["n_counted"])
+            mean = ("n/a" if not shares else f"{np.mean(shares):.3f}"
+                    + (f" +- {np.std(shares, ddof=1):.3f}" if len(shares) > 1 else ""))
+            cells += ["; ".join(per), mean]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+SWAP_TABLES = {"swap-full": render_swap_full, "swap-channels": render_swap_channels}
+
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 
 def render(name: str) -> str:
+    if name in SWAP_TABLES:
+        return SWAP_TABLES[name]()
     kind, folder, variants, columns, reference = TABLES[name]
     runs = load_records(RESULTS / folder)
     shown = [v for v in variants if v in runs or v == reference]
@@ -118,7 +203,7 @@ def render(name: str) -> str:
 
 def rewrite(text: str) -> str:
     def sub(m):
-        if m.group("name") not in TABLES:
+        if m.group("name") not in TABLES and m.group("name") not in SWAP_TABLES:
             raise SystemExit(f"{DOC}: unknown table {m.group('name')!r}; known: {sorted(TABLES)}")
         return m.group(1) + render(m.group("name")) + m.group(4)
     return _BLOCK.sub(sub, text)

@@ -79,10 +79,24 @@ def pair_faces(faces: Sequence[Face], n_pairs: int, seed: int = 0) -> List[Tuple
     return pairs
 
 
+def _channels_only(explainer: MatchExplainer, img_a, img_b, given):
+    """The channel view alone (no game: what the channels say costs one pass), shaped like the
+    rows of the full explanation."""
+    import numpy as np
+    given = given if given is not None else (None, None)
+    faces = [explainer.locate(im, lm) for im, lm in zip((img_a, img_b), given)]
+    masks = np.stack([f.part_masks(explainer.input_size) for f in faces])
+    cv = explainer.channels.explain(img_a, img_b, part_masks=masks)
+    return {"a_landmarks": faces[0].source, "similarity": cv.similarity,
+            "channel_difference": {p.part: p.difference for p in cv.parts},
+            "landmarks": [f.source for f in faces]}
+
+
 def play_swap_game(explainer: MatchExplainer, faces: Sequence[Face],
                    pairs: Iterable[Tuple[int, int]], parts: Sequence[str] = SWAP_PARTS,
-                   use_annotations: bool = False) -> List[Dict]:
-    """One row per swap: the similarity change and both views' shares per part."""
+                   use_annotations: bool = False, channels_only: bool = False) -> List[Dict]:
+    """One row per swap: the similarity change and both views' shares per part
+    (channels_only: the channel view alone, for studies of the channels)."""
     rows = []
     for a, b in pairs:
         key_a, _, img_a, pts_a = faces[a]
@@ -90,22 +104,41 @@ def play_swap_game(explainer: MatchExplainer, faces: Sequence[Face],
         for part in parts:
             swapped = swap_part(img_a, pts_a, img_b, pts_b, part).image
             given = (pts_a, pts_a) if use_annotations else None
+            if channels_only:
+                got = _channels_only(explainer, img_a, swapped, given)
+                ch = got["channel_difference"]
+                rows.append({"a": key_a, "b": key_b, "part": part,
+                             "similarity": got["similarity"], "change": 1 - got["similarity"],
+                             "landmarks": got["landmarks"], "channel_difference": ch,
+                             "channel_ranked_first": _first(ch) == part})
+                continue
             ev = explainer.explain(img_a, swapped, landmarks=given)
             row = {"a": key_a, "b": key_b, "part": part, "similarity": ev.similarity,
                    "change": 1.0 - ev.similarity, "landmarks": list(ev.landmarks),
                    "difference": {p.part: p.difference for p in ev.parts},
-                   "other": ev.other, "ranked_first": ev.parts[0].part == part}
+                   "other": ev.other,
+                   "ranked_first": _first({p.part: p.difference for p in ev.parts}) == part}
             if ev.channel_view is not None:
                 ch = {p.part: p.channel_difference for p in ev.parts}
                 row["channel_difference"] = ch
-                row["channel_ranked_first"] = max(ch, key=ch.get) == part
+                row["channel_ranked_first"] = _first(ch) == part
             rows.append(row)
     return rows
 
 
+def _first(shares: Dict[str, float]) -> Optional[str]:
+    """The part with the largest share; None on a tie for first (a tie names no part)."""
+    ranked = sorted(shares.values(), reverse=True)
+    if len(ranked) > 1 and ranked[0] == ranked[1]:
+        return None
+    return max(shares, key=shares.get)
+
+
 def summarise(rows: Sequence[Dict], min_change: float = 0.02) -> Dict:
     """Both views' scores (zoo.metrics.faithfulness.swap_game_score)."""
-    out = {"intervention": swap_game_score(rows, min_change)}
+    out = {}
+    if rows and "ranked_first" in rows[0]:
+        out["intervention"] = swap_game_score(rows, min_change)
     if rows and "channel_ranked_first" in rows[0]:
         ch = [dict(r, ranked_first=r["channel_ranked_first"]) for r in rows]
         out["channels"] = swap_game_score(ch, min_change)
@@ -136,6 +169,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--estimator", default="kernel", choices=("kernel", "pairwise", "exact"))
     p.add_argument("--fill", default="mean", choices=("mean", "blur"))
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    p.add_argument("--channels-only", action="store_true",
+                   help="score the channel view alone (no game: one pass per swap)")
     p.add_argument("--annotations", action="store_true",
                    help="explain with the annotated landmarks instead of the runtime's own")
     p.add_argument("--out", default=None, help="write the rows and scores as JSON here")
@@ -144,12 +179,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     explainer = MatchExplainer(args.model, device="cpu", threads=args.threads,
                                estimator=args.estimator, fill=args.fill)
     rows = play_swap_game(explainer, faces, pair_faces(faces, args.pairs, args.seed),
-                          use_annotations=args.annotations)
+                          use_annotations=args.annotations,
+                          channels_only=args.channels_only)
     scores = summarise(rows, args.min_change)
     record = {"model": str(args.model), "faces": args.orl or str(args.faces),
               "pairs": args.pairs, "seed": args.seed, "estimator": args.estimator,
               "fill": args.fill, "annotations": args.annotations,
-              "min_change": args.min_change, "scores": scores, "rows": rows}
+              "min_change": args.min_change, "channels_only": args.channels_only,
+              "scores": scores, "rows": rows}
     print(json.dumps(scores, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=1))
