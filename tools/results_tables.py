@@ -132,6 +132,10 @@ SWAP_FULL = [  # (label, record): runs with both views
      "test/orl-heldout-vgg19-ecloss-s0.json"),
     ("**test: non-ORL test faces, 40 pairs (defaults)**",
      "test/nonorl-test-vgg19-ecloss-s0.json"),
+    ("test, another model: non-ORL test faces, ECLoss seed 1",
+     "test/nonorl-test-vgg19-ecloss-s1.json"),
+    ("test, another model: non-ORL test faces, softmax seed 0",
+     "test/nonorl-test-vgg19-softmax-s0.json"),
 ]
 SWAP_MODELS = [("softmax, 7 x 7 (cpu preset)", "vgg19-softmax-s{}", (0, 1, 2)),
                ("ECLoss, 7 x 7 (cpu preset)", "vgg19-ecloss-s{}", (0, 1, 2)),
