@@ -32,14 +32,13 @@ the export embeds (channel_parts.json from zoo.evaluate). Must not import torch.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from ._common import (
     FEATURE_OUTPUT,
@@ -50,7 +49,7 @@ from ._common import (
     read_parts_file,
     validate_parts,
 )
-from .colours import jet
+from .drawing import NEGATIVE, NEUTRAL, POSITIVE, draw_decision, font, jet
 from .face_parts import PART_IOU_FLOOR, channel_part_ious
 from .images import ImageLike, load_image, resize_square
 from .model_dir import (
@@ -60,6 +59,7 @@ from .model_dir import (
     ExportedModel,
     ModelDirError,
 )
+from .part_game import shapley_exact
 
 __all__ = ["ChannelPartEvidence", "ChannelEvidence", "ChannelExplainer", "decompose", "part_groups",
            "pair_part_groups", "MissingPartTableError",
@@ -227,14 +227,7 @@ def _difference_shares(delta: np.ndarray, centre: np.ndarray) -> np.ndarray:
     member = (ids[:, None] >> np.arange(g)) & 1                     # (2^G, G)
     moved = member.astype(np.float64) @ delta                         # (2^G, D)
     v = _unit_cos(centre + moved, centre - moved)
-    size = member.sum(1)
-    weight = np.array([math.factorial(s) * math.factorial(g - s - 1) / math.factorial(g)
-                       if s < g else 0.0 for s in size])
-    shares = np.empty(g)
-    for k in range(g):
-        without = ids[member[:, k] == 0]
-        shares[k] = np.sum(weight[without] * (v[without] - v[without | (1 << k)]))
-    return shares
+    return shapley_exact(member.astype(bool), 1.0 - v)
 
 
 def decompose(terms_a: np.ndarray, terms_b: np.ndarray, bias_a: np.ndarray, bias_b: np.ndarray,
@@ -383,14 +376,7 @@ TILE = 88                    # a part's heatmap tile, per face
 BAR = 240                    # the bar chart's width
 WIDTH = MARGIN * 2 + 2 * TILE + GAP * 2 + BAR + 150
 ROW = TILE + GAP
-POSITIVE, NEGATIVE, NEUTRAL = (46, 139, 87), (196, 58, 58), (140, 140, 140)
 
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the bitmap font
-        return ImageFont.load_default()
 
 
 def _heat_tile(face: Image.Image, heats: List[np.ndarray], masks: List[np.ndarray],
@@ -419,21 +405,9 @@ def _render(ev: ChannelEvidence, views: Tuple[Image.Image, Image.Image]) -> Imag
     height = top + rows * ROW + 2 * 28 + MARGIN
     canvas = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    big, mid, small = _font(20), _font(14), _font(12)
+    mid, small = font(14), font(12)
 
-    # header: the decision
-    if ev.same is None:
-        verdict, colour = "similarity only (no threshold)", (0, 0, 0)
-    else:
-        verdict, colour = (("same person", POSITIVE) if ev.same else
-                           ("different people", NEGATIVE))
-    draw.text((MARGIN, MARGIN), verdict, fill=colour, font=big)
-    line = f"similarity {ev.similarity:.4f}"
-    if ev.threshold is not None:
-        line += f"   threshold {ev.threshold:.4f}"
-    if ev.model_name:
-        line += f"   model {ev.model_name}"
-    draw.text((MARGIN, MARGIN + 28), line, fill=(0, 0, 0), font=mid)
+    draw_decision(draw, MARGIN, MARGIN, ev.same, ev.similarity, ev.threshold, ev.model_name)
 
     # the two faces, and a legend beside them
     y = 64

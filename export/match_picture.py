@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
+from .drawing import NEGATIVE, NEUTRAL, POSITIVE, draw_decision, font
 from .part_masks import PART_COLORS, PART_NAMES, overlay_part_masks
 
 if TYPE_CHECKING:
@@ -24,14 +25,7 @@ TILE = 80
 BAR = 220
 WIDTH = MARGIN * 2 + 2 * TILE + GAP * 3 + 90 + BAR + 110
 ROW = TILE + GAP
-POSITIVE, NEGATIVE, NEUTRAL = (46, 139, 87), (196, 58, 58), (140, 140, 140)
 
-
-def _font(size: int):
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError, ImportError):  # Pillow without FreeType: the bitmap font
-        return ImageFont.load_default()
 
 
 def _part_tile(face: Image.Image, mask: np.ndarray, colour, tile: int) -> Image.Image:
@@ -50,20 +44,9 @@ def render_pair_evidence(ev: "PairEvidence") -> Image.Image:
     height = top + rows * ROW + 3 * 22 + MARGIN
     canvas = Image.new("RGB", (WIDTH, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    big, mid, small = _font(20), _font(14), _font(12)
+    mid, small = font(14), font(12)
 
-    if ev.same is None:
-        verdict, colour = "similarity only (no threshold)", (0, 0, 0)
-    else:
-        verdict, colour = (("same person", POSITIVE) if ev.same else
-                           ("different people", NEGATIVE))
-    draw.text((MARGIN, MARGIN), verdict, fill=colour, font=big)
-    line = f"similarity {ev.similarity:.4f}"
-    if ev.threshold is not None:
-        line += f"   threshold {ev.threshold:.4f}"
-    if ev.model_name:
-        line += f"   model {ev.model_name}"
-    draw.text((MARGIN, MARGIN + 28), line, fill=(0, 0, 0), font=mid)
+    draw_decision(draw, MARGIN, MARGIN, ev.same, ev.similarity, ev.threshold, ev.model_name)
 
     y = 64
     for i, (im, name) in enumerate(zip(ev.views, "AB")):

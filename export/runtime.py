@@ -49,8 +49,8 @@ from ._common import (
     shown_channels,
     validate_parts,
 )
-from .colours import jet
 from .detector import DETECTOR_DIR
+from .drawing import jet
 from .face_parts import FaceLandmarks, FaceLocator, channel_labels
 from .images import ImageError, ImageLike, as_list, load_image, preprocess, resize_square
 from .match_evidence import MatchExplainer, PairEvidence

@@ -52,6 +52,8 @@ from typing import Dict, Iterable, List, Mapping, Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
+from export.part_masks import convex_hull, polygon_region
+
 __all__ = [
     "SWAP_PARTS", "PART_HULLS", "PART_LANDMARKS", "DILATE", "FEATHER", "MIN_CHANGE",
     "SwapResult", "similarity_transform", "apply_transform", "inter_ocular_distance",
@@ -143,60 +145,6 @@ def inter_ocular_distance(pts) -> float:
     return float(np.linalg.norm(p[_RIGHT_EYE].mean(0) - p[_LEFT_EYE].mean(0)))
 
 
-def _convex_hull(points: np.ndarray) -> np.ndarray:
-    """Counter-clockwise convex hull (Andrew's monotone chain) in image axes (y down)."""
-    p = sorted(set(map(tuple, points.tolist())))
-    if len(p) <= 2:
-        return np.asarray(p, dtype=np.float64)
-
-    def cross(o, a, b):
-        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
-
-    lower: List[tuple] = []
-    upper: List[tuple] = []
-    for q in p:
-        while len(lower) >= 2 and cross(lower[-2], lower[-1], q) <= 0:
-            lower.pop()
-        lower.append(q)
-    for q in reversed(p):
-        while len(upper) >= 2 and cross(upper[-2], upper[-1], q) <= 0:
-            upper.pop()
-        upper.append(q)
-    return np.asarray(lower[:-1] + upper[:-1], dtype=np.float64)
-
-
-def _hull_region(hull: np.ndarray, radius: float, height: int, width: int) -> np.ndarray:
-    """Pixel centres inside the convex polygon or within ``radius`` of it: (H, W) bool.
-
-    Computed exactly (half-planes and distances to the edges) rather than rasterised, so the
-    region does not depend on a drawing library's rounding.
-    """
-    region = np.zeros((height, width), dtype=bool)
-    lo = np.floor(hull.min(0) - radius).astype(int)
-    hi = np.ceil(hull.max(0) + radius).astype(int)
-    x0, y0 = max(lo[0], 0), max(lo[1], 0)
-    x1, y1 = min(hi[0], width - 1), min(hi[1], height - 1)
-    if x0 > x1 or y0 > y1:
-        return region
-    yy, xx = np.mgrid[y0:y1 + 1, x0:x1 + 1].astype(np.float64)
-    if len(hull) >= 3:
-        inside = np.ones(xx.shape, dtype=bool)
-        for a, b in zip(hull, np.roll(hull, -1, axis=0)):
-            inside &= (b[0] - a[0]) * (yy - a[1]) - (b[1] - a[1]) * (xx - a[0]) >= 0
-    else:
-        inside = np.zeros(xx.shape, dtype=bool)
-    near = np.full(xx.shape, np.inf)
-    segments = zip(hull, np.roll(hull, -1, axis=0)) if len(hull) >= 2 else [(hull[0], hull[0])]
-    for a, b in segments:
-        ab = b - a
-        denom = float(ab @ ab)
-        t = 0.0 if denom == 0 else np.clip(((xx - a[0]) * ab[0] + (yy - a[1]) * ab[1]) / denom,
-                                           0.0, 1.0)
-        near = np.minimum(near, np.hypot(xx - (a[0] + t * ab[0]), yy - (a[1] + t * ab[1])))
-    region[y0:y1 + 1, x0:x1 + 1] = inside | (near <= radius)
-    return region
-
-
 def _check_part(part) -> str:
     if part not in PART_HULLS:
         raise ValueError(f"unknown part {part!r}: the part-swap game swaps one of {SWAP_PARTS}")
@@ -220,7 +168,8 @@ def part_mask(pts, part: str, height: int, width: int, dilate: float = DILATE,
         raise ValueError("degenerate landmarks: the two eye centres coincide")
     hard = np.zeros((h, w), dtype=bool)
     for group in PART_HULLS[part]:
-        hard |= _hull_region(_convex_hull(p[list(group)]), dilate * iod, h, w)
+        # the part masks' own geometry: pixel centres inside the hull or within the radius
+        hard |= polygon_region(convex_hull(p[list(group)]), h, w, dilate * iod)
     mask = Image.fromarray(hard.astype(np.uint8) * 255)
     if feather > 0:
         mask = mask.filter(ImageFilter.GaussianBlur(feather * iod))
