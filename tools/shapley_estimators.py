@@ -106,6 +106,8 @@ def main(argv=None):
                      + [v[((1 << N) - 1) ^ (1 << i)] for i in range(N)]), N),
         "kernel sizes 1,7 (18)": lambda v: kernel_shap(v, (1, 7)),
         "kernel sizes 1,2,6,7 (74)": lambda v: kernel_shap(v, (1, 2, 6, 7)),
+        "kernel sizes 1,6,7 (46)": lambda v: kernel_shap(v, (1, 6, 7)),
+        "kernel sizes 1,2,7 (46)": lambda v: kernel_shap(v, (1, 2, 7)),
         "permutations x4 (antithetic)": lambda v: permutation_sampling(v, 4, 0),
         "permutations x8 (antithetic)": lambda v: permutation_sampling(v, 8, 0),
     }
@@ -119,6 +121,7 @@ def main(argv=None):
         v = dict(zip(index.tolist(), g.values.tolist()))
         exact = g.shapley
         row = {"pair": name, "similarity": ev.similarity, "exact": exact.tolist(),
+               "values": {str(k): val for k, val in v.items()},
                "estimators": {}}
         for est, f in estimators.items():
             phi = f(v)
