@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple, Union
+from typing import Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
 
-from .detector import DetectedFace, FaceDetector, detector_folder
+from .detector import DetectedFace, FaceDetector, open_detector
 from .images import ImageError, load_image
 
 __all__ = ["DEFAULT_MARGIN", "FaceCrop", "square_crop_box", "largest_face", "find_face",
            "crop_face"]
 
 DEFAULT_MARGIN = 0.2  # zoo.prep's default
-_DETECTORS: Dict[str, FaceDetector] = {}  # one per folder: opening the sessions costs ~50 ms
 
 
 def square_crop_box(box: Sequence[float], margin: float) -> Tuple[float, float, float, float]:
@@ -64,10 +63,7 @@ def _detector(detector: Union[FaceDetector, str, os.PathLike, None]) -> FaceDete
     if detector is None:
         raise ValueError("the face crop needs the detector: pass detector= a FaceDetector or an "
                          "exported model folder (`python -m export` writes its detector/)")
-    key = str(detector_folder(detector).resolve())
-    if key not in _DETECTORS:
-        _DETECTORS[key] = FaceDetector(key)
-    return _DETECTORS[key]
+    return open_detector(detector)
 
 
 def find_face(src: Union[str, os.PathLike, Image.Image, np.ndarray],

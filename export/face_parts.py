@@ -25,11 +25,14 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
+from .crop import largest_face
+from .detector import open_detector
 from .face_shape import crop_default_points5, fit_shape_to_points5
-from .part_masks import PART_NAMES, part_masks_from_landmarks
+from .part_masks import PART_NAMES, lapa106_to_68, part_masks_from_landmarks
 
 __all__ = ["PART_IOU_FLOOR", "LANDMARK_SOURCES", "FaceLandmarks", "FaceLocator",
-           "read_landmarks", "channel_part_ious", "channel_labels"]
+           "read_pts", "read_lapa_106", "read_landmarks", "channel_part_ious",
+           "channel_labels"]
 
 # A channel's top-10% region that covers less than this IoU of every part lands on no part: a
 # region that holds a whole nose or mouth mask has an IoU of about 0.2-0.3; 0.05 means at most a
@@ -57,10 +60,66 @@ class FaceLandmarks:
         return part_masks_from_landmarks(self.resized(size), size, size)
 
 
+def read_pts(path) -> np.ndarray:
+    """Read an iBUG .pts file (300-W, AFW, Helen, LFPW, iBUG): (n_points, 2) float32 (x, y).
+
+    Coordinates are returned as stored (the 300-W files use Matlab's 1-based pixel convention;
+    subtract 1 for 0-based pixel centres).
+    """
+    path = Path(path)
+    lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()]
+    n, start = None, None
+    for k, ln in enumerate(lines):
+        if ln.lower().startswith("n_points"):
+            try:
+                n = int(ln.split(":")[1])
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}:{k + 1}: bad n_points line {ln!r}") from None
+        elif ln == "{":
+            start = k + 1
+            break
+    if n is None or start is None:
+        raise ValueError(f"{path}: not an iBUG .pts file (needs 'n_points: N' and '{{')")
+    pts = []
+    for k in range(start, len(lines)):
+        if lines[k] == "}":
+            break
+        try:
+            x, y = (float(v) for v in lines[k].split())
+        except ValueError:
+            raise ValueError(f"{path}:{k + 1}: expected 'x y', got {lines[k]!r}") from None
+        pts.append((x, y))
+    else:
+        raise ValueError(f"{path}: missing closing '}}'")
+    if len(pts) != n:
+        raise ValueError(f"{path}: n_points says {n} but {len(pts)} points are listed")
+    return np.asarray(pts, dtype=np.float32)
+
+
+def read_lapa_106(path) -> np.ndarray:
+    """Read a LaPa landmark .txt (first line 106, then 106 lines 'x y'): (106, 2) float32."""
+    path = Path(path)
+    rows = [ln.split() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    if not rows or len(rows[0]) != 1 or not rows[0][0].isdigit():
+        raise ValueError(f"{path}: a LaPa landmark file starts with the point count (106)")
+    n = int(rows[0][0])
+    if n != 106 or len(rows) - 1 != n:
+        raise ValueError(f"{path}: expected 106 points, header says {n}, "
+                         f"{len(rows) - 1} lines follow")
+    try:
+        pts = np.asarray([[float(v) for v in r] for r in rows[1:]], dtype=np.float32)
+    except ValueError:
+        raise ValueError(f"{path}: landmark lines must be 'x y'") from None
+    if pts.shape != (106, 2):
+        raise ValueError(f"{path}: every landmark line needs exactly 2 numbers")
+    return pts
+
+
 def read_landmarks(src: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
     """(68, 2) float64 landmarks from an array or a file: an iBUG .pts (1-based, as 300-W
-    ships them; converted to 0-based pixel centres) or a text file of 68 (or LaPa 106) 'x y'
-    lines (0-based). ValueError naming the file otherwise."""
+    ships them; converted to 0-based pixel centres; read_pts), a LaPa file (its point count,
+    then 106 lines; read_lapa_106) or a text file of 68 'x y' lines (0-based). ValueError
+    naming the file otherwise."""
     if not isinstance(src, (str, os.PathLike)):
         pts = np.asarray(src, dtype=np.float64)
         name = "landmarks"
@@ -68,23 +127,22 @@ def read_landmarks(src: Union[str, os.PathLike, np.ndarray]) -> np.ndarray:
         path = Path(src)
         name = str(path)
         try:
-            text = path.read_text(errors="replace")
+            lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines()
+                     if ln.strip()]
         except OSError as exc:
             raise ValueError(f"{path}: cannot read landmarks ({exc.strerror or exc})") from None
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        one_based = any(ln.lower().startswith("n_points") for ln in lines)
-        rows = [ln for ln in lines if ln not in "{}" and ":" not in ln]
-        try:
-            vals = [[float(v) for v in ln.split()] for ln in rows]
-        except ValueError:
-            raise ValueError(f"{path}: landmark lines must be 'x y' numbers") from None
-        if vals and len(vals[0]) == 1:  # LaPa: a count line first
-            vals = vals[1:]
-        if any(len(v) != 2 for v in vals):
-            raise ValueError(f"{path}: every landmark line needs exactly 2 numbers")
-        pts = np.asarray(vals, dtype=np.float64) - (1.0 if one_based else 0.0)
+        if any(ln.lower().startswith("n_points") for ln in lines):
+            pts = read_pts(path).astype(np.float64) - 1.0
+        elif lines and lines[0].isdigit():
+            pts = read_lapa_106(path).astype(np.float64)
+        else:
+            try:
+                pts = np.asarray([[float(v) for v in ln.split()] for ln in lines], np.float64)
+            except ValueError:
+                raise ValueError(f"{path}: landmark lines must be 'x y' numbers") from None
+            if pts.ndim != 2 or pts.shape[1:] != (2,):
+                raise ValueError(f"{path}: every landmark line needs exactly 2 numbers")
     if pts.shape == (106, 2):
-        from .part_masks import lapa106_to_68
         pts = lapa106_to_68(pts).astype(np.float64)
     if pts.shape != (68, 2) or not np.isfinite(pts).all():
         raise ValueError(f"{name}: expected 68 (or LaPa 106) finite (x, y) landmarks, got "
@@ -101,8 +159,7 @@ class FaceLocator:
                  threads: Optional[int] = None):
         self.detector = None
         if detector_dir is not None and Path(detector_dir).is_dir():
-            from .detector import FaceDetector
-            self.detector = FaceDetector(detector_dir, threads=threads)
+            self.detector = open_detector(detector_dir, threads=threads)
 
     def locate(self, image: Image.Image,
                landmarks: Optional[Union[str, os.PathLike, np.ndarray]] = None
@@ -113,8 +170,7 @@ class FaceLocator:
         if self.detector is not None:
             faces = self.detector.detect(image)
             if faces:
-                area = [(f.box[2] - f.box[0]) * (f.box[3] - f.box[1]) for f in faces]
-                best = faces[int(np.argmax(area))]
+                best = faces[largest_face(np.stack([f.box for f in faces]))]
                 return FaceLandmarks(fit_shape_to_points5(best.points), "detected", size,
                                      faces_found=len(faces))
         # a zoo-style crop: the 5 points where they lie on average in such a crop, stretched to
