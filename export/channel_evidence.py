@@ -1,8 +1,7 @@
-"""Per-part evidence for a verification: why two faces match, or not, part by part (torch-free).
+"""The channel view of a match: the similarity split exactly over the target layer's channels.
 
-    from export.runtime import FaceVerifier
-    r = FaceVerifier("out/").verify("a.jpg", "b.jpg", explain=True)
-    ev = r.evidence                       # ChannelEvidence
+    from export.channel_evidence import ChannelExplainer
+    ev = ChannelExplainer("out/").explain("a.jpg", "b.jpg")   # ChannelEvidence
     print(ev.table())                     # the per-part table the CLI prints
     ev.render().save("why.png")           # faces, heatmaps per part, bar chart
     ev.to_dict()                          # the same numbers, JSON-serialisable
@@ -49,7 +48,7 @@ from ._common import (
     read_parts_file,
     validate_parts,
 )
-from .drawing import NEGATIVE, NEUTRAL, POSITIVE, draw_decision, font, jet
+from .drawing import NEGATIVE, NEUTRAL, POSITIVE, draw_decision, font, jet, no_minus_zero as _z
 from .face_parts import PART_IOU_FLOOR, channel_part_ious
 from .images import ImageLike, load_image, resize_square
 from .model_dir import (
@@ -74,11 +73,6 @@ UNASSIGNED = -1
 # ----------------------------------------------------------------------------------------------
 # results
 # ----------------------------------------------------------------------------------------------
-
-def _z(value: float, digits: int = 4) -> float:
-    """``value``, or 0.0 when it rounds to zero at ``digits``: prints +0.0000, never -0.0000."""
-    return value if round(value, digits) != 0 else 0.0
-
 
 @dataclass
 class ChannelPartEvidence:

@@ -5,9 +5,14 @@ from typing import Optional
 import numpy as np
 from PIL import ImageDraw, ImageFont
 
-__all__ = ["jet", "font", "draw_decision", "POSITIVE", "NEGATIVE", "NEUTRAL"]
+__all__ = ["jet", "font", "draw_decision", "no_minus_zero", "POSITIVE", "NEGATIVE", "NEUTRAL"]
 
 POSITIVE, NEGATIVE, NEUTRAL = (46, 139, 87), (196, 58, 58), (140, 140, 140)
+
+
+def no_minus_zero(value: float, digits: int = 4) -> float:
+    """``value``, or 0.0 when it rounds to zero at ``digits``: prints +0.0000, never -0.0000."""
+    return value if round(value, digits) != 0 else 0.0
 
 
 def jet(v: np.ndarray) -> np.ndarray:

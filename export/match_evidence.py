@@ -27,8 +27,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from ._common import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from .channel_evidence import ChannelEvidence, ChannelExplainer, MissingPartTableError
 from .detector import DETECTOR_DIR
+from .drawing import no_minus_zero as _z
 from .face_parts import FaceLandmarks, FaceLocator
 from .images import ImageLike, load_image, resize_square
 from .model_dir import HEAD_FILE, ExportedModel
@@ -38,11 +40,6 @@ __all__ = ["PartEvidence", "PairEvidence", "MatchExplainer"]
 
 
 EMBED_BATCH = 64               # images per embedding.onnx run while playing the game
-
-
-def _z(value: float, digits: int = 4) -> float:
-    """``value``, or 0.0 when it rounds to zero at ``digits``: prints +0.0000, never -0.0000."""
-    return value if round(value, digits) != 0 else 0.0
 
 
 @dataclass
@@ -150,7 +147,6 @@ class MatchExplainer:
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
         folder = Path(model_dir)
-        from ._common import EMBEDDING_FILE
         self.model = embedding or ExportedModel(folder, EMBEDDING_FILE, device, threads)
         self.estimator = estimator
         self.fill_sigma = fill_sigma
@@ -173,7 +169,6 @@ class MatchExplainer:
     def _embed(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float images in [0, 255] -> (N, D) embeddings (the model's own
         preprocessing after the resize: x / 255, channel order, (x - mean) / std)."""
-        from ._common import EMBEDDING_OUTPUT
         x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
         if self.model.channel_order == "BGR":
             x = x[:, ::-1]
@@ -187,21 +182,23 @@ class MatchExplainer:
         mean = np.asarray(self.model.mean, np.float64) * 255.0
         return mean[::-1] if self.model.channel_order == "BGR" else mean
 
-    def locate(self, img: Image.Image, landmarks=None) -> FaceLandmarks:
-        return self.locator.locate(img, landmarks)
+    def locate_parts(self, images: Sequence[Image.Image], landmarks: Optional[Sequence] = None
+                     ) -> Tuple[List[FaceLandmarks], np.ndarray]:
+        """Each face's landmarks (given or found) and its (7, S, S) part masks at the input
+        size, stacked: (2, 7, S, S) for a pair."""
+        if landmarks is not None and len(landmarks) != len(images):
+            raise ValueError("landmarks= takes a pair (landmarks of face A, of face B)")
+        given = landmarks if landmarks is not None else [None] * len(images)
+        faces = [self.locator.locate(im, lm) for im, lm in zip(images, given)]
+        return faces, np.stack([f.part_masks(self.input_size) for f in faces])
 
     def explain(self, img_a: ImageLike, img_b: ImageLike, threshold: Optional[float] = None,
                 landmarks: Optional[Sequence] = None) -> PairEvidence:
         """The evidence of one pair. landmarks: None, or (landmarks_a, landmarks_b), each None
         (found by the runtime), a (68, 2) array or a landmark file, in that image's pixels."""
-        if landmarks is not None and len(landmarks) != 2:
-            raise ValueError("landmarks= takes a pair (landmarks of face A, of face B)")
         rgb = [load_image(img_a, 0), load_image(img_b, 1)]
-        given = landmarks if landmarks is not None else (None, None)
-        faces = [self.locate(im, lm) for im, lm in zip(rgb, given)]
-        s = self.input_size
-        views = tuple(resize_square(im, s) for im in rgb)
-        masks = np.stack([f.part_masks(s) for f in faces])
+        faces, masks = self.locate_parts(rgb, landmarks)
+        views = tuple(resize_square(im, self.input_size) for im in rgb)
         arrays = [np.asarray(v, dtype=np.float64) for v in views]
         game = play(self._embed, arrays[0], arrays[1], masks[0], masks[1], self.fill_colour(),
                     self.estimator, self.fill_sigma, self.fill)

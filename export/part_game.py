@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import numpy as np
 
@@ -229,9 +229,3 @@ def play(embed: Callable[[np.ndarray], np.ndarray], image_a: np.ndarray, image_b
         estimator, lambda m, v: shapley_pairwise(v, m.shape[1]))(members, values)
     return GameResult(players=PLAYERS, members=members, values=values, shapley=phi,
                       estimator=estimator)
-
-
-def ranked(names: Sequence[str], shares: Sequence[float]) -> List[Tuple[str, float]]:
-    """(name, share) pairs, largest share first (ties keep the given order)."""
-    order = np.argsort(-np.asarray(shares, dtype=np.float64), kind="stable")
-    return [(names[i], float(shares[i])) for i in order]

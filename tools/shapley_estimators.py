@@ -11,7 +11,6 @@ the same. Writes the per-pair numbers and a summary.
 """
 import argparse
 import json
-import math
 import sys
 from itertools import combinations
 from pathlib import Path
@@ -21,32 +20,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's packages
 
 from export.match_evidence import MatchExplainer  # noqa: E402
-from export.part_game import PLAYERS, shapley_pairwise  # noqa: E402
+from export.part_game import PLAYERS, shapley_kernel, shapley_pairwise  # noqa: E402
 
 N = len(PLAYERS)
 
 
 def kernel_shap(v, sizes):
-    """Constrained weighted least squares (KernelSHAP weights) on the coalitions whose size is
-    in ``sizes`` (plus the empty and grand ones, which fix the sum). v: {bitmask: value}."""
-    rows, target, weight = [], [], []
-    full = (1 << N) - 1
-    for s in sizes:
-        for c in combinations(range(N), s):
-            m = sum(1 << i for i in c)
-            rows.append([(m >> i) & 1 for i in range(N)])
-            target.append(v[m] - v[0])
-            weight.append((N - 1) / (math.comb(N, s) * s * (N - s)))
-    z, y, w = np.array(rows, float), np.array(target), np.array(weight)
-    total = v[full] - v[0]
-    # minimise sum w (z phi - y)^2 subject to sum phi = total (Lagrange, closed form)
-    a = z.T @ (w[:, None] * z)
-    b = z.T @ (w * y)
-    ones = np.ones(N)
-    ainv_b = np.linalg.solve(a, b)
-    ainv_1 = np.linalg.solve(a, ones)
-    lam = (ones @ ainv_b - total) / (ones @ ainv_1)
-    return ainv_b - lam * ainv_1
+    """export.part_game.shapley_kernel on the coalitions whose size is in ``sizes`` (plus the
+    empty and grand ones, which fix the sum). v: {bitmask: value}."""
+    masks = [0, (1 << N) - 1] + [sum(1 << i for i in c) for s in sizes
+                                 for c in combinations(range(N), s)]
+    members = np.array([[(m >> i) & 1 for i in range(N)] for m in masks], bool)
+    return shapley_kernel(members, np.array([v[m] for m in masks]))
 
 
 def permutation_sampling(v, n_perm, seed):

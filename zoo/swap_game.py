@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from export.match_evidence import MatchExplainer
-from zoo.metrics.faithfulness import SWAP_PARTS, swap_game_score, swap_part
+from zoo.metrics.faithfulness import SWAP_PARTS, swap_game_score, swap_part, swapped_part_first
 
 __all__ = ["Face", "orl_faces", "folder_faces", "pair_faces", "play_swap_game", "summarise",
            "swap_game_metric", "main"]
@@ -79,19 +79,6 @@ def pair_faces(faces: Sequence[Face], n_pairs: int, seed: int = 0) -> List[Tuple
     return pairs
 
 
-def _channels_only(explainer: MatchExplainer, img_a, img_b, given):
-    """The channel view alone (no game: what the channels say costs one pass), shaped like the
-    rows of the full explanation."""
-    import numpy as np
-    given = given if given is not None else (None, None)
-    faces = [explainer.locate(im, lm) for im, lm in zip((img_a, img_b), given)]
-    masks = np.stack([f.part_masks(explainer.input_size) for f in faces])
-    cv = explainer.channels.explain(img_a, img_b, part_masks=masks)
-    return {"a_landmarks": faces[0].source, "similarity": cv.similarity,
-            "channel_difference": {p.part: p.difference for p in cv.parts},
-            "landmarks": [f.source for f in faces]}
-
-
 def play_swap_game(explainer: MatchExplainer, faces: Sequence[Face],
                    pairs: Iterable[Tuple[int, int]], parts: Sequence[str] = SWAP_PARTS,
                    use_annotations: bool = False, channels_only: bool = False) -> List[Dict]:
@@ -104,34 +91,28 @@ def play_swap_game(explainer: MatchExplainer, faces: Sequence[Face],
         for part in parts:
             swapped = swap_part(img_a, pts_a, img_b, pts_b, part).image
             given = (pts_a, pts_a) if use_annotations else None
-            if channels_only:
-                got = _channels_only(explainer, img_a, swapped, given)
-                ch = got["channel_difference"]
+            if channels_only:  # the channel view alone: one pass, no game
+                faces, masks = explainer.locate_parts([img_a, swapped], given)
+                cv = explainer.channels.explain(img_a, swapped, part_masks=masks)
+                ch = {p.part: p.difference for p in cv.parts}
                 rows.append({"a": key_a, "b": key_b, "part": part,
-                             "similarity": got["similarity"], "change": 1 - got["similarity"],
-                             "landmarks": got["landmarks"], "channel_difference": ch,
-                             "channel_ranked_first": _first(ch) == part})
+                             "similarity": cv.similarity, "change": 1 - cv.similarity,
+                             "landmarks": [f.source for f in faces], "channel_difference": ch,
+                             "channel_ranked_first": swapped_part_first(ch, part)})
                 continue
             ev = explainer.explain(img_a, swapped, landmarks=given)
             row = {"a": key_a, "b": key_b, "part": part, "similarity": ev.similarity,
                    "change": 1.0 - ev.similarity, "landmarks": list(ev.landmarks),
                    "difference": {p.part: p.difference for p in ev.parts},
                    "other": ev.other,
-                   "ranked_first": _first({p.part: p.difference for p in ev.parts}) == part}
+                   "ranked_first": swapped_part_first({p.part: p.difference for p in ev.parts},
+                                                      part)}
             if ev.channel_view is not None:
                 ch = {p.part: p.channel_difference for p in ev.parts}
                 row["channel_difference"] = ch
-                row["channel_ranked_first"] = _first(ch) == part
+                row["channel_ranked_first"] = swapped_part_first(ch, part)
             rows.append(row)
     return rows
-
-
-def _first(shares: Dict[str, float]) -> Optional[str]:
-    """The part with the largest share; None on a tie for first (a tie names no part)."""
-    ranked = sorted(shares.values(), reverse=True)
-    if len(ranked) > 1 and ranked[0] == ranked[1]:
-        return None
-    return max(shares, key=shares.get)
 
 
 def summarise(rows: Sequence[Dict], min_change: float = 0.02) -> Dict:
