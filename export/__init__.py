@@ -9,12 +9,12 @@ machines with only onnxruntime, numpy and Pillow. The torch side lives in
 ``export.onnx_export`` (and ``export.crop``), imported only by the export CLI and ``--crop``.
 See docs/export.md.
 """
-from ._common import (
+from .channel_table import TOP_FRACTION
+from .model_files import (
     EMBEDDING_FILE,
     FEATUREMAP_FILE,
     FORMAT_VERSION,
     PARTS_FILE,
-    TOP_FRACTION,
     TORCHSCRIPT_FILE,
 )
 

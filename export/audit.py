@@ -3,9 +3,10 @@
     python -m export.audit --model out/vgg19-ecloss faces/           # any folder of face crops
     python -m export.audit --model out/vgg19-ecloss a.jpg b.png --json
 
-For every image, `explain` ranks the channels (export._common.rank_channels) and shows the first
-SHOWN_CHANNELS that fire on it (export._common.shown_channels: a map that is zero everywhere has
-no place to show). This reports, over the given faces (None where no channel was shown):
+For every image, `explain` ranks the channels (export.channel_table.rank_channels) and shows
+the first SHOWN_CHANNELS that fire on it (export.channel_table.shown_channels: a map that is
+zero everywhere has no place to show). This reports, over the given faces (None where no
+channel was shown):
 
 * the share of shown channels whose peak lies on the outer ring of the target map, against the
   share a uniform spread would give (1 - (n-2)^2/n^2): explanations led by image-border cells
@@ -32,7 +33,7 @@ from zoo.data.content_free import content_free_images
 from zoo.metrics.explainability import outer_ring
 from zoo.metrics.input_dependence import fixed_cell_channels
 
-from ._common import SHOWN_CHANNELS, shown_channels
+from .channel_table import SHOWN_CHANNELS, shown_channels
 from .runtime import FEATURE_OUTPUT, FaceExplainer, ImageError, ModelDirError
 
 __all__ = ["audit", "main"]

@@ -39,15 +39,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ._common import (
-    FEATURE_OUTPUT,
-    FEATUREMAP_FILE,
-    HEATMAP_OUTPUT,
-    MASK_OUTPUT,
-    PARTS_FILE,
-    read_parts_file,
-    validate_parts,
-)
+from .channel_table import read_parts_file, validate_parts
 from .drawing import NEGATIVE, NEUTRAL, POSITIVE, draw_decision, font, jet, no_minus_zero as _z
 from .face_parts import PART_IOU_FLOOR, channel_part_ious
 from .images import ImageLike, load_image, resize_square
@@ -58,6 +50,7 @@ from .model_dir import (
     ExportedModel,
     ModelDirError,
 )
+from .model_files import FEATURE_OUTPUT, FEATUREMAP_FILE, HEATMAP_OUTPUT, MASK_OUTPUT, PARTS_FILE
 from .part_game import shapley_exact
 
 __all__ = ["ChannelPartEvidence", "ChannelEvidence", "ChannelExplainer", "decompose", "part_groups",

@@ -36,9 +36,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._common import EMBEDDING_FILE
 from .images import ImageLike, load_image
 from .model_dir import ModelDirError
+from .model_files import EMBEDDING_FILE
 
 __all__ = ["FaceDetector", "DetectedFace", "DetectorError", "open_detector", "DETECTOR_DIR",
            "DETECTOR_FILES",

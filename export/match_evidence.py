@@ -27,13 +27,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from ._common import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from .channel_evidence import ChannelEvidence, ChannelExplainer, MissingPartTableError
 from .detector import DETECTOR_DIR
 from .drawing import no_minus_zero as _z
 from .face_parts import FaceLandmarks, FaceLocator
 from .images import ImageLike, load_image, resize_square
 from .model_dir import HEAD_FILE, ExportedModel
+from .model_files import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from .part_game import ESTIMATORS, FILL_SIGMA, OTHER, PLAYERS, GameResult, play
 
 __all__ = ["PartEvidence", "PairEvidence", "MatchExplainer"]

@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
-from ._common import FORMAT_VERSION, INPUT_NAME, TOP_FRACTION, json_list
+from .channel_table import TOP_FRACTION
+from .model_files import FORMAT_VERSION, INPUT_NAME
+
+
+def json_list(values: Sequence[float]) -> str:
+    return json.dumps([float(v) for v in values])
 
 __all__ = ["build_metadata"]
 

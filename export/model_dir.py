@@ -27,7 +27,8 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ._common import (
+from .images import ImageLike, preprocess
+from .model_files import (
     EMBEDDING_FILE,
     EMBEDDING_OUTPUT,
     FEATURE_OUTPUT,
@@ -36,7 +37,6 @@ from ._common import (
     INPUT_NAME,
     MASK_OUTPUT,
 )
-from .images import ImageLike, preprocess
 
 __all__ = ["ExportedModel", "ModelDirError", "onnx_metadata", "select_providers", "HEAD_FILE",
            "CHANNEL_TERMS_OUTPUT", "HEAD_BIAS_OUTPUT", "model_file", "EMBEDDING_INT8_FILE",

@@ -41,7 +41,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import (
+from .channel_table import TOP_FRACTION, read_parts_file, top_k_pixels
+from .detector import DETECTOR_DIR
+from .metadata import build_metadata
+from .model_dir import CHANNEL_TERMS_OUTPUT, HEAD_BIAS_OUTPUT, HEAD_FILE, model_file
+from .model_files import (
     EMBEDDING_FILE,
     EMBEDDING_OUTPUT,
     FEATURE_OUTPUT,
@@ -50,14 +54,8 @@ from ._common import (
     INPUT_NAME,
     MASK_OUTPUT,
     PARTS_FILE,
-    TOP_FRACTION,
     TORCHSCRIPT_FILE,
-    read_parts_file,
-    top_k_pixels,
 )
-from .detector import DETECTOR_DIR
-from .metadata import build_metadata
-from .model_dir import CHANNEL_TERMS_OUTPUT, HEAD_BIAS_OUTPUT, HEAD_FILE, model_file
 
 __all__ = ["ExportError", "ExportResult", "EmbeddingModel", "FeatureMapModel", "HeadModel",
            "export_model", "build_metadata", "DEFAULT_OPSET", "DEFAULT_TOLERANCE",
@@ -494,7 +492,7 @@ def _check_top_fraction() -> None:
     if explainability.TOP_FRACTION != TOP_FRACTION:  # the masks must be the evaluation's
         raise ExportError(f"export's top fraction {TOP_FRACTION} differs from "
                           f"zoo.metrics.explainability.TOP_FRACTION "
-                          f"{explainability.TOP_FRACTION}; update export/_common.py")
+                          f"{explainability.TOP_FRACTION}; update export/channel_table.py")
 
 
 def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,

@@ -40,19 +40,17 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ._common import (
+from .channel_table import SHOWN_CHANNELS, shown_channels, validate_parts
+from .images import ImageError, load_image, preprocess
+from .model_dir import EMBEDDING_INT8_FILE, FEATUREMAP_INT8_FILE
+from .model_files import (
     EMBEDDING_FILE,
     EMBEDDING_OUTPUT,
     FEATURE_OUTPUT,
     FEATUREMAP_FILE,
     INPUT_NAME,
     MASK_OUTPUT,
-    SHOWN_CHANNELS,
-    shown_channels,
-    validate_parts,
 )
-from .images import ImageError, load_image, preprocess
-from .model_dir import EMBEDDING_INT8_FILE, FEATUREMAP_INT8_FILE
 
 __all__ = ["Int8Options", "Int8Plan", "Int8Error", "Int8GateError", "FaceSet", "EmbeddingGate",
            "MaskGate", "plan_int8", "embedding_gate", "mask_iou", "mask_gate", "shown_agreement",

@@ -38,17 +38,7 @@ from typing import Any, Dict, Iterable, List, Optional, Union
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from ._common import (
-    EMBEDDING_FILE,
-    EMBEDDING_OUTPUT,
-    FEATURE_OUTPUT,
-    FEATUREMAP_FILE,
-    HEATMAP_OUTPUT,
-    MASK_OUTPUT,
-    SHOWN_CHANNELS,
-    shown_channels,
-    validate_parts,
-)
+from .channel_table import SHOWN_CHANNELS, shown_channels, validate_parts
 from .detector import DETECTOR_DIR
 from .drawing import jet
 from .face_parts import FaceLandmarks, FaceLocator, channel_labels
@@ -61,6 +51,14 @@ from .model_dir import (
     model_file,
     onnx_metadata,
     select_providers,
+)
+from .model_files import (
+    EMBEDDING_FILE,
+    EMBEDDING_OUTPUT,
+    FEATURE_OUTPUT,
+    FEATUREMAP_FILE,
+    HEATMAP_OUTPUT,
+    MASK_OUTPUT,
 )
 
 __all__ = ["FaceVerifier", "FaceExplainer", "VerificationResult", "Explanation", "ChannelInfo",
@@ -305,7 +303,7 @@ class FaceExplainer:
         elif isinstance(parts, dict):
             self.parts = validate_parts(parts, n_ch, "parts")
         elif parts is not None:
-            from ._common import read_parts_file
+            from .channel_table import read_parts_file
             self.parts = read_parts_file(Path(parts), n_ch)
         else:
             self.parts = None
@@ -315,7 +313,7 @@ class FaceExplainer:
         """Heatmaps of every channel and the ``top_k`` most telling channels with their parts;
         ``out`` saves the overlay PNG there.
 
-        Channels are ranked by evidence x relative activation (export._common.rank_channels):
+        Channels are ranked by evidence x relative activation (export.channel_table.rank_channels):
         a channel that lands on its part on most held-out faces and depends on the input, firing
         at its usual strength or more, comes first; a channel that fires at a fixed cell
         whatever the input comes last. Exports without an evidence table rank by raw peak.

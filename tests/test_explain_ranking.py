@@ -82,7 +82,7 @@ def test_audit_counts_what_explain_shows(export_dir, tmp_path):
 
 
 def test_silent_channels_are_never_shown(export_dir):
-    from export._common import shown_channels
+    from export.channel_table import shown_channels
     # by hand: channel 0 has the most evidence but does not fire; 2 of 4 fire
     table = _table(4, [1.0, 0.5, 0.2, 0.9], [1.0] * 4)
     assert shown_channels([[0.0], [3.0], [1.0], [0.0]], table, top_k=3) == [1, 2]
@@ -102,7 +102,7 @@ def test_silent_channels_are_never_shown(export_dir):
 
 
 def test_place_agreement_by_hand():
-    from export._common import place_agreement
+    from export.channel_table import place_agreement
     counts = [[0, 3, 1], [2, 2, 0]]                    # two channels, maps of 3 cells
     got = place_agreement([1, 2], counts)
     # channel 0 at its most frequent cell: 1; channel 1 where it never peaked: 0.5 / 2.5
@@ -115,7 +115,7 @@ def test_place_agreement_by_hand():
 
 
 def test_rank_channels_weighs_the_place():
-    from export._common import rank_channels, validate_parts
+    from export.channel_table import rank_channels, validate_parts
     # equal evidence and strength; channel 0 peaks where it never does on faces, channel 1 at
     # its usual cell: with the place term channel 1 comes first, without it the order is by peak
     table = _table(2, [0.5, 0.5], [1.0, 1.0])

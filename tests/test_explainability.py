@@ -260,7 +260,7 @@ def test_peak_cells_count_where_each_channel_fires():
 def test_peak_cells_only_for_small_maps():
     """The place term was chosen at 7 x 7 and hurt at 14 x 14: maps larger than
     PLACE_MAX_MAP_SIZE get no channel_peak_cells, so explain ranks them without it."""
-    from export._common import PLACE_MAX_MAP_SIZE
+    from export.channel_table import PLACE_MAX_MAP_SIZE
     from zoo.evaluate import channel_parts_table, explainability_metrics
     rng = np.random.default_rng(5)
     n_img, s = 4, 56

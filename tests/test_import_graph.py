@@ -1,134 +1,63 @@
-"""The project's modules import each other without cycles, and the runtime stays torch-free.
+"""The floor plan holds: no import cycle (function-level imports included), the runtime layer
+(export/) imports no torch and no zoo, the product imports nothing from the lab, and no module
+imports another module's private names or re-exports another module's names.
 
-Edges are the imports a module runs when it is imported (module level, including inside
-try/if blocks); imports inside functions run later, on call, and are how a module reaches a
-heavier one lazily, so they are not edges. An import of a package's own ancestors (a submodule
-importing its package) is not an edge either: Python resolves those without a cycle.
+The checks live in tests/structure.py (`python tests/structure.py` lists every violation).
 """
-import ast
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("zoo", "export")
-
-
-def _module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts)
-
-
-def _modules():
-    out = {}
-    for pkg in PACKAGES:
-        for path in (ROOT / pkg).rglob("*.py"):
-            out[_module_name(path)] = path
-    return out
-
-
-def _resolve(name: str, modules) -> str:
-    """The most specific project module for a dotted name ("zoo.metrics.X" -> the module if X is
-    one, else the package)."""
-    while name and name not in modules:
-        name = name.rpartition(".")[0]
-    return name
-
-
-def _module_level_imports(tree):
-    """Import nodes executed at import time: not inside a def or lambda."""
-    stack = list(tree.body)
-    while stack:
-        node = stack.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            continue
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            yield node
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.stmt):
-                stack.append(child)
-
-
-def import_graph():
-    modules = _modules()
-    graph = {m: set() for m in modules}
-    for mod, path in modules.items():
-        is_pkg = path.name == "__init__.py"
-        base = mod if is_pkg else mod.rpartition(".")[0]
-        for node in _module_level_imports(ast.parse(path.read_text(), str(path))):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [a.name for a in node.names]
-            else:
-                if node.level:
-                    anchor = base
-                    for _ in range(node.level - 1):
-                        anchor = anchor.rpartition(".")[0]
-                    prefix = f"{anchor}.{node.module}" if node.module else anchor
-                else:
-                    prefix = node.module
-                targets = [f"{prefix}.{a.name}" for a in node.names]
-            for t in targets:
-                dep = _resolve(t, modules)
-                if dep and dep != mod and not mod.startswith(dep + "."):
-                    graph[mod].add(dep)
-    return graph
-
-
-def find_cycle(graph):
-    """One cycle as a list of modules, or None (depth-first search with colours)."""
-    colour = {m: 0 for m in graph}
-    stack = []
-
-    def visit(m):
-        colour[m] = 1
-        stack.append(m)
-        for d in sorted(graph[m]):
-            if colour[d] == 1:
-                return stack[stack.index(d):] + [d]
-            if colour[d] == 0:
-                found = visit(d)
-                if found:
-                    return found
-        stack.pop()
-        colour[m] = 2
-        return None
-
-    for m in sorted(graph):
-        if colour[m] == 0:
-            found = visit(m)
-            if found:
-                return found
-    return None
+import structure as S
 
 
 def test_find_cycle_by_hand():
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert S.find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+    assert S.find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
 
 
-def test_graph_sees_relative_imports():
-    g = import_graph()
-    assert "zoo.templates" in g["zoo.ecloss"]              # from . import templates as ...
-    assert "export._common" in g["export.runtime"]         # from ._common import (...)
+def test_graph_sees_relative_and_function_level_imports(tmp_path, monkeypatch):
+    pkg = tmp_path / "zoo"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from . import b\n")
+    (pkg / "b.py").write_text("def f():\n    from .a import g\n    return g\n")
+    monkeypatch.setattr(S, "ROOT", tmp_path)
+    monkeypatch.setattr(S, "PACKAGES", ("zoo",))
+    g = S.import_graph()
+    assert g["zoo.a"] == {"zoo.b"} and g["zoo.b"] == {"zoo.a"}
+    assert S.find_cycle(g) == ["zoo.a", "zoo.b", "zoo.a"]
+
+
+def test_checks_catch_wrong_way_private_and_reexported_imports(tmp_path, monkeypatch):
+    for pkg in ("zoo", "export"):
+        (tmp_path / pkg).mkdir()
+        (tmp_path / pkg / "__init__.py").write_text("")
+    (tmp_path / "zoo" / "m.py").write_text("def _hidden():\n    return 1\n\nX = 2\n")
+    (tmp_path / "export" / "r.py").write_text(
+        "def f():\n    import torch\n    from zoo.m import _hidden\n    return torch, _hidden\n")
+    (tmp_path / "export" / "s.py").write_text("from zoo.m import X\n")
+    monkeypatch.setattr(S, "ROOT", tmp_path)
+    monkeypatch.setattr(S, "PACKAGES", ("zoo", "export"))
+    layers = S.layer_violations()
+    assert any("export/r.py:2 imports torch" in v for v in layers)
+    assert any("imports zoo.m._hidden" in v for v in layers)
+    assert any("private name zoo.m._hidden" in v for v in S.private_imports())
+    assert any("re-exports X" in v for v in S.reexports())
 
 
 def test_no_import_cycle_among_project_modules():
-    cycle = find_cycle(import_graph())
+    cycle = S.find_cycle(S.import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.parametrize("module", ["export.runtime", "export.model_dir", "export.metadata",
-                                    "export.images", "export._common"])
-def test_runtime_modules_do_not_import_the_torch_side(module):
-    g = import_graph()
-    seen, todo = set(), [module]
-    while todo:
-        m = todo.pop()
-        if m in seen:
-            continue
-        seen.add(m)
-        todo += g[m]
-    assert not any(m.startswith("zoo") or m == "export.onnx_export" for m in seen), sorted(seen)
+def test_runtime_layer_imports_no_torch_and_no_zoo():
+    bad = S.layer_violations()
+    assert not bad, "\n".join(bad)
+
+
+def test_no_private_names_across_modules():
+    bad = S.private_imports(extra_files=S.test_files())
+    assert not bad, "\n".join(bad)
+
+
+def test_no_reexports():
+    bad = S.reexports()
+    assert not bad, "\n".join(bad)
+

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from export._common import rank_channels
+from export.channel_table import rank_channels
 from zoo.data.content_free import CONTENT_FREE_KINDS, content_free_images, random_content_free_batch
 from zoo.ecloss import content_free_term
 from zoo.metrics import input_dependence

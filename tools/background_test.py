@@ -6,7 +6,7 @@ the background behind it changes?
 
 Each face of the split is pasted (zoo.data.background: the head mask from its landmarks) onto
 three random square crops of the photos in --backgrounds (converted to grey, like ORL), and the
-channels `explain` would show (export._common.shown_channels with the model's channel_parts.json,
+channels `explain` would show (export.channel_table.shown_channels with channel_parts.json,
 8 per face) are checked: the share whose peak is on the map's outer ring, and the share whose peak
 cell lies off the head (head mask < 0.5 at that cell). The same on the plain faces for comparison.
 We used the scikit-image sample photos that show no face (brick, chelsea, clock_motion, coffee,
@@ -26,7 +26,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export._common import SHOWN_CHANNELS, shown_channels  # noqa: E402
+from export.channel_table import SHOWN_CHANNELS, shown_channels
 from zoo import registry  # noqa: E402
 from zoo.data.background import composite_background, head_mask  # noqa: E402
 from zoo.data.orl import ORLFaces  # noqa: E402

@@ -8,7 +8,7 @@ channels each variant shows (like `explain`, only channels that fire on the face
 the share whose peak is on the 7 x 7 map's outer ring and the number of distinct peak cells per
 face. Variants:
 
-* ``evidence``: the runtime's ranking by evidence alone (export._common.rank_channels without
+* ``evidence``: the runtime's ranking by evidence alone (export.channel_table.rank_channels without
   the place term), the reference;
 * ``cap1`` / ``cap2`` / ``cap3``: the same order, at most 1 / 2 / 3 shown channels per peak cell
   (near-copies of one channel give way to the next distinct place);
@@ -34,13 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export._common import (  # noqa: E402
-    MAX_RELATIVE_PEAK,
-    SHOWN_CHANNELS,
-    place_agreement,
-    rank_channels,
-)
 from export.audit import _expand, _maps  # noqa: E402
+from export.channel_table import MAX_RELATIVE_PEAK, SHOWN_CHANNELS, place_agreement, rank_channels
 from export.images import load_image  # noqa: E402
 from export.runtime import FaceExplainer  # noqa: E402
 from zoo.metrics.explainability import outer_ring  # noqa: E402

@@ -120,7 +120,7 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
     which the peak stays put when the face moves, with shift_maps) x (the mean share of the
     channel's region that lies on its dominant part, with precisions (I, C, P) from
     explainability.part_precision), 0 for a fixed-cell channel."""
-    from export._common import PLACE_MAX_MAP_SIZE, SHOWN_CHANNELS, shown_channels
+    from export.channel_table import PLACE_MAX_MAP_SIZE, SHOWN_CHANNELS, shown_channels
     lc = explainability.location_consistency(ious)
     best_iou = ious.max(-1).mean(0)                              # per channel, over images
     mi_tau1 = template_mi_diagnostic(fmaps)
@@ -176,12 +176,12 @@ def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.nd
                             "fixed": fixed["fixed"].astype(int).tolist(),
                             "typical_peak": typical.tolist(), "evidence": evidence.tolist()})
         cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
-        # the runtime's ranking (export._common.rank_channels) on the same table it will get
+        # the runtime's ranking (export.channel_table.rank_channels) on the same table it will get
         table = {"channel_evidence": evidence.tolist(), "channel_typical_peak": typical.tolist(),
                  "channel_part": lc["dominant_part"].tolist()}
         if n <= PLACE_MAX_MAP_SIZE:
             # where each channel peaks on these faces: the runtime's place term
-            # (export._common.place_agreement), for small maps only
+            # (export.channel_table.place_agreement), for small maps only
             per_channel["peak_cells"] = input_dependence.peak_cell_counts(fmaps).tolist()
             table["channel_peak_cells"] = per_channel["peak_cells"]
         # what explain shows: the first SHOWN_CHANNELS that fire on the face
@@ -230,7 +230,7 @@ def template_mi_diagnostic(fmaps: np.ndarray, tau: float = 1.0, num_templates: i
 def channel_parts_table(metrics: Dict[str, object]) -> Dict[str, object]:
     """What export and the runtime need per channel: its part (-1: none), IoU, the paper's S_i,
     and - when input dependence was measured - the evidence that ranks channels (rank_channels
-    in export/_common.py)."""
+    in export/channel_table.py)."""
     pc = metrics["per_channel"]
     table = {"part_names": list(PART_NAMES), "channel_part": pc["dominant_part"],
              "channel_iou": pc["mean_best_iou"], "channel_consistency": pc["S"],

@@ -1,22 +1,14 @@
-"""Names shared by the exporter (torch side) and the runtime (onnxruntime side); no torch here."""
+"""The channel -> part table: its checks, and how `explain` ranks and shows channels from it.
+
+The table (channel_parts.json) is written by zoo.evaluate on the torch side and read here by the
+runtime; the ranking is one function (rank_channels) both sides call. No torch here.
+"""
 import json
 import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
-
-EMBEDDING_FILE = "embedding.onnx"
-FEATUREMAP_FILE = "featuremap.onnx"
-TORCHSCRIPT_FILE = "model.ts"
-PARTS_FILE = "channel_parts.json"   # written by the evaluation step beside model.safetensors
-FORMAT_VERSION = "1"                # bump when metadata keys or graph outputs change meaning
-
-INPUT_NAME = "images"
-EMBEDDING_OUTPUT = "embeddings"
-FEATURE_OUTPUT = "feature_maps"
-HEATMAP_OUTPUT = "heatmaps"
-MASK_OUTPUT = "masks"
 
 # Paper Eq. 8-9: maps are upsampled to the input size and the top 10% of pixels are kept.
 TOP_FRACTION = 0.1
@@ -180,6 +172,3 @@ def read_parts_file(path: Path, num_channels: Optional[int]) -> Dict[str, Any]:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
     return validate_parts(table, num_channels, str(path))
 
-
-def json_list(values: Sequence[float]) -> str:
-    return json.dumps([float(v) for v in values])
