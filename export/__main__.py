@@ -1,81 +1,27 @@
-"""python -m export NAME_OR_PATH --out DIR [--int8] : thin CLI over
-export.onnx_export.export_model (int8: export.quantize)."""
-import argparse
+"""``python -m export``: says where the commands are, and exits with status 2.
+
+Exporting a model needs torch and lives in the torch layer (``python -m zoo.exporting``); this
+package is the runtime, which uses an export. Kept so that the old command (``python -m export
+MODEL --out DIR``, before the split into two layers) answers with the new one instead of a
+bare "No module named export.__main__".
+"""
 import sys
 
-from .quantize import (
-    CALIBRATION_METHODS,
-    DEFAULT_CALIB_FACES,
-    DEFAULT_METHOD,
-    Int8GateError,
-    Int8Options,
-)
+USAGE = """\
+export is the runtime (onnxruntime, numpy, Pillow): it uses an exported model folder.
+  export a model (needs torch, the full install):
+    python -m zoo.exporting MODEL --out DIR [--int8]
+  use an export:
+    python -m export.runtime verify A.jpg B.jpg --model DIR [--explain why.png]
+    python -m export.runtime explain A.jpg --model DIR --out heat.png
+  the web page:
+    python -m export.app --model DIR
+See docs/export.md."""
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m export",
-        description="Export a zoo face model to embedding.onnx, featuremap.onnx, head.onnx, "
-                    "model.ts and detector/ (MTCNN for --crop) "
-                    "(ONNX metadata carries preprocessing, threshold, ECLoss params, parts), "
-                    "with parity checks against PyTorch. See docs/export.md.")
-    p.add_argument("model", help="registered name (e.g. vgg19-ecloss), a model folder "
-                                 "(config.json + model.safetensors) or a .safetensors file")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--weights", default=None, help="weights file replacing the registered ones")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
-    p.add_argument("--tolerance", type=float, default=None,
-                   help="max abs error allowed against PyTorch (default 1e-4)")
-    p.add_argument("--no-flip", action="store_true",
-                   help="embed without the mirror-image average (the stored threshold was "
-                        "chosen with it)")
-    p.add_argument("--no-featuremap", action="store_true", help="skip featuremap.onnx")
-    p.add_argument("--no-torchscript", action="store_true", help="skip model.ts")
-    p.add_argument("--no-detector", action="store_true",
-                   help="skip detector/ (the MTCNN face detector that --crop uses)")
-    p.add_argument("--parts", default=None,
-                   help="channel -> part table JSON (default: channel_parts.json beside the "
-                        "weights, when the evaluation wrote one)")
-    p.add_argument("--threshold-from", default=None, metavar="VAL_SET",
-                   help="val set whose verification threshold goes into the metadata "
-                        "(default: the first)")
-    q = p.add_argument_group("int8 (static QDQ quantization with an accuracy gate; see "
-                             "docs/export.md, 'int8')")
-    q.add_argument("--int8", action="store_true",
-                   help="also write embedding-int8.onnx (and featuremap-int8.onnx), each only "
-                        "if it passes its gate on held-out faces")
-    q.add_argument("--calib", default=None, metavar="FOLDER",
-                   help="face images to calibrate on (default for ORL-trained models: faces of "
-                        "the model's training identities)")
-    q.add_argument("--gate", default=None, metavar="FOLDER",
-                   help="identity folders FOLDER/<identity>/<image> of faces never used for "
-                        "training or calibration (default for ORL-trained models: the model's "
-                        "held-out identities; required otherwise)")
-    q.add_argument("--calib-faces", type=int, default=DEFAULT_CALIB_FACES, metavar="N",
-                   help=f"calibration faces (default {DEFAULT_CALIB_FACES}: a seeded choice)")
-    q.add_argument("--calib-method", default=DEFAULT_METHOD, choices=CALIBRATION_METHODS,
-                   help=f"activation range calibration (default {DEFAULT_METHOD})")
-    args = p.parse_args(argv)
-    int8_only = [f"--{k.replace('_', '-')}" for k in ("calib", "gate")
-                 if getattr(args, k) is not None]
-    if int8_only and not args.int8:
-        p.error(f"{', '.join(int8_only)} only apply with --int8")
-
-    from .onnx_export import DEFAULT_OPSET, DEFAULT_TOLERANCE, ExportError, export_model
-    try:
-        int8 = (Int8Options(calib=args.calib, gate=args.gate, calib_faces=args.calib_faces,
-                            method=args.calib_method) if args.int8 else None)
-        export_model(args.model, args.out, weights=args.weights,
-                     opset=args.opset if args.opset is not None else DEFAULT_OPSET,
-                     tolerance=(args.tolerance if args.tolerance is not None
-                                else DEFAULT_TOLERANCE), flip=not args.no_flip,
-                     featuremap=not args.no_featuremap, torchscript=not args.no_torchscript,
-                     detector=not args.no_detector,
-                     parts=args.parts, threshold_key=args.threshold_from, int8=int8)
-    except (ExportError, Int8GateError, ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"export failed: {exc}", file=sys.stderr)
-        return 1
-    return 0
+def main() -> int:
+    print(USAGE, file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

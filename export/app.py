@@ -35,9 +35,10 @@ from PIL import Image
 
 from .crop import crop_face
 from .detector import DETECTOR_DIR
+from .explainer import DEFAULT_TOP_K, FaceExplainer
 from .images import ImageError, decode_image
 from .model_dir import ModelDirError
-from .runtime import DEFAULT_TOP_K, FaceExplainer, FaceVerifier
+from .verifier import FaceVerifier
 
 __all__ = ["FacePage", "PairView", "FaceView", "build_app", "crop_available", "main"]
 
@@ -67,7 +68,7 @@ class PageInputError(ValueError):
 
 def crop_available(model_dir: Union[str, os.PathLike]) -> bool:
     """Whether the MTCNN crop can run on this export: it carries the runtime's detector
-    (``detector/``, written by ``python -m export``; no torch needed)."""
+    (``detector/``, written by ``python -m zoo.exporting``; no torch needed)."""
     return (Path(model_dir) / DETECTOR_DIR).is_dir()
 
 
@@ -347,7 +348,8 @@ def main(argv=None) -> int:
                                 description="Serve a local web page that verifies and explains "
                                             "faces with an exported zoo model. See "
                                             "docs/export.md, 'Web page'.")
-    p.add_argument("--model", required=True, help="folder written by `python -m export`")
+    p.add_argument("--model", required=True, help="folder written by "
+                                                     "`python -m zoo.exporting`")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")

@@ -62,7 +62,8 @@ def _detector(detector: Union[FaceDetector, str, os.PathLike, None]) -> FaceDete
         return detector
     if detector is None:
         raise ValueError("the face crop needs the detector: pass detector= a FaceDetector or an "
-                         "exported model folder (`python -m export` writes its detector/)")
+                         "exported model folder (`python -m zoo.exporting` writes its "
+                         "detector/)")
     return open_detector(detector)
 
 

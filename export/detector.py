@@ -6,7 +6,8 @@
 
 The networks are facenet-pytorch's MTCNN (P-Net, R-Net, O-Net; Zhang et al., "Joint Face
 Detection and Alignment using Multi-task Cascaded Convolutional Networks", 2016) exported to ONNX
-by export.detector_onnx; `python -m export` writes them into the model folder's ``detector/``.
+by zoo.exporting.detector; `python -m zoo.exporting` writes them into the model folder's
+``detector/``.
 The cascade around them is facenet_pytorch.models.utils.detect_face (version 2.5.3) re-written
 in numpy, stage by stage, with its conventions kept (1-based crop corners, the "+1" box widths of
 the regression and of the last NMS, float32 box arithmetic), so the boxes and points are those of
@@ -48,9 +49,9 @@ __all__ = ["FaceDetector", "DetectedFace", "DetectorError", "open_detector", "DE
 DETECTOR_DIR = "detector"  # sub-folder of an exported model folder
 PNET_FILE, RNET_FILE, ONET_FILE = "pnet.onnx", "rnet.onnx", "onet.onnx"
 DETECTOR_FILES = (PNET_FILE, RNET_FILE, ONET_FILE)
-DETECTOR_JSON = "detector.json"  # provenance and sha256 of each file (export.detector_onnx)
+DETECTOR_JSON = "detector.json"  # provenance and sha256 of each file (zoo.exporting)
 
-# Graph names (export.detector_onnx writes them; FaceDetector checks them when it opens a file).
+# Graph names (zoo.exporting.detector writes them; FaceDetector checks them when it opens a file).
 INPUT_NAME = "images"
 REGRESSION_OUTPUT = "regression"      # box corrections, in units of the box's width / height
 LANDMARK_OUTPUT = "landmarks"         # O-Net: 5 x then 5 y, as fractions of the box
@@ -238,7 +239,8 @@ def crop_windows(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
 # the detector
 # ----------------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 hex digest of a file (detector.json records one per network file)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -251,16 +253,17 @@ def detector_folder(folder: Union[str, os.PathLike]) -> Path:
     ``folder`` is an exported model folder. DetectorError when neither exists."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DetectorError(f"{folder}: detector folder not found (`python -m export` writes one "
-                            f"into the model folder's {DETECTOR_DIR}/)")
+        raise DetectorError(f"{folder}: detector folder not found (`python -m zoo.exporting` "
+                            f"writes one into the model folder's {DETECTOR_DIR}/)")
     if (folder / PNET_FILE).exists():
         return folder
     if (folder / DETECTOR_DIR).is_dir():
         return folder / DETECTOR_DIR
     if (folder / EMBEDDING_FILE).exists():
         raise DetectorError(f"{folder / DETECTOR_DIR}: missing; this model folder was exported "
-                            "without the face detector: export it again with `python -m export`, "
-                            f"or write one with `python -m export.detector_onnx --out "
+                            "without the face detector: export it again with `python -m "
+                            "zoo.exporting`, or write one with `python -m "
+                            f"zoo.exporting.detector --out "
                             f"{folder / DETECTOR_DIR}`")
     return folder
 
@@ -302,8 +305,8 @@ class FaceDetector:
             if not path.is_file():
                 raise DetectorError(f"{path}: missing; {self.folder} is not a face detector "
                                     f"folder (expected {', '.join(DETECTOR_FILES)}: re-export "
-                                    "the model with `python -m export`, or write them with "
-                                    "`python -m export.detector_onnx --out DIR`)")
+                                    "the model with `python -m zoo.exporting`, or write them "
+                                    "with `python -m zoo.exporting.detector --out DIR`)")
         meta_path = self.folder / DETECTOR_JSON
         if not meta_path.is_file():
             return {}
@@ -313,7 +316,7 @@ class FaceDetector:
         except (ValueError, KeyError, TypeError) as exc:
             raise DetectorError(f"{meta_path}: not a detector description ({exc})") from None
         for fname, digest in listed.items():
-            if fname in DETECTOR_FILES and _sha256(self.folder / fname) != digest:
+            if fname in DETECTOR_FILES and file_sha256(self.folder / fname) != digest:
                 raise DetectorError(f"{self.folder / fname}: sha256 differs from the one in "
                                     f"{meta_path}: the file is corrupt or was replaced")
         return meta

@@ -11,7 +11,7 @@ RecordIO and .bin readers decode through it too, so every decoder refuses the sa
 (decompression bombs, images below the minimum size, float images outside [0, 1]) and converts
 the same way (EXIF orientation applied, 16-bit grey scaled to 8 bits, not clipped).
 
-numpy + Pillow only: shared by export.runtime (deployable, no torch), export.crop (--crop) and zoo.
+numpy + Pillow only: shared by the runtime (deployable, no torch), export.crop (--crop) and zoo.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageLike", "ImageError", "MIN_IMAGE_SIZE", "IMAGE_FORMATS", "decode_image", "to_rgb",
-           "load_image", "resize_square", "preprocess", "as_list"]
+__all__ = ["ImageLike", "ImageError", "MIN_IMAGE_SIZE", "IMAGE_FORMATS", "IMAGE_EXTENSIONS",
+           "decode_image", "to_rgb", "load_image", "resize_square", "preprocess", "is_image_file",
+           "as_list"]
 
 # Smallest accepted side in pixels. MTCNN's smallest face is 12 px (its P-Net window) and the
 # smallest model input is 64 px: below 16 px an image carries no usable face, and a 1 x 1 image
@@ -35,6 +36,9 @@ MIN_IMAGE_SIZE = 16
 # and of .rec / .bin records. Pillow's other plugins (EPS runs Ghostscript, many rarely used
 # parsers) are never tried on untrusted bytes.
 IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
+# File names taken for images when a folder is listed (the extensions of IMAGE_FORMATS).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pbm", ".tif", ".tiff",
+                    ".webp", ".gif")
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray]
 
@@ -226,6 +230,12 @@ def preprocess(images: Sequence[ImageLike], input_size: int,
     if channel_order == "BGR":
         x = x[:, ::-1]
     return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
+def is_image_file(name: Union[str, os.PathLike]) -> bool:
+    """Whether a file name is an image to list: an IMAGE_EXTENSIONS suffix, not hidden."""
+    name = os.fspath(name)
+    return not os.path.basename(name).startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def as_list(images) -> list:

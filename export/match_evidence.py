@@ -32,6 +32,7 @@ from .detector import DETECTOR_DIR
 from .drawing import no_minus_zero as _z
 from .face_parts import FaceLandmarks, FaceLocator
 from .images import ImageLike, load_image, resize_square
+from .match_picture import render_pair_evidence
 from .model_dir import HEAD_FILE, ExportedModel
 from .model_files import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from .part_game import ESTIMATORS, FILL_SIGMA, OTHER, PLAYERS, GameResult, play
@@ -130,7 +131,6 @@ class PairEvidence:
         return "\n".join(lines)
 
     def render(self) -> Image.Image:
-        from .match_picture import render_pair_evidence
         if self.views is None or self.part_masks is None:
             raise ValueError("this PairEvidence carries no images to draw")
         return render_pair_evidence(self)

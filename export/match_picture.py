@@ -5,10 +5,11 @@ Layout: the decision; the two faces as the network saw them, each with its part 
 difference first: the part highlighted on both faces, a bar of its share of 1 - similarity
 (one axis for every row), the similarity with the part hidden, and a thin grey bar with what
 the channel view gives the same part; last the ``other`` row and the sum.
+
+It reads the PairEvidence it is given (export.match_evidence) by attribute and does not import
+that module, which imports this one.
 """
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -16,16 +17,12 @@ from PIL import Image, ImageDraw
 from .drawing import NEGATIVE, NEUTRAL, POSITIVE, draw_decision, font
 from .part_masks import PART_COLORS, PART_NAMES, overlay_part_masks
 
-if TYPE_CHECKING:
-    from .match_evidence import PairEvidence
-
 MARGIN, GAP = 12, 8
 FACE = 176
 TILE = 80
 BAR = 220
 WIDTH = MARGIN * 2 + 2 * TILE + GAP * 3 + 90 + BAR + 110
 ROW = TILE + GAP
-
 
 
 def _part_tile(face: Image.Image, mask: np.ndarray, colour, tile: int) -> Image.Image:
@@ -38,7 +35,8 @@ def _part_tile(face: Image.Image, mask: np.ndarray, colour, tile: int) -> Image.
                                                                           Image.BILINEAR)
 
 
-def render_pair_evidence(ev: "PairEvidence") -> Image.Image:
+def render_pair_evidence(ev) -> Image.Image:
+    """The picture of ``ev``, an export.match_evidence.PairEvidence that carries its images."""
     rows = len(ev.parts)
     top = 64 + FACE + 24
     height = top + rows * ROW + 3 * 22 + MARGIN

@@ -24,6 +24,7 @@ from .model_files import FORMAT_VERSION, INPUT_NAME
 def json_list(values: Sequence[float]) -> str:
     return json.dumps([float(v) for v in values])
 
+
 __all__ = ["build_metadata"]
 
 

@@ -11,8 +11,9 @@ there and well formed (input_size, mean, std, channel_order), the graph's input 
 carries the same export id. Also here: onnx_metadata (the metadata of an ONNX file read without
 onnx) and select_providers (CPU / CUDA, with the GPU detected without torch).
 
-Used by export.runtime (FaceVerifier, FaceExplainer) and export.channel_evidence (head.onnx, whose
-input is the target maps, not images); must not import torch.
+Used by export.verifier (FaceVerifier), export.explainer (FaceExplainer) and
+export.channel_evidence (head.onnx, whose input is the target maps, not images); must not
+import torch.
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ _OUTPUTS = {EMBEDDING_FILE: {EMBEDDING_OUTPUT: "tensor(float)"},
 # The input each file takes: images, except the head, which takes the target maps.
 _INPUT_NAMES = {HEAD_FILE: FEATURE_OUTPUT}
 
-# int8 versions (`python -m export --int8`, export.quantize): the float file's interface,
-# quantized inside; chosen with precision="int8" (FaceVerifier, FaceExplainer).
+# int8 versions (`python -m zoo.exporting --int8`, zoo.exporting.quantize): the float file's
+# interface, quantized inside; chosen with precision="int8" (FaceVerifier, FaceExplainer).
 EMBEDDING_INT8_FILE = "embedding-int8.onnx"
 FEATUREMAP_INT8_FILE = "featuremap-int8.onnx"
 PRECISIONS = ("float", "int8")
@@ -190,15 +191,17 @@ class ExportedModel:
         folder = Path(model_dir)
         if not folder.is_dir():
             raise ModelDirError(f"{folder}: model folder not found (export one with "
-                                "`python -m export NAME --out DIR`)")
+                                "`python -m zoo.exporting NAME --out DIR`)")
         path = folder / fname
         if not path.is_file() and fname in _INT8_OF.values():
             raise ModelDirError(f"{path}: missing; {folder} has no int8 model (export it with "
-                                f"`python -m export NAME --out {folder} --int8`, or use "
+                                f"`python -m zoo.exporting NAME --out {folder} --int8`, or "
+                                "use "
                                 "precision 'float')")
         if not path.is_file():
             raise ModelDirError(f"{path}: missing; {folder} is not a complete export (expected "
-                                f"{EMBEDDING_FILE} and {FEATUREMAP_FILE} from `python -m export`)")
+                                f"{EMBEDDING_FILE} and {FEATUREMAP_FILE} from `python -m "
+                                "zoo.exporting`)")
         so = ort.SessionOptions()
         so.log_severity_level = 3  # warnings off: the CPU fallback below is reported once
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -216,7 +219,7 @@ class ExportedModel:
         meta = self.session.get_modelmeta().custom_metadata_map
         if "input_size" not in meta or "model_name" not in meta:
             raise ModelDirError(f"{path}: no zoo metadata (input_size, model_name); export it "
-                                "with `python -m export`")
+                                "with `python -m zoo.exporting`")
         self.path = path
         self.metadata: Dict[str, str] = dict(meta)
         self.input_size = self.meta_int("input_size")

@@ -16,9 +16,10 @@ import pytest
 from PIL import Image
 
 from export import app
-from export.onnx_export import export_model
-from export.runtime import FaceExplainer, FaceVerifier
+from export.explainer import FaceExplainer
+from export.verifier import FaceVerifier
 from zoo.data.orl import ORLFaces, orl_root
+from zoo.exporting.model_export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"
@@ -279,7 +280,8 @@ def test_page_runs_on_a_runtime_only_machine(model_dir, faces):
     res = json.loads(r.stdout.split("RESULT ", 1)[1])
     assert res == {"ok": True, "rows": res["rows"], "can_crop": True, "torch": False,
                    "blocks": "Blocks"} and res["rows"] >= 2
-    r = subprocess.run([sys.executable, "-c", "import sys, export.runtime, export.channel_evidence;"
+    r = subprocess.run([sys.executable, "-c", "import sys, export.runtime, export.verifier, "
+                        "export.explainer, export.channel_evidence;"
                         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
                         "('gradio', 'torch', 'fastapi')))"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)

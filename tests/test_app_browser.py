@@ -170,7 +170,7 @@ def drive(url, face_a, face_b, screenshot, bad_file=None, big_file=None,
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     pytest.importorskip("torch")  # the export is the torch side; the page itself is not
-    from export.onnx_export import export_model
+    from zoo.exporting.model_export import export_model
     out = tmp_path_factory.mktemp("app_browser_model")
     export_model(ROOT / "tests" / "fixtures" / "export_tiny", out, torchscript=False,
                  log=lambda *a: None)
@@ -187,7 +187,7 @@ def test_page_in_a_real_browser(model_dir, tmp_path):
         import gradio  # noqa: F401
     except ImportError:
         _require(False, "gradio is not installed: pip install -r requirements-app.txt")
-    from export.runtime import FaceVerifier
+    from export.verifier import FaceVerifier
     from zoo.data.orl import ORLFaces, orl_root
 
     ident = int(ORLFaces(split="heldout").identities[0])
@@ -236,7 +236,7 @@ def test_page_in_a_real_browser(model_dir, tmp_path):
 
 def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Screenshot the web page on an exported model")
-    ap.add_argument("--model", required=True, help="folder written by python -m export")
+    ap.add_argument("--model", required=True, help="folder written by python -m zoo.exporting")
     ap.add_argument("--out", required=True, help="screenshot of the pair view (PNG)")
     ap.add_argument("--one-face-out", default=None, help="screenshot of the single-face view")
     ap.add_argument("--faces", nargs=2, default=None, help="two photos (default: held-out ORL)")

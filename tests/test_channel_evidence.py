@@ -22,9 +22,9 @@ from safetensors.numpy import load_file
 
 from export.channel_evidence import ChannelEvidence, ChannelExplainer, decompose, part_groups
 from export.model_dir import HEAD_FILE, ModelDirError
-from export.onnx_export import export_model
-from export.runtime import FaceVerifier
+from export.verifier import FaceVerifier
 from zoo.data.orl import ORLFaces, orl_root
+from zoo.exporting.model_export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"
@@ -429,7 +429,7 @@ def test_export_without_part_table(exported, faces, tmp_path):
 NO_TORCH = """
 import sys
 sys.modules["torch"] = None   # any import of torch now fails
-from export.runtime import FaceVerifier
+from export.verifier import FaceVerifier
 r = FaceVerifier(sys.argv[1], device="cpu").verify(sys.argv[2], sys.argv[3], explain=True)
 r.evidence.render().save(sys.argv[4])
 print("torch" in sys.modules and sys.modules["torch"] is not None, round(r.similarity, 6))

@@ -8,7 +8,8 @@ import torch
 
 from zoo.data import ORLPairs, read_bin, read_bin_raw, read_lfw_pairs, write_bin
 from zoo.data.__main__ import main as data_cli
-from zoo.data.verification import UnsafePickleError, lfw_pair_paths
+from zoo.data.insightface_bin import UnsafePickleError
+from zoo.data.verification import lfw_pair_paths
 
 
 class _RunsCode:

@@ -15,7 +15,7 @@ from zoo.data import (
     orl_root,
     verification_pairs,
 )
-from zoo.data._images import ImageDecodeError
+from zoo.data.images import ImageDecodeError
 
 
 def test_orl_loads_400_images_of_40_identities():

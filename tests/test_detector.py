@@ -29,8 +29,8 @@ from export.detector import (
     integral_image,
     nms,
 )
-from export.detector_onnx import export_detector, main as detector_main
 from zoo.data.orl import orl_root
+from zoo.exporting.detector import export_detector, main as detector_main
 
 ROOT = Path(__file__).resolve().parents[1]
 facenet_pytorch = pytest.importorskip("facenet_pytorch")

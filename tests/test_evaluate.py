@@ -55,8 +55,8 @@ def test_evaluate_cli_and_compare(zoo_home, tmp_path, monkeypatch, capsys):
 
 
 def test_landmark_folder(tmp_path):
+    from zoo.data.landmarks import LandmarkFolder
     from zoo.data.orl import ORLFaces
-    from zoo.evaluate import LandmarkFolder
     ds = ORLFaces("heldout")
     for i in range(3):
         ds.load(i).save(tmp_path / f"face{i}.png")

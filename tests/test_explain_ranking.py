@@ -1,4 +1,4 @@
-"""Explanations ranked by evidence (runtime explain), and export.audit on real faces."""
+"""Explanations ranked by evidence (runtime explain), and zoo.exporting.audit on real faces."""
 import json
 import shutil
 from pathlib import Path
@@ -6,10 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import audit as audit_mod
-from export.onnx_export import export_model
-from export.runtime import FaceExplainer
+from export.explainer import FaceExplainer, overlay_size
+from export.model_files import FEATURE_OUTPUT
 from zoo.data.orl import orl_root
+from zoo.exporting import audit as audit_mod
+from zoo.exporting.model_export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"
@@ -134,16 +135,15 @@ def test_rank_channels_weighs_the_place():
 def test_explain_says_when_no_channel_fires(export_dir, tmp_path):
     """A face on which every channel is silent (the model's feature output zeroed): no channel
     is shown, and the picture is the input tile alone."""
-    from export import runtime as rt
     ex = FaceExplainer(export_dir)
     zero = np.zeros_like(ex.explain(np.zeros((64, 64), np.uint8), top_k=1).feature_maps)
     real_run = ex.model.run
 
     def silent_run(x, names):
         out = real_run(x, names)
-        return [np.zeros_like(a) if n == rt.FEATURE_OUTPUT else a for a, n in zip(out, names)]
+        return [np.zeros_like(a) if n == FEATURE_OUTPUT else a for a, n in zip(out, names)]
     ex.model.run = silent_run
     x = ex.explain(np.zeros((64, 64), np.uint8), top_k=8, out=tmp_path / "none.png")
     assert x.channels == [] and zero.shape == x.feature_maps.shape
-    assert x.overlay.size == rt.overlay_size(0)
+    assert x.overlay.size == overlay_size(0)
     assert (tmp_path / "none.png").exists()

@@ -209,7 +209,7 @@ def test_part_precision_by_hand():
 def test_evidence_weighs_the_share_of_the_region_on_its_part():
     """Two channels with the same maps, labels and input dependence; one region lies wholly on
     its part, the other half on it: the second's evidence is half the first's."""
-    from zoo.evaluate import explainability_metrics
+    from zoo.channel_parts import explainability_metrics
     rng = np.random.default_rng(3)
     n, s, n_img = 7, 56, 6
     fmaps = np.zeros((n_img, 2, n, n))
@@ -235,7 +235,7 @@ def test_evidence_weighs_the_share_of_the_region_on_its_part():
 def test_peak_cells_count_where_each_channel_fires():
     """channel_peak_cells (the runtime's place term) counts, per channel, the faces on which its
     map peaks at each cell; faces on which the channel is silent are not counted."""
-    from zoo.evaluate import channel_parts_table, explainability_metrics
+    from zoo.channel_parts import channel_parts_table, explainability_metrics
     rng = np.random.default_rng(4)
     n, s, n_img = 3, 24, 5
     fmaps = np.zeros((n_img, 2, n, n))
@@ -261,7 +261,7 @@ def test_peak_cells_only_for_small_maps():
     """The place term was chosen at 7 x 7 and hurt at 14 x 14: maps larger than
     PLACE_MAX_MAP_SIZE get no channel_peak_cells, so explain ranks them without it."""
     from export.channel_table import PLACE_MAX_MAP_SIZE
-    from zoo.evaluate import channel_parts_table, explainability_metrics
+    from zoo.channel_parts import channel_parts_table, explainability_metrics
     rng = np.random.default_rng(5)
     n_img, s = 4, 56
     ious = np.zeros((n_img, 2, 7))

@@ -21,10 +21,13 @@ import torch
 from PIL import Image
 
 import zoo
-from export import runtime
-from export.onnx_export import ExportError, export_model
+from export.images import ImageError, preprocess
+from export.model_dir import ModelDirError
+from export.verifier import FaceVerifier
 from zoo.data.orl import ORLFaces, orl_root
 from zoo.data.transforms import face_transform
+from zoo.exporting.model_export import export_model
+from zoo.exporting.onnx_writer import ExportError
 from zoo.metrics.verification import embed as zoo_embed
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +126,7 @@ def test_metadata_read_back(trained, exported):
         assert json.loads(meta["mean"]) == [0.5] * 3 and json.loads(meta["std"]) == [0.5] * 3
         assert float(meta["threshold"]) == pytest.approx(cfg["metrics"]["orl"]["threshold"])
         # a config written before a field existed is read with that field's default
-        assert json.loads(meta["ecloss"]) == zoo.registry.load_config(folder / "config.json")[
+        assert json.loads(meta["ecloss"]) == zoo.config.load_config(folder / "config.json")[
             "ecloss"]
         assert {k: v for k, v in json.loads(meta["ecloss"]).items() if k in cfg["ecloss"]} == \
             cfg["ecloss"]
@@ -140,7 +143,7 @@ def test_metadata_read_back(trained, exported):
     assert len(set(ids.values())) == 1
     assert json.loads(extra["metadata.json"])["export_id"] == ids["embedding.onnx"]
     # the runtime reads the same values
-    v = runtime.FaceVerifier(out, device="cpu")
+    v = FaceVerifier(out, device="cpu")
     assert v.threshold == pytest.approx(cfg["metrics"]["orl"]["threshold"])
     assert v.input_size == 64 and v.providers == ["CPUExecutionProvider"]
 
@@ -159,23 +162,38 @@ def test_cli_by_name_untrained_model_has_no_threshold(tmp_path):
     zoo.save(zoo.create("vgg13-ecloss", width=1 / 16, input_size=32, embedding_dim=16,
                         name="tiny-untrained"), root=home)
     env = dict(os.environ, ZOO_HOME=str(home), PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "export", "tiny-untrained", "--out",
+    r = subprocess.run([sys.executable, "-m", "zoo.exporting", "tiny-untrained", "--out",
                         str(tmp_path / "out"), "--no-featuremap", "--no-torchscript"],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "parity embedding.onnx [embeddings] batch 1: max abs err" in r.stdout
     assert "no verification threshold" in r.stdout
-    v = runtime.FaceVerifier(tmp_path / "out")
+    v = FaceVerifier(tmp_path / "out")
     assert v.threshold is None and "threshold" not in v.metadata
     img = np.zeros((40, 30), np.uint8)
     with pytest.raises(ValueError, match="no verification threshold"):
         v.verify(img, img)
     assert v.verify(img, img, threshold=0.5).same  # identical images: similarity 1
     # an unknown model fails with the registry's message, exit status 1
-    r = subprocess.run([sys.executable, "-m", "export", "no-such-model", "--out",
+    r = subprocess.run([sys.executable, "-m", "zoo.exporting", "no-such-model", "--out",
                         str(tmp_path / "x")], capture_output=True, text=True, env=env, cwd=ROOT,
                        timeout=300)
     assert r.returncode == 1 and "unknown model 'no-such-model'" in r.stderr
+
+
+def test_python_m_export_says_where_the_commands_are(tmp_path):
+    """`python -m export` is the runtime package, not the exporter: it names the commands (the
+    torch-side export, the runtime CLI, the web page) and exits 2, with or without arguments."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for args in ([], ["tiny-untrained", "--out", str(tmp_path / "out")]):
+        r = subprocess.run([sys.executable, "-m", "export", *args], capture_output=True,
+                           text=True, env=env, cwd=ROOT, timeout=60)
+        assert r.returncode == 2 and r.stdout == ""
+        for command in ("python -m zoo.exporting MODEL --out DIR",
+                        "python -m export.runtime verify", "python -m export.runtime explain",
+                        "python -m export.app"):
+            assert command in r.stderr, r.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_parts_table_names_the_file(trained, tmp_path):
@@ -197,14 +215,14 @@ def test_preprocess_equals_training_transform():
     imgs = [Image.open(orl_root() / "s1" / "1.pgm"),                          # grey PGM
             Image.fromarray(rng.integers(0, 256, (50, 70, 4), dtype=np.uint8), "RGBA"),
             Image.fromarray(rng.integers(0, 256, (300, 200, 3), dtype=np.uint8), "RGB")]
-    got = runtime.preprocess(imgs, 64)
+    got = preprocess(imgs, 64)
     ref = torch.stack([tf(im) for im in imgs]).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-6, rtol=0)
 
 
 def test_accepts_paths_pil_and_arrays(exported):
     out, _, _ = exported
-    v = runtime.FaceVerifier(out)
+    v = FaceVerifier(out)
     path = orl_root() / "s2" / "3.pgm"
     grey = np.asarray(Image.open(path))
     forms = [path, str(path), Image.open(path), grey, grey[..., None],
@@ -221,33 +239,33 @@ def test_accepts_paths_pil_and_arrays(exported):
 
 def test_bad_inputs_are_rejected_clearly(exported, tmp_path):
     out, _, _ = exported
-    v = runtime.FaceVerifier(out)
+    v = FaceVerifier(out)
     fake = tmp_path / "face.jpg"
     fake.write_text("this is not a jpeg")
-    with pytest.raises(runtime.ImageError, match=r"face\.jpg: not an image file"):
+    with pytest.raises(ImageError, match=r"face\.jpg: not an image file"):
         v.embed(fake)
     trunc = tmp_path / "trunc.png"
     Image.new("RGB", (64, 64), (9, 9, 9)).save(trunc)
     trunc.write_bytes(trunc.read_bytes()[:40])
-    with pytest.raises(runtime.ImageError, match=r"trunc\.png"):
+    with pytest.raises(ImageError, match=r"trunc\.png"):
         v.embed(trunc)
     with pytest.raises(FileNotFoundError, match=r"missing\.png: image file not found"):
         v.embed(tmp_path / "missing.png")
-    with pytest.raises(runtime.ImageError, match=r"ndarray #0: .* looks channels-first"):
+    with pytest.raises(ImageError, match=r"ndarray #0: .* looks channels-first"):
         v.embed([np.zeros((3, 64, 64), np.uint8)])  # a bare (3, H, W) array is 3 grey images
-    with pytest.raises(runtime.ImageError, match=r"#1: float arrays must hold values in \[0, 1\]"):
+    with pytest.raises(ImageError, match=r"#1: float arrays must hold values in \[0, 1\]"):
         v.embed([np.zeros((16, 16), np.float32), np.full((16, 16), 2.0)])
-    with pytest.raises(runtime.ImageError, match="dtype int64"):
+    with pytest.raises(ImageError, match="dtype int64"):
         v.embed(np.zeros((8, 8), np.int64))
-    with pytest.raises(runtime.ModelDirError, match="model folder not found"):
-        runtime.FaceVerifier(tmp_path / "nowhere")
-    with pytest.raises(runtime.ModelDirError, match=r"embedding\.onnx: missing"):
-        runtime.FaceVerifier(tmp_path)
+    with pytest.raises(ModelDirError, match="model folder not found"):
+        FaceVerifier(tmp_path / "nowhere")
+    with pytest.raises(ModelDirError, match=r"embedding\.onnx: missing"):
+        FaceVerifier(tmp_path)
     (tmp_path / "embedding.onnx").write_bytes(b"garbage")
-    with pytest.raises(runtime.ModelDirError, match="onnxruntime cannot load"):
-        runtime.FaceVerifier(tmp_path)
+    with pytest.raises(ModelDirError, match="onnxruntime cannot load"):
+        FaceVerifier(tmp_path)
     with pytest.raises(ValueError, match="threshold must be a cosine"):
-        runtime.FaceVerifier(out, threshold=3.0)
+        FaceVerifier(out, threshold=3.0)
 
 
 def test_crop_uses_the_exports_detector(exported):
@@ -255,7 +273,7 @@ def test_crop_uses_the_exports_detector(exported):
     out, _, _ = exported
     face = crop_face(orl_root() / "s1" / "1.pgm", detector=out)
     assert face.mode == "RGB" and abs(face.width - face.height) <= 1 and face.width > 60
-    with pytest.raises(runtime.ImageError, match="no face"):
+    with pytest.raises(ImageError, match="no face"):
         crop_face(np.full((100, 100), 128, np.uint8), detector=out)
 
 
@@ -285,7 +303,8 @@ RUNTIME_CHECK = textwrap.dedent("""
     from pathlib import Path
     model, orl, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     ids = json.loads(sys.argv[4])
-    from export.runtime import FaceVerifier, FaceExplainer, overlay_size
+    from export.explainer import FaceExplainer, overlay_size
+    from export.verifier import FaceVerifier
     v = FaceVerifier(model)
     same = [v.verify(orl / f"s{i}" / "1.pgm", orl / f"s{i}" / f"{n}.pgm").similarity
             for i in ids for n in (2, 3)]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from export.explainer import FaceExplainer
 from export.face_parts import (
     PART_IOU_FLOOR,
     FaceLocator,
@@ -13,10 +14,9 @@ from export.face_parts import (
     channel_part_ious,
     read_landmarks,
 )
-from export.onnx_export import export_model
 from export.part_masks import PART_NAMES
-from export.runtime import FaceExplainer
 from zoo.data.orl import orl_landmark_table, orl_root
+from zoo.exporting.model_export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"

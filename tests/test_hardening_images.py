@@ -16,9 +16,9 @@ from PIL import Image
 from export.images import MIN_IMAGE_SIZE, ImageError, decode_image, load_image, preprocess
 from zoo.data import orl_root
 from zoo.data.__main__ import main as data_cli
-from zoo.data._images import ImageDecodeError, load_rgb
+from zoo.data.images import ImageDecodeError, load_rgb
+from zoo.data.insightface_bin import decode_image_bytes, read_bin, write_bin
 from zoo.data.recordio import RecordIODataset, pack_images
-from zoo.data.verification import decode_image_bytes, read_bin, write_bin
 from zoo.prep import crop_faces
 
 

@@ -21,8 +21,10 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from export import runtime
-from export.onnx_export import build_metadata
-from export.runtime import FaceExplainer, FaceVerifier, ModelDirError, onnx_metadata
+from export.explainer import FaceExplainer, overlay_size
+from export.metadata import build_metadata
+from export.model_dir import ModelDirError, onnx_metadata
+from export.verifier import FaceVerifier
 from zoo.data import orl_root
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -260,7 +262,7 @@ def test_explain_writes_the_format_of_the_extension(model, tmp_path, name, fmt):
     assert runtime.main(["explain", str(FACE_A), "--model", str(model), "--device", "cpu",
                          "--out", str(out), "--top-k", "2"]) == 0
     with Image.open(out) as im:
-        assert im.format == fmt and im.size == runtime.overlay_size(2)
+        assert im.format == fmt and im.size == overlay_size(2)
     x = FaceExplainer(model, device="cpu").explain(FACE_A, top_k=2)
     with Image.open(x.save(tmp_path / f"api_{name}")) as im:
         assert im.format == fmt

@@ -7,8 +7,7 @@ from export.channel_table import rank_channels
 from zoo.data.content_free import CONTENT_FREE_KINDS, content_free_images, random_content_free_batch
 from zoo.ecloss import content_free_term
 from zoo.metrics import input_dependence
-from zoo.metrics.explainability import outer_ring
-from zoo.templates import build_templates, peak_positions
+from zoo.templates import build_templates
 
 
 def spike(n, cell, value=1.0):
@@ -145,22 +144,6 @@ def test_content_free_term_is_zero_only_for_silent_maps():
     assert float(content_free_term(xi[None], t)) == pytest.approx(expected, abs=1e-12)
     with pytest.raises(ValueError, match="negative template"):
         content_free_term(x.detach(), t[:-1])
-
-
-def test_interior_template_peaks():
-    n = 7
-    pos = peak_positions(n, "interior")
-    assert len(pos) == 25 and not any(p // n in (0, 6) or p % n in (0, 6) for p in pos)
-    t = build_templates(n, "full", 2.0, 1.0, peaks="interior")
-    assert len(t) == 25 + 25 * 24 // 2 + 1
-    flat = t.reshape(len(t), -1)
-    # every non-negative template peaks (value tau) only on interior cells
-    ring = outer_ring(n).ravel()
-    assert not (flat[:-1][:, ring] == 1.0).any()
-    assert (flat[-1] == -1.0).all()
-    # the "all" set is unchanged by the option
-    assert np.array_equal(build_templates(n, 400, 2.0, 1.0, peaks="all"),
-                          build_templates(n, 400, 2.0, 1.0))
 
 
 def test_content_free_penalty_caps_the_step():

@@ -1,5 +1,5 @@
-"""int8 export (export.quantize: static QDQ quantization + accuracy gate) and the runtime's
-precision="int8".
+"""int8 export (zoo.exporting.quantize: static QDQ quantization; zoo.exporting.int8_gate: the
+accuracy gate; zoo.exporting.int8_faces: its faces) and the runtime's precision="int8".
 
 The model is the committed trained fixture (tests/fixtures/export_tiny: VGG13+BN width 1/8,
 64 px, 6 epochs on 30 ORL identities; held-out ORL AUC 0.95). Its gate set, the 10 held-out ORL
@@ -20,12 +20,13 @@ import onnx
 import pytest
 from PIL import Image
 
-from export import quantize as Q
-from export.__main__ import main as export_main
+from export.explainer import FaceExplainer
 from export.model_dir import EMBEDDING_INT8_FILE, FEATUREMAP_INT8_FILE, ModelDirError, onnx_metadata
-from export.onnx_export import export_model
-from export.runtime import FaceExplainer, FaceVerifier
+from export.verifier import FaceVerifier
 from zoo.data.orl import orl_identity_splits, orl_root
+from zoo.exporting import int8_faces as F, int8_gate as G, quantize as Q
+from zoo.exporting.__main__ import main as export_main
+from zoo.exporting.model_export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"
@@ -77,11 +78,11 @@ def test_int8_export_passes_gate_and_records_it(model, exported):
     emb = result.quantization[EMBEDDING_INT8_FILE]
     assert emb["passed"] and emb["faces"] == 100 and emb["pairs"] == 4950
     assert emb["same_pairs"] == 450
-    assert emb["mean_cosine"] >= Q.GATE_MIN_MEAN_COSINE
-    assert abs(emb["auc_int8"] - emb["auc_float"]) <= Q.GATE_MAX_AUC_CHANGE
-    assert emb["flip_rate"] <= Q.GATE_MAX_FLIP_RATE
+    assert emb["mean_cosine"] >= G.GATE_MIN_MEAN_COSINE
+    assert abs(emb["auc_int8"] - emb["auc_float"]) <= G.GATE_MAX_AUC_CHANGE
+    assert emb["flip_rate"] <= G.GATE_MAX_FLIP_RATE
     fm = result.quantization[FEATUREMAP_INT8_FILE]
-    assert fm["passed"] and fm["mean_iou"] >= Q.GATE_MIN_MASK_IOU
+    assert fm["passed"] and fm["mean_iou"] >= G.GATE_MIN_MASK_IOU
     assert any(line.startswith("int8 gate embedding-int8.onnx") and "mean cosine" in line
                for line in lines)
 
@@ -92,7 +93,7 @@ def test_int8_export_passes_gate_and_records_it(model, exported):
     assert meta["threshold"] == float_meta["threshold"]
     rec = json.loads(meta["quantization"])
     assert rec["format"] == "QDQ" and rec["calibration_method"] == Q.DEFAULT_METHOD
-    assert rec["gate"]["limits"]["min_mean_cosine"] == Q.GATE_MIN_MEAN_COSINE
+    assert rec["gate"]["limits"]["min_mean_cosine"] == G.GATE_MIN_MEAN_COSINE
     assert rec["gate"]["mean_cosine"] == pytest.approx(emb["mean_cosine"])
     # calibration: 32 faces of the model's 30 training identities, none of the held-out ones
     train, _, heldout = orl_identity_splits(30, 0, 0)
@@ -120,7 +121,7 @@ def test_constant_calibration_fails_the_gate_and_writes_nothing(model, tmp_path,
     const = _constant_faces(tmp_path / "const")
     out = tmp_path / "out"
     lines = []
-    with pytest.raises(Q.Int8GateError) as exc:
+    with pytest.raises(G.Int8GateError) as exc:
         export_model(model, out, featuremap=False, torchscript=False,
                      int8=Q.Int8Options(calib=const), log=lines.append)
     msg = str(exc.value)
@@ -164,37 +165,37 @@ def test_gate_faces_must_not_be_calibration_faces(model, tmp_path):
     calib.mkdir()
     for n in range(1, 11):
         shutil.copy(orl_root() / f"s{heldout[0]}" / f"{n}.pgm", calib / f"x{n}.pgm")
-    with pytest.raises(Q.Int8Error, match="10 gate face.*also calibration faces"):
+    with pytest.raises(F.Int8Error, match="10 gate face.*also calibration faces"):
         Q.plan_int8(_config(model), {}, Q.Int8Options(calib=calib, gate=gate), print)
 
 
 def test_gate_refuses_a_set_too_small_to_judge(model, tmp_path):
     _, _, heldout = orl_identity_splits(30, 0, 0)
     gate = _orl_identity_folders(tmp_path / "gate", heldout[:3])    # 30 faces: 435 pairs
-    with pytest.raises(Q.Int8Error, match=r"435 pairs .*needs at least 500 pairs"):
+    with pytest.raises(F.Int8Error, match=r"435 pairs .*needs at least 500 pairs"):
         Q.plan_int8(_config(model), {}, Q.Int8Options(gate=gate), print)
 
 
 def test_model_not_trained_on_orl_needs_gate_and_calib(model, tmp_path):
     cfg = _config(model)
     cfg["training"]["data"] = "faces/"
-    with pytest.raises(Q.Int8Error, match="not ORL.*--gate FOLDER"):
+    with pytest.raises(F.Int8Error, match="not ORL.*--gate FOLDER"):
         Q.plan_int8(cfg, {}, Q.Int8Options(), print)
     _, _, heldout = orl_identity_splits(30, 0, 0)
     gate = _orl_identity_folders(tmp_path / "gate", heldout)
-    with pytest.raises(Q.Int8Error, match="--calib FOLDER"):
+    with pytest.raises(F.Int8Error, match="--calib FOLDER"):
         Q.plan_int8(cfg, {}, Q.Int8Options(gate=gate), print)
 
 
 def test_bad_int8_options(model, tmp_path, capsys):
-    with pytest.raises(Q.Int8Error, match="calib_faces"):
+    with pytest.raises(F.Int8Error, match="calib_faces"):
         Q.Int8Options(calib_faces=3)
-    with pytest.raises(Q.Int8Error, match="calibration method"):
+    with pytest.raises(F.Int8Error, match="calibration method"):
         Q.Int8Options(method="kl")
-    with pytest.raises(Q.Int8Error, match="calibration folder does not exist"):
+    with pytest.raises(F.Int8Error, match="calibration folder does not exist"):
         Q.plan_int8(_config(model), {}, Q.Int8Options(calib=tmp_path / "nope"), print)
     (tmp_path / "few").mkdir()
-    with pytest.raises(Q.Int8Error, match="0 decodable face images"):
+    with pytest.raises(F.Int8Error, match="0 decodable face images"):
         Q.plan_int8(_config(model), {}, Q.Int8Options(calib=tmp_path / "few"), print)
     with pytest.raises(SystemExit):
         export_main([str(model), "--out", str(tmp_path / "o"), "--calib", str(tmp_path)])
@@ -223,7 +224,7 @@ def test_embedding_gate_against_brute_force():
     f = centres[labels] + 0.8 * rng.normal(size=(30, 16))
     f /= np.linalg.norm(f, axis=1, keepdims=True)
     q = f + 0.05 * rng.normal(size=f.shape)           # "int8": a perturbed, unnormalised copy
-    g = Q.embedding_gate(f.astype(np.float32), q.astype(np.float32), labels, 0.3)
+    g = G.embedding_gate(f.astype(np.float32), q.astype(np.float32), labels, 0.3)
     qn = q / np.linalg.norm(q, axis=1, keepdims=True)
     cos = [float(np.dot(a, b)) for a, b in zip(f, qn)]
     pairs = list(itertools.combinations(range(30), 2))
@@ -238,13 +239,13 @@ def test_embedding_gate_against_brute_force():
     assert g.flipped == sum((a >= 0.3) != (b >= 0.3) for a, b in zip(s_f, s_q)) > 0
     assert g.flip_rate == pytest.approx(g.flipped / 435)
     # each failed number is named; the passing ones are not
-    bad = Q.embedding_gate(f, f + 0.6 * rng.normal(size=f.shape), labels, 0.3)
+    bad = G.embedding_gate(f, f + 0.6 * rng.normal(size=f.shape), labels, 0.3)
     text = " ".join(bad.failures)
     assert not bad.passed and "mean cosine" in text and "flipped" in text
-    same_ok = Q.embedding_gate(f, f, labels, 0.3)
+    same_ok = G.embedding_gate(f, f, labels, 0.3)
     assert same_ok.passed and same_ok.flipped == 0 and same_ok.mean_cosine == pytest.approx(1)
     # without a threshold: the float scores' best-accuracy threshold, said so
-    g2 = Q.embedding_gate(f, q, labels, None)
+    g2 = G.embedding_gate(f, q, labels, None)
     assert "best accuracy" in g2.threshold_source
     acc = [np.mean([(s >= t) == y for s, y in zip(s_f, same)]) for t in s_f]
     assert np.mean([(s >= g2.threshold) == y for s, y in zip(s_f, same)]) == pytest.approx(
@@ -262,13 +263,13 @@ def test_each_criterion_fails_on_its_own(monkeypatch, limit, value, named):
     labels = np.repeat(np.arange(10), 6)
     f = rng.normal(size=(10, 32))[labels] + rng.normal(size=(60, 32))
     q = f + 0.05 * rng.normal(size=f.shape)
-    g = Q.embedding_gate(f, q, labels, 0.4)
+    g = G.embedding_gate(f, q, labels, 0.4)
     assert g.passed and g.flipped > 0 and g.auc_int8 != g.auc_float and g.mean_cosine < 0.99999
-    monkeypatch.setattr(Q, limit, value)
-    bad = Q.embedding_gate(f, q, labels, 0.4)
+    monkeypatch.setattr(G, limit, value)
+    bad = G.embedding_gate(f, q, labels, 0.4)
     assert len(bad.failures) == 1 and named in bad.failures[0]
     with pytest.raises(ValueError, match="disagree"):
-        Q.embedding_gate(f, q[:10], labels, 0.4)
+        G.embedding_gate(f, q[:10], labels, 0.4)
 
 
 def test_mask_iou_against_brute_force():
@@ -277,7 +278,7 @@ def test_mask_iou_against_brute_force():
     b = rng.random((3, 4, 9, 9)) > 0.7
     a[1, 2] = b[1, 2] = False                   # a dead channel in both: agrees
     b[0, 1] = a[0, 1]
-    iou = Q.mask_iou(a, b)
+    iou = G.mask_iou(a, b)
     for n in range(3):
         for c in range(4):
             x, y = a[n, c].ravel().tolist(), b[n, c].ravel().tolist()
@@ -285,22 +286,22 @@ def test_mask_iou_against_brute_force():
             union = sum(p or q for p, q in zip(x, y))
             assert iou[n, c] == pytest.approx(inter / union if union else 1.0)
     assert iou[1, 2] == 1.0 and iou[0, 1] == 1.0
-    g = Q.mask_gate(iou, ["f0", "f1", "f2"])
+    g = G.mask_gate(iou, ["f0", "f1", "f2"])
     assert g.mean_iou == pytest.approx(iou.mean()) and not g.passed
     assert g.min_face == ["f0", "f1", "f2"][int(np.argmin(iou.mean(1)))]
     assert "mask IoU" in g.failures[0]
-    assert Q.mask_gate(Q.mask_iou(a, a)).passed
+    assert G.mask_gate(G.mask_iou(a, a)).passed
 
 
 def test_shown_agreement():
     maps = np.array([[9.0, 8, 7, 6, 5, 4, 3, 2, 1, 0.5]])[..., None, None]   # (1, 10, 1, 1)
-    assert Q.shown_agreement(maps, maps, None)[0] == 1.0
+    assert G.shown_agreement(maps, maps, None)[0] == 1.0
     swapped = maps.copy()
     swapped[0, [7, 8]] = swapped[0, [8, 7]]          # channel 8 enters the top 8, 7 leaves
-    assert Q.shown_agreement(maps, swapped, None)[0] == pytest.approx(7 / 8)
+    assert G.shown_agreement(maps, swapped, None)[0] == pytest.approx(7 / 8)
     silent = np.zeros_like(maps)
-    assert Q.shown_agreement(silent, silent, None)[0] == 1.0
-    assert Q.shown_agreement(silent, maps, None)[0] == 0.0
+    assert G.shown_agreement(silent, silent, None)[0] == 1.0
+    assert G.shown_agreement(silent, maps, None)[0] == 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -312,11 +313,11 @@ def test_runtime_int8_agrees_with_float_within_the_gate(model, exported):
     loading: its embeddings pass the gate against the float runtime's, with the numbers the
     export recorded (same faces, same preprocessing)."""
     out, result, _ = exported
-    held = Q.orl_faces(_config(model), "heldout")
+    held = F.orl_faces(_config(model), "heldout")
     fv, qv = FaceVerifier(out, device="cpu"), FaceVerifier(out, device="cpu", precision="int8")
     assert qv.precision == "int8" and qv.threshold == fv.threshold
     ef, eq = fv.embed(held.paths), qv.embed(held.paths)
-    g = Q.embedding_gate(ef, eq, held.labels, fv.threshold, held.names)
+    g = G.embedding_gate(ef, eq, held.labels, fv.threshold, held.names)
     assert g.passed, g.failures
     rec = result.quantization[EMBEDDING_INT8_FILE]
     assert g.mean_cosine == pytest.approx(rec["mean_cosine"], abs=1e-6)
@@ -332,7 +333,7 @@ def test_explainer_int8_masks_match_float(exported):
     assert qe.precision == "int8" and qe.parts == fe.parts
     for face in (orl_root() / "s1" / "1.pgm", orl_root() / "s7" / "4.pgm"):
         xf, xq = fe.explain(face), qe.explain(face)
-        assert Q.mask_iou(xf.masks[None], xq.masks[None]).mean() >= Q.GATE_MIN_MASK_IOU
+        assert G.mask_iou(xf.masks[None], xq.masks[None]).mean() >= G.GATE_MIN_MASK_IOU
         assert xq.overlay.size == xf.overlay.size
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TARGETS = ["zoo", "export", "tests", "tools", "conftest.py", "setup.py"]
+TARGETS = ["research", "zoo", "export", "tests", "tools", "conftest.py", "setup.py"]
 
 
 def test_ruff_check_is_clean():

@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from export.match_evidence import MatchExplainer, PairEvidence
-from export.onnx_export import export_model
 from export.part_game import PLAYERS
-from export.runtime import FaceVerifier
+from export.verifier import FaceVerifier
 from zoo.data.orl import ORLFaces, orl_landmark_table, orl_root
+from zoo.exporting.model_export import export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests" / "fixtures" / "export_tiny"

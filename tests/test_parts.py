@@ -3,6 +3,7 @@ against independent brute-force computations, .pts and LaPa readers."""
 import numpy as np
 import pytest
 
+from export.face_parts import read_lapa_106, read_pts
 from export.part_masks import (
     JAW_BAND,
     LAPA106_TO_68,
@@ -14,7 +15,7 @@ from export.part_masks import (
     polygon_region,
     polyline_band,
 )
-from zoo.parts import read_lapa_106, read_pts, scale_landmarks
+from zoo.parts import scale_landmarks
 
 W, H = 100, 110
 

@@ -104,3 +104,33 @@ def test_bad_geometry(bad):
     kw.update(bad)
     with pytest.raises(ValueError):
         templates.build_templates(**kw)
+
+
+def test_templates_over_given_peak_positions():
+    n = 5
+    every = np.arange(n * n)
+    np.testing.assert_array_equal(templates.build_templates(n, "full", 1.5, 1.0, positions=every),
+                                  templates.build_templates(n, "full", 1.5, 1.0))
+    corners = [0, n - 1, n * n - 1]
+    t = templates.build_templates(n, "full", 1.5, 1.0, positions=corners)
+    assert len(t) == 3 + 3 + 1                          # 3 one-peak, C(3, 2) two-peak, negative
+    np.testing.assert_array_equal(t[1], templates.one_peak_template(n, 0, n - 1, 1.5, 1.0))
+    np.testing.assert_array_equal(
+        t[3], templates.two_peak_template(n, (0, 0), (0, n - 1), 1.5, 1.0))
+    assert (t[-1] == -1.0).all()
+    for bad in ([], [n * n], [-1]):
+        with pytest.raises(ValueError, match="peak positions"):
+            templates.build_templates(n, "full", positions=bad)
+
+
+def test_the_paper_constants_have_one_definition():
+    from zoo.config import PAPER_MODELS, PRESETS
+    from zoo.ecloss import BetaPolicy
+    assert (templates.DEFAULT_TAU, templates.DEFAULT_BETA) == (1e-3, 1e-5)   # the paper's
+    ecl = PAPER_MODELS["vgg16-ecloss"]["ecloss"]
+    assert (ecl["tau"], ecl["beta"], ecl["radius"], ecl["num_templates"]) == (
+        templates.DEFAULT_TAU, templates.DEFAULT_BETA, templates.DEFAULT_RADIUS,
+        templates.DEFAULT_NUM_TEMPLATES)
+    assert (PRESETS["paper"]["tau"], PRESETS["paper"]["beta"]) == (templates.DEFAULT_TAU,
+                                                                   templates.DEFAULT_BETA)
+    assert BetaPolicy().beta == BetaPolicy().beta_min == templates.DEFAULT_BETA

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.engine import TrainConfig, load_checkpoint, train
+from zoo.checkpoint import load_checkpoint
+from zoo.engine import train
+from zoo.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +76,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 _WRITER = r"""
 import sys, torch
 from pathlib import Path
-from zoo.engine import save_checkpoint
+from zoo.checkpoint import save_checkpoint
 path = Path(sys.argv[1])
 k = 0
 while True:
@@ -124,3 +126,36 @@ def test_bad_options():
         train(TrainConfig(arch="resnet50"))
     with pytest.raises(FileNotFoundError, match="nowhere"):
         train(TrainConfig(**{**TINY, "data": "/nowhere/at/all"}))
+
+
+def test_configs_written_before_the_lab_moved_out_still_load(tmp_path):
+    """Issue 21: configs of models trained with the old experiment flags hold ecloss.map_norm /
+    template_peaks and training.background / off_head / shuffled_faces. They load, keep what
+    they say (so the model stays describable) and are checked; new configs hold none of them and
+    record a hook's description instead."""
+    import json
+
+    from zoo.config import ECLOSS_KEYS, default_config, load_config
+    from zoo.train_config import model_config, resolve_config
+    fixture = load_config(ROOT / "tests" / "fixtures" / "export_tiny" / "config.json")
+    assert fixture["ecloss"]["map_norm"] == "none"
+    old = default_config("vgg13", width=1 / 16, input_size=32)
+    old["ecloss"].update(map_norm="max", template_peaks="interior")
+    old["training"].update(background=0.5, off_head=1.0, shuffled_faces=0.5)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(old))
+    loaded = load_config(path)
+    assert loaded["ecloss"]["map_norm"] == "max"
+    assert loaded["ecloss"]["template_peaks"] == "interior"
+    assert loaded["training"]["off_head"] == 1.0 and loaded["training"]["background"] == 0.5
+    path.write_text(json.dumps({**old, "ecloss": {**old["ecloss"], "map_norm": "l1"}}))
+    with pytest.raises(ValueError, match=rf"{path}: ecloss.map_norm must be one of"):
+        load_config(path)
+    with pytest.raises(TypeError, match="unknown ecloss key"):   # never written anew
+        default_config("vgg13", ecloss={"map_norm": "max"})
+    cfg = resolve_config(TrainConfig(**TINY), False)
+    new = model_config(cfg, 4)
+    assert set(new["ecloss"]) == set(ECLOSS_KEYS) and "hook" not in new["training"]
+    assert not {"background", "off_head", "shuffled_faces"} & set(new["training"])
+    hooked = model_config(cfg, 4, hook={"hook": "lab.X", "w": 1.0})
+    assert hooked["training"]["hook"] == {"hook": "lab.X", "w": 1.0}

@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.audit import _expand as _photos  # noqa: E402  (files and folders, like the audit)
-from zoo.data._images import ImageDecodeError, load_rgb  # noqa: E402
+from zoo.data.images import ImageDecodeError, load_rgb  # noqa: E402
+from zoo.exporting.audit import image_paths  # noqa: E402  (files and folders, like the audit)
 from zoo.prep import crop_face  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = 0
-    for path in _photos(args.photos):
+    for path in image_paths(args.photos):
         try:
             img = load_rgb(path)
         except ImageDecodeError as exc:

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from export.runtime import FaceExplainer  # noqa: E402
+from export.explainer import FaceExplainer  # noqa: E402
 
 TITLE = 22
 GAP = 12

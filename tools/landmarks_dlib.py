@@ -23,7 +23,7 @@ predictor starts from:
   detection at all, the centred square of side 1 / (1 + margin).
 
 dlib's landmarks are integers in 0-based pixel coordinates; the .pts files add 1 (the Matlab
-convention of 300-W, which zoo.data.LandmarkFolder and zoo.parts.read_pts expect). With
+convention of 300-W, which zoo.data.LandmarkFolder and export.face_parts.read_pts expect). With
 --overlay DIR, each crop is also drawn with its landmarks (points, and the eye/nose/mouth hulls
 joined in order) into DIR/<folder>/<name>.png, and DIR/<folder>.png is a contact sheet of them:
 look at them and drop faces whose landmarks are wrong (docs/faces.md lists those dropped).

@@ -82,14 +82,14 @@ def compare_table(metrics: Dict[str, Dict[str, object]]) -> str:
 def fig5_compare(path: Path, names: Sequence[str], image_index: int = 0,
                  data: str = "orl") -> Path:
     """Paper Fig. 5: one held-out face's target maps under each model."""
-    from . import registry
+    from .builder import load
     from .data.orl import ORLFaces
     from .data.transforms import face_transform
     from .figures import feature_maps_figure
     maps, img = {}, None
     pil = ORLFaces("heldout", transform=None).load(image_index)
     for name in names:
-        model = registry.load(name)
+        model = load(name)
         size = model.zoo_config["arch"]["input_size"]
         with torch.no_grad():
             maps[name] = model.forward_features(face_transform(size)(pil)[None])[0].numpy()

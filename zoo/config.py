@@ -6,12 +6,18 @@ settings it was trained with and what the run recorded. This module knows nothin
 beyond reading one config.json: storage lives in zoo.registry and zoo._io.
 
 It is also the one place of the configuration choices (LOSSES, HEAD_NAMES, MARGINALS,
-BETA_MODES, MAP_NORMS, IMPLS, PADDINGS, TEMPLATE_PEAKS, CHANNEL_ORDERS) and of the training
-presets (PRESETS, EXPLAINABLE_ECLOSS, PAPER_GEOMETRY): the validation here, zoo.ecloss, zoo.ops,
-zoo.train_config and the argparse choices of the CLIs import them. PADDINGS, TEMPLATE_PEAKS
-and HEAD_NAMES are defined beside their implementation (zoo.models.vgg, zoo.templates,
-zoo.heads) and re-exported here. This module imports no other zoo module than those leaves
-(never zoo.registry, zoo.engine, zoo.ecloss or zoo.ops), so every module can import it.
+BETA_MODES, IMPLS, PADDINGS, CHANNEL_ORDERS) and of the training presets (PRESETS,
+EXPLAINABLE_ECLOSS, PAPER_GEOMETRY): the validation here, zoo.ecloss, zoo.ops, zoo.train_config
+and the argparse choices of the CLIs import them. PADDINGS and HEAD_NAMES are defined beside
+their implementation (zoo.models.vgg, zoo.heads). This module imports no other zoo module than
+those leaves and zoo.templates (never zoo.registry, zoo.engine, zoo.ecloss or zoo.ops), so every
+module can import it.
+
+Configs written before the lab moved to research/ (issue 21) may hold the ECLoss keys of
+LEGACY_ECLOSS_KEYS (``map_norm``, ``template_peaks``) and training keys such as ``background``,
+``off_head`` and ``shuffled_faces``: a stored config keeps them (so such a model still says how it
+was trained), the product writes none of them. A run trained with a hook
+(zoo.training_hook) records the hook's ``describe()`` as ``training.hook``.
 
     default_config("vgg16-ecloss", width=0.25)   complete, validated dict
     load_config("ZOO_HOME/name/config.json")      the same for a stored file; errors name it
@@ -29,12 +35,12 @@ from typing import Any, Dict, Optional, Union
 from ._version import __version__
 from .data.transforms import FACE_MEAN, FACE_STD
 from .heads import HEADS
-from .models.vgg import PADDINGS, VGG_CONFIGS, _scaled
-from .templates import DEFAULT_TAU, TEMPLATE_PEAKS
+from .models.vgg import PADDINGS, VGG_CONFIGS, scaled_channels
+from .templates import DEFAULT_BETA, DEFAULT_NUM_TEMPLATES, DEFAULT_RADIUS, DEFAULT_TAU
 
 __all__ = [
-    "LOSSES", "HEAD_NAMES", "MARGINALS", "BETA_MODES", "MAP_NORMS", "IMPLS", "PADDINGS",
-    "TEMPLATE_PEAKS", "CHANNEL_ORDERS",
+    "LOSSES", "HEAD_NAMES", "MARGINALS", "BETA_MODES", "IMPLS", "PADDINGS",
+    "CHANNEL_ORDERS", "LEGACY_ECLOSS_KEYS",
     "ARCH_KEYS", "ECLOSS_KEYS", "SETTABLE_KEYS", "DERIVED_KEYS", "CONFIG_KEYS", "PAPER_MODELS",
     "EXPLAINABLE_ECLOSS", "EXPLAINABLE_ECLOSS_14", "PAPER_GEOMETRY", "PRESETS",
     "default_config", "load_config", "derived_fields", "valid_model_name",
@@ -48,11 +54,14 @@ LOSSES = ("softmax", "ecloss")
 HEAD_NAMES = tuple(HEADS)       # softmax | cosface | arcface (zoo.heads.HEADS)
 MARGINALS = ("uniform", "batch")   # P(T) in Eq. 5: the paper's uniform, or the batch marginal
 BETA_MODES = ("fixed", "auto")     # zoo.ecloss.BetaPolicy
-MAP_NORMS = ("none", "max")     # "max": our extension (docs/paper-notes.md)
 IMPLS = ("auto", "reference", "extension")  # how zoo.ecloss computes the MI (zoo.ops: extension)
 CHANNEL_ORDERS = ("RGB", "BGR")
-# PADDINGS (zeros | reflect | replicate) and TEMPLATE_PEAKS (all | interior | permuted: a
-# control) are imported above.
+# PADDINGS (zeros | reflect | replicate) is imported above.
+# ECLoss keys that configs written before issue 21 hold, with the values they may have: read,
+# checked and kept, never written (the lab's map normalisation and template variants are
+# research/'s hooks now; "none" and "all" are the paper's).
+LEGACY_ECLOSS_KEYS = {"map_norm": ("none", "max"),
+                      "template_peaks": ("all", "interior", "permuted")}
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _BASE_RE = re.compile(r"^vgg(\d+)$")
@@ -60,7 +69,7 @@ _BASE_RE = re.compile(r"^vgg(\d+)$")
 ARCH_KEYS = ("depth", "batch_norm", "width", "input_size", "embedding_dim", "dropout",
              "embedding_bn", "padding")
 ECLOSS_KEYS = ("num_templates", "tau", "radius", "marginal", "alpha", "beta", "beta_mode",
-               "map_norm", "template_peaks", "content_free")
+               "content_free")
 # Keys a caller may set; target_layer / feature_size / feature_channels follow from "arch".
 SETTABLE_KEYS = ("name", "arch", "mean", "std", "channel_order", "loss", "head", "ecloss",
                  "training", "metrics", "zoo_version")
@@ -72,9 +81,9 @@ CONFIG_KEYS = ("name", "arch", "mean", "std", "channel_order",
 
 _PAPER_ARCH = {"batch_norm": False, "width": 1.0, "input_size": 224, "embedding_dim": 512,
                "dropout": 0.0, "embedding_bn": True, "padding": "zeros"}
-_PAPER_ECLOSS = {"num_templates": 400, "tau": 1e-3, "radius": 4.0, "marginal": "uniform",
-                 "alpha": 1.0, "beta": 1e-5, "beta_mode": "auto", "map_norm": "none",
-                 "template_peaks": "all", "content_free": 0.0}
+_PAPER_ECLOSS = {"num_templates": DEFAULT_NUM_TEMPLATES, "tau": DEFAULT_TAU,
+                 "radius": DEFAULT_RADIUS, "marginal": "uniform", "alpha": 1.0,
+                 "beta": DEFAULT_BETA, "beta_mode": "auto", "content_free": 0.0}
 
 
 def valid_model_name(name: Any) -> bool:
@@ -96,7 +105,7 @@ def derived_fields(arch: Dict[str, Any]) -> Dict[str, Any]:
     n_modules = pools + convs * (3 if arch["batch_norm"] else 2)  # conv [+bn] + relu per conv
     return {"target_layer": f"features.{n_modules - 1}",
             "feature_size": arch["input_size"] // 16,
-            "feature_channels": _scaled(cfg[-1], arch["width"])}
+            "feature_channels": scaled_channels(cfg[-1], arch["width"])}
 
 
 def _paper_config(depth: int, loss: str) -> Dict[str, Any]:
@@ -118,7 +127,7 @@ PAPER_MODELS: Dict[str, Dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------------------------
-# training presets (zoo.train_config.TrainConfig; re-exported by zoo.engine)
+# training presets (zoo.train_config.TrainConfig)
 # ----------------------------------------------------------------------------------------------
 
 # Presets fill the options the user did not give; a run with no --preset gets "cpu" without a
@@ -134,8 +143,7 @@ PAPER_MODELS: Dict[str, Dict[str, Any]] = {
 # width 1/8, docs/results.md Part 1): reflection padding at beta = 1, without the content-free
 # term. "paper" is the paper's setting, literally.
 EXPLAINABLE_ECLOSS = dict(tau=1.0, beta=3.0, beta_mode="fixed", padding="reflect",
-                          template_peaks="all", content_free=1.0, translate=0.0,
-                          background=0.0, shuffled_faces=0.0, off_head=0.0)
+                          content_free=1.0, translate=0.0)
 # The 14 x 14 choice (the gpu preset): at 14 x 14, beta = 3 with the content-free term put more
 # shown channels on the ring than reflection padding alone (0.27 vs 0.23 over 3 validation seeds)
 EXPLAINABLE_ECLOSS_14 = {**EXPLAINABLE_ECLOSS, "beta": 1.0, "content_free": 0.0}
@@ -145,9 +153,8 @@ PRESETS: Dict[str, Dict[str, object]] = {
     "cpu": dict(width=0.25, input_size=112, batch_norm=True, epochs=30, batch_size=16, lr=0.05,
                 **EXPLAINABLE_ECLOSS),
     "gpu": dict(**PAPER_GEOMETRY, **EXPLAINABLE_ECLOSS_14),
-    "paper": dict(**PAPER_GEOMETRY, tau=DEFAULT_TAU, beta=1e-5, beta_mode="auto",
-                  padding="zeros", template_peaks="all", content_free=0.0, translate=0.0,
-                  background=0.0, shuffled_faces=0.0, off_head=0.0),
+    "paper": dict(**PAPER_GEOMETRY, tau=DEFAULT_TAU, beta=DEFAULT_BETA, beta_mode="auto",
+                  padding="zeros", content_free=0.0, translate=0.0),
 }
 
 
@@ -212,8 +219,9 @@ def _validate_ecloss(e: Dict[str, Any], where: str) -> None:
     _check_number(where, "ecloss.alpha", e["alpha"], nonneg=True)
     _check_number(where, "ecloss.beta", e["beta"], nonneg=True)
     _check_choice(where, "ecloss.beta_mode", e["beta_mode"], BETA_MODES)
-    _check_choice(where, "ecloss.map_norm", e["map_norm"], MAP_NORMS)
-    _check_choice(where, "ecloss.template_peaks", e["template_peaks"], TEMPLATE_PEAKS)
+    for key, choices in LEGACY_ECLOSS_KEYS.items():
+        if key in e:
+            _check_choice(where, f"ecloss.{key}", e[key], choices)
     _check_number(where, "ecloss.content_free", e["content_free"], nonneg=True)
 
 
@@ -250,6 +258,7 @@ def _validate(cfg: Dict[str, Any], where: str = "") -> None:
 # ----------------------------------------------------------------------------------------------
 
 def _merge_sub(cfg, key, value, valid, where):
+    """Lay the dict ``value`` over ``cfg[key]``; its keys must be in ``valid``."""
     if not isinstance(value, dict):
         raise TypeError(f"{where}{key} must be a dict, got {type(value).__name__}")
     unknown = sorted(set(value) - set(valid))
@@ -262,7 +271,9 @@ def _apply(cfg: Dict[str, Any], fields: Dict[str, Any], where: str, *, from_dict
     """Apply overrides: arch keys, ecloss keys and top-level keys, flat or nested."""
     for key, value in fields.items():
         if key in ("arch", "ecloss"):
-            _merge_sub(cfg, key, value, ARCH_KEYS if key == "arch" else ECLOSS_KEYS, where)
+            valid = ARCH_KEYS if key == "arch" else (
+                ECLOSS_KEYS + tuple(LEGACY_ECLOSS_KEYS) if from_dict else ECLOSS_KEYS)
+            _merge_sub(cfg, key, value, valid, where)
         elif key in ARCH_KEYS:
             cfg["arch"][key] = value
         elif key in ECLOSS_KEYS:

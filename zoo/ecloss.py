@@ -29,13 +29,13 @@ import torch
 from torch import nn
 
 from . import ops, templates as _templates
-from .config import BETA_MODES, IMPLS, MAP_NORMS, MARGINALS
-from .templates import flatten_maps
+from .config import BETA_MODES, IMPLS, MARGINALS
+from .templates import DEFAULT_BETA, flatten_maps
 
 __all__ = [
-    "MARGINALS", "MAP_NORMS", "IMPLS", "flatten_maps", "template_logits",
-    "template_log_posterior", "mutual_information_reference", "mutual_information", "total_loss",
-    "BetaPolicy", "ECLoss", "content_free_term", "content_free_penalty", "off_head_share",
+    "template_logits", "template_log_posterior", "mutual_information_reference",
+    "mutual_information", "total_loss", "BetaPolicy", "ECLoss", "content_free_term",
+    "content_free_penalty", "mutual_information_across_ranks",
 ]
 
 
@@ -103,17 +103,6 @@ def mutual_information(x: torch.Tensor, templates: torch.Tensor, marginal: str =
     return mutual_information_reference(x, templates, marginal)
 
 
-def normalize_maps(x: torch.Tensor, how: str = "none", eps: float = 1e-6) -> torch.Tensor:
-    """OUR EXTENSION (not in the paper): "max" divides each n x n map by its maximum (maps are
-    post-ReLU, so the result lies in [0, 1]); a dead map (max < eps) stays near zero. "none"
-    returns x unchanged (the paper)."""
-    if how == "none":
-        return x
-    if how != "max":
-        raise ValueError(f"map normalisation must be one of {MAP_NORMS}, got {how!r}")
-    return x / x.amax(dim=(-2, -1), keepdim=True).clamp_min(eps)
-
-
 def content_free_term(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
     """OUR EXTENSION (ICNN's negative images, Zhang et al. 2018, in this loss's terms): the mean
     over maps of log(M * P(T-|x)), where T- is the negative template (after Eq. 4; the last
@@ -130,25 +119,6 @@ def content_free_term(x: torch.Tensor, templates: torch.Tensor) -> torch.Tensor:
         raise ValueError("the last template must be the negative template (-tau everywhere)")
     log_p = template_log_posterior(x, templates)
     return log_p[:, -1].mean() + math.log(templates.shape[0])
-
-
-def off_head_share(fmap: torch.Tensor, head: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """OUR EXTENSION (supervised by landmarks, not the paper's method): the mean over the maps
-    that fire of the share of their activation that lies off the head.
-
-    fmap (B, C, n, n) post-ReLU maps of faces; head (B, n, n) in [0, 1], the share of each map
-    cell that lies on the head (zoo.data.background.RandomBackground's head masks, area-pooled
-    to the map by zoo.engine). A map with no activation counts
-    as 0 (silence off the head is what is asked). Minimising it teaches every channel to fire on
-    the head only, whatever lies behind it (with random backgrounds, zoo.data.background)."""
-    if fmap.dim() != 4 or head.shape != (fmap.shape[0], *fmap.shape[2:]):
-        raise ValueError(f"off_head_share: maps {tuple(fmap.shape)} and head cells "
-                         f"{tuple(head.shape)} do not match")
-    x = fmap.float().clamp_min(0).flatten(2)                     # (B, C, n*n)
-    off = (1.0 - head.float()).flatten(1)[:, None, :]            # (B, 1, n*n)
-    total = x.sum(-1)
-    share = (x * off).sum(-1) / total.clamp_min(eps)
-    return torch.where(total > eps, share, torch.zeros_like(share)).mean()
 
 
 def content_free_penalty(term: torch.Tensor, weight: float) -> torch.Tensor:
@@ -174,10 +144,10 @@ class BetaPolicy:
     """The weight beta of the MI term.
 
     mode="fixed": beta stays at ``beta``.
-    mode="auto": the paper starts at 1e-5 and lets "the program change beta automatically to
-    reduce the total loss". Since MI >= 0, raising beta always lowers L = alpha*CE - beta*MI, so
-    taken literally the rule diverges. Our bounded reading: after every step, with the detached
-    values of that step,
+    mode="auto": the paper starts at 1e-5 (DEFAULT_BETA) and lets "the program change beta
+    automatically to reduce the total loss". Since MI >= 0, raising beta always lowers
+    L = alpha*CE - beta*MI, so taken literally the rule diverges. Our bounded reading: after every
+    step, with the detached values of that step,
 
         beta <- clip(beta * (1 + rate))   if beta * MI < ratio * alpha * CE   (raise: lowers L)
         beta <- clip(beta / (1 + rate))   otherwise                             (MI term is big)
@@ -187,11 +157,11 @@ class BetaPolicy:
     term, and then hovers where beta*MI ~= ratio*alpha*CE, so ECLoss never dominates CE.
     """
 
-    beta: float = 1e-5
+    beta: float = DEFAULT_BETA
     mode: str = "fixed"
     ratio: float = 0.1
     rate: float = 0.1
-    beta_min: float = 1e-5
+    beta_min: float = DEFAULT_BETA
     beta_max: float = 1e6
     steps: int = field(default=0)
 
@@ -235,25 +205,15 @@ class ECLoss(nn.Module):
             scales 4 with the map, 4n/14).
         marginal: "uniform" (paper) or "batch".
         impl: "auto" (extension if built), "reference", or "extension".
-        map_norm: "none" (paper) or "max" - OUR EXTENSION, not the paper's method: divide each
-            map by its maximum before the correlation, so the MI measures the map's shape only
-            and cannot be raised by simply scaling activations up (docs/paper-notes.md).
-        template_peaks: "all" (paper) or "interior" - OUR EXTENSION: template peaks only on the
-            cells off the map's outer ring (zoo.templates.peak_positions).
+
+    Experiments change the maps or the templates through a zoo.training_hook.TrainingHook, not
+    here (research/).
     """
 
     def __init__(self, map_size: int, num_templates: int | str = _templates.DEFAULT_NUM_TEMPLATES,
                  tau: float = _templates.DEFAULT_TAU, radius: float | None = None,
-                 marginal: str = "uniform", impl: str = "auto", map_norm: str = "none",
-                 template_peaks: str = "all"):
+                 marginal: str = "uniform", impl: str = "auto"):
         super().__init__()
-        if template_peaks not in _templates.TEMPLATE_PEAKS:
-            raise ValueError(f"template_peaks must be one of {_templates.TEMPLATE_PEAKS}, got "
-                             f"{template_peaks!r}")
-        self.template_peaks = template_peaks
-        if map_norm not in MAP_NORMS:
-            raise ValueError(f"map_norm must be one of {MAP_NORMS}, got {map_norm!r}")
-        self.map_norm = map_norm
         if marginal not in MARGINALS:
             raise ValueError(f"marginal must be one of {MARGINALS}, got {marginal!r}")
         if impl not in IMPLS:
@@ -270,10 +230,10 @@ class ECLoss(nn.Module):
 
     def templates_for(self, device, dtype) -> torch.Tensor:
         return _templates.get_templates(self.map_size, self.num_templates, self.radius, self.tau,
-                                        device=device, dtype=dtype, peaks=self.template_peaks)
+                                        device=device, dtype=dtype)
 
     def prepare(self, fmap: torch.Tensor) -> torch.Tensor:
-        """The maps the MI is computed on: float32 at least, normalised if map_norm says so.
+        """The maps the MI is computed on: float32 at least (under AMP they arrive in 16 bits).
         ValueError unless they are (B, C, map_size, map_size) or (N, map_size**2)."""
         n = self.map_size
         if not isinstance(fmap, torch.Tensor):
@@ -284,7 +244,7 @@ class ECLoss(nn.Module):
                              f"(N, {n * n}), got {tuple(fmap.shape)}")
         if fmap.dtype in (torch.float16, torch.bfloat16):
             fmap = fmap.float()  # under AMP: the softmax over templates needs float32 range
-        return normalize_maps(fmap, self.map_norm)
+        return fmap
 
     def mutual_information(self, fmap: torch.Tensor) -> torch.Tensor:
         fmap = self.prepare(fmap)
@@ -296,8 +256,7 @@ class ECLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"map_size={self.map_size}, num_templates={self.num_templates}, tau={self.tau}, "
-                f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}, "
-                f"map_norm={self.map_norm!r}, template_peaks={self.template_peaks!r}")
+                f"radius={self.radius}, marginal={self.marginal!r}, impl={self.impl!r}")
 
 
 def mutual_information_across_ranks(x: torch.Tensor, templates: torch.Tensor,

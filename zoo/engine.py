@@ -16,11 +16,16 @@ optimizer, resume), ``_train_one_epoch`` (one ``_train_step`` per batch) and ``_
 (validation, curves, registration). TrainConfig and the presets live in zoo.train_config and
 zoo.config, the run folder's layout in zoo.runs, the non-finite loss rules in zoo.finite and the
 content-free images of a step in zoo.data.content_free.
+
+Experiments plug in through one object, ``train(cfg, hook=...)``: a zoo.training_hook.TrainingHook
+whose methods the engine calls at fixed points (the training set, the content-free images, the
+templates and maps of ECLoss, an extra loss term) and whose description the run records.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import random
@@ -28,75 +33,47 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from . import registry, runs
-from ._io import atomic_write_bytes  # noqa: F401  (re-exported)
+from . import builder, hub, runs
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .data.content_free import (  # noqa: F401  (CONTENT_FREE_SHARE re-exported)
-    CONTENT_FREE_SHARE,
-    content_free_count,
-    patch_shuffled,
-    shuffled_face_count,
-    step_content_free_batch,
-)
+from .data.content_free import content_free_count, step_content_free_batch, step_generator
 from .ecloss import (
     BetaPolicy,
     ECLoss,
     content_free_penalty,
     content_free_term,
     mutual_information_across_ranks,
-    off_head_share,
     total_loss,
 )
-from .finite import (  # noqa: F401  (NONFINITE_SKIP_LIMIT re-exported)
-    NONFINITE_SKIP_LIMIT,
-    NonFiniteLossError,
-    check_finite,
-    check_finite_weights,
-    skip_step,
-)
+from .finite import NonFiniteGuard, skip_step
 from .heads import create_head
 from .models.vgg import VGGFace
-from .train_config import TrainConfig, build_train_dataset, model_config, resolve_config
+from .templates import DEFAULT_BETA
+from .train_config import (
+    TrainConfig,
+    build_train_dataset,
+    model_config,
+    resolve_config,
+    settings_line,
+)
+from .training_hook import TrainingHook
 from .validation import validate
 
-# isort: split
-# Re-exported: callers and docs use zoo.engine.<name> for the training configuration.
-from .config import EXPLAINABLE_ECLOSS, PAPER_GEOMETRY, PRESETS  # noqa: F401
-
-__all__ = ["TrainConfig", "PRESETS", "EXPLAINABLE_ECLOSS", "PAPER_GEOMETRY", "train",
-           "resolve_config", "model_config", "build_train_dataset", "save_checkpoint",
-           "load_checkpoint", "atomic_write_bytes", "NonFiniteLossError"]
+__all__ = ["train"]
 
 LOG_FIELDS = ["epoch", "step", "loss", "ce", "mi", "beta", "acc", "lr", "images_per_s",
               "content_free"]
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
-
-
 # --------------------------------------------------------------------------------------------
 # setup
 # --------------------------------------------------------------------------------------------
-
-class _Printer:
-    """print on rank 0 only."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __call__(self, *args):
-        if self.enabled:
-            print(*args, flush=True)
-
 
 class _Net(nn.Module):
     """The embedding network and the classification head as one module, so that DDP syncs them
@@ -119,18 +96,20 @@ class _Run:
     world: int
     rank: int
     device: torch.device
-    log: _Printer
+    log: Callable[..., None]            # print on rank 0, nothing on the others
     dataset: object
     zoo_config: dict                    # the registry config the network was built from
     model: VGGFace
     net: _Net
     ddp: nn.Module                      # net, or DistributedDataParallel(net)
     ecloss: Optional[ECLoss]
+    hook: TrainingHook
     beta_policy: BetaPolicy
     sampler: torch.utils.data.DistributedSampler
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    guard: NonFiniteGuard               # the non-finite loss and weight checks (zoo.finite)
     local_batch: int
     n_content_free: int                 # content-free images per rank and step
     total_steps: int
@@ -138,7 +117,6 @@ class _Run:
     epoch: int = 0
     step: int = 0
     bar: object = None                  # tqdm progress bar (rank 0 with progress)
-    nonfinite_streak: int = 0           # steps in a row skipped under AMP for a non-finite loss
     epoch_rows: List[dict] = field(default_factory=list)
 
     @property
@@ -171,29 +149,14 @@ def _init_process(cfg: TrainConfig):
     return cfg, world, rank, local_rank, device
 
 
-def _settings_line(cfg: TrainConfig, world: int, use_cuda: bool) -> str:
-    where = f"{world} x {'GPU' if use_cuda else 'CPU'} processes" if world > 1 else \
-        ("GPU" if use_cuda else "no GPU")
-    ecl = (f", tau {cfg.tau}, beta {cfg.beta} {cfg.beta_mode}, {cfg.templates} templates "
-           f"({cfg.template_peaks} peaks), {cfg.marginal} marginal, content-free weight "
-           f"{cfg.content_free}" if cfg.loss == "ecloss" else "")
-    return (f"{where}: using the {cfg.preset} preset (vgg{cfg.depth}, width {cfg.width}, "
-            f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.padding} padding, translate "
-            f"{cfg.translate}, background {cfg.background}, shuffled faces {cfg.shuffled_faces}, "
-            f"off-head weight {cfg.off_head}, "
-            f"{cfg.epochs} epochs, "
-            f"batch {cfg.batch_size}, lr {cfg.lr}, loss {cfg.loss}, head {cfg.head}{ecl})")
-
-
 def _build_losses(cfg: TrainConfig, feature_size: int):
     """(ECLoss or None, beta policy) of a resolved config."""
     ecloss = None
     if cfg.loss == "ecloss":
         m = "full" if cfg.templates == "full" else int(cfg.templates)
         ecloss = ECLoss(feature_size, num_templates=m, tau=cfg.tau, radius=cfg.radius,
-                        marginal=cfg.marginal, impl=cfg.ecloss_impl, map_norm=cfg.map_norm,
-                        template_peaks=cfg.template_peaks)
-    beta_min = min(cfg.beta, 1e-5) if cfg.beta > 0 else 1e-5
+                        marginal=cfg.marginal, impl=cfg.ecloss_impl)
+    beta_min = min(cfg.beta, DEFAULT_BETA) if cfg.beta > 0 else DEFAULT_BETA
     beta_policy = BetaPolicy(beta=cfg.beta, mode=cfg.beta_mode, ratio=cfg.beta_ratio,
                              rate=cfg.beta_rate, beta_min=beta_min)
     return ecloss, beta_policy
@@ -207,21 +170,24 @@ def _build_optimizer(cfg: TrainConfig, net: nn.Module) -> torch.optim.Optimizer:
                            lr=cfg.lr, momentum=cfg.momentum)
 
 
-def _setup(cfg: TrainConfig) -> _Run:
+def _setup(cfg: TrainConfig, hook: TrainingHook) -> _Run:
     """Everything before the first step, in an order that fixes the RNG stream: seed, data, the
     network (from its validated registry config), head, losses, DDP, optimizer, schedule."""
     cfg, world, rank, local_rank, device = _init_process(cfg)
     use_cuda = device.type == "cuda"
-    log = _Printer(rank == 0)
+    log = functools.partial(print, flush=True) if rank == 0 else (lambda *args: None)
     if cfg.batch_size % world:
         raise ValueError(f"global batch {cfg.batch_size} is not divisible by {world} ranks")
     local_batch = cfg.batch_size // world
-    log(_settings_line(cfg, world, use_cuda))
+    where = f"{world} x {'GPU' if use_cuda else 'CPU'} processes" if world > 1 else \
+        ("GPU" if use_cuda else "no GPU")
+    log(f"{where}: {settings_line(cfg, hook.describe())}")
 
-    _seed_everything(cfg.seed)
-    dataset = build_train_dataset(cfg)
-    zoo_config = model_config(cfg, dataset.num_classes)   # validated before anything is trained
-    model = registry.build(zoo_config).to(device)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    dataset = hook.wrap_dataset(build_train_dataset(cfg), cfg)
+    zoo_config = model_config(cfg, dataset.num_classes, hook=hook.describe())  # checked now
+    model = builder.build(zoo_config).to(device)
     head = create_head(cfg.head, cfg.embedding_dim, dataset.num_classes).to(device)
     ecloss, beta_policy = _build_losses(cfg, model.feature_size)
     net = _Net(model, head)
@@ -244,12 +210,13 @@ def _setup(cfg: TrainConfig) -> _Run:
                                                     total_steps=max(schedule_steps, 2),
                                                     pct_start=0.15, anneal_strategy="cos")
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and use_cuda)
+    run_dir = runs.run_dir(cfg.name, cfg.out)
+    guard = NonFiniteGuard(scaler, run_dir / runs.CHECKPOINT_FILE, log, world > 1)
     run = _Run(cfg=cfg, world=world, rank=rank, device=device, log=log, dataset=dataset,
-               zoo_config=zoo_config, model=model, net=net, ddp=ddp, ecloss=ecloss,
+               zoo_config=zoo_config, model=model, net=net, ddp=ddp, ecloss=ecloss, hook=hook,
                beta_policy=beta_policy, sampler=sampler, optimizer=optimizer,
-               scheduler=scheduler, scaler=scaler, local_batch=local_batch,
-               n_content_free=n_content_free, total_steps=total_steps,
-               run_dir=runs.run_dir(cfg.name, cfg.out))
+               scheduler=scheduler, scaler=scaler, guard=guard, local_batch=local_batch,
+               n_content_free=n_content_free, total_steps=total_steps, run_dir=run_dir)
     if rank == 0:
         run.run_dir.mkdir(parents=True, exist_ok=True)
     _resume(run)
@@ -281,8 +248,9 @@ def _open_logs(run: _Run) -> None:
     if not (cfg.resume and run.csv_path.exists() and run.epoch > 0):
         with open(run.csv_path, "w", newline="") as f:
             csv.writer(f).writerow(LOG_FIELDS)
+    hook = run.hook.describe()
     with open(run.run_dir / runs.TRAIN_CONFIG_FILE, "w") as f:
-        json.dump(dataclasses.asdict(cfg), f, indent=2)
+        json.dump({**dataclasses.asdict(cfg), **({"hook": hook} if hook else {})}, f, indent=2)
     if cfg.progress:
         from tqdm import tqdm
         run.bar = tqdm(total=run.total_steps, initial=run.step, desc=f"train {cfg.name}",
@@ -294,54 +262,50 @@ def _open_logs(run: _Run) -> None:
 # --------------------------------------------------------------------------------------------
 
 def _loss(run: _Run, ce: torch.Tensor, fmap: torch.Tensor, n_faces: int, beta: float,
-          head: Optional[torch.Tensor] = None):
-    """(loss to differentiate, MI value, content-free term value) of one step; ``head``: the
-    faces' head masks at the input size, for the off-head term."""
-    cfg, ecloss = run.cfg, run.ecloss
+          extras: Tuple[torch.Tensor, ...] = ()):
+    """(loss to differentiate, MI value, content-free term value) of one step; ``extras``: the
+    batch's extra item fields, for the hook's extra term."""
+    cfg, ecloss, hook = run.cfg, run.ecloss, run.hook
     if ecloss is None:
         return cfg.alpha * ce, torch.zeros((), device=run.device), 0.0
-    templates = ecloss.templates_for(run.device, torch.float32)
+    templates = hook.templates(ecloss, ecloss.templates_for(run.device, torch.float32))
     mi_term, mi_value = mutual_information_across_ranks(
-        ecloss.prepare(fmap[:n_faces]), templates, cfg.marginal, cfg.ecloss_impl)
+        hook.ecloss_maps(ecloss.prepare(fmap[:n_faces])), templates, cfg.marginal,
+        cfg.ecloss_impl)
     loss = total_loss(ce, mi_term, cfg.alpha, beta)
     cf_value = 0.0
     if run.n_content_free:
-        cf_term = content_free_term(ecloss.prepare(fmap[n_faces:]), templates)
+        cf_term = content_free_term(hook.ecloss_maps(ecloss.prepare(fmap[n_faces:])), templates)
         loss = loss + content_free_penalty(cf_term, cfg.content_free)
         cf_value = float(cf_term.detach())
-    if head is not None and cfg.off_head:
-        cells = F.adaptive_avg_pool2d(head[:, None].float(), fmap.shape[-2:])[:, 0]
-        loss = loss + cfg.off_head * off_head_share(fmap[:n_faces], cells)
+    extra = hook.extra_loss(fmap[:n_faces], extras)
+    if extra is not None:
+        loss = loss + extra
     return loss, mi_value, cf_value
 
 
-def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor,
-                head: Optional[torch.Tensor] = None) -> dict:
-    """One optimisation step; returns the step's numbers (global over the ranks). ``head``:
-    the faces' head masks (B, S, S) when the off-head term is on."""
+def _train_step(run: _Run, images: torch.Tensor, labels: torch.Tensor, *extras) -> dict:
+    """One optimisation step; returns the step's numbers (global over the ranks). ``extras``:
+    the batch's further item fields (a hook's dataset, zoo.training_hook)."""
     cfg, device = run.cfg, run.device
     t0 = time.time()
     n_faces = len(labels)
     if run.n_content_free:
         free = step_content_free_batch(cfg.seed, run.step, run.n_content_free, run.world,
                                        run.rank, cfg.input_size)
-        n_shuffled = min(shuffled_face_count(run.n_content_free, cfg.shuffled_faces), n_faces)
-        if n_shuffled:
-            # faces with their tiles out of order take the place of some blank/noise images
-            g = torch.Generator().manual_seed((cfg.seed * 1_000_033 + run.step) * 64 + run.rank)
-            free[:n_shuffled] = patch_shuffled(images[:n_shuffled], g)
+        free = run.hook.content_free_images(images, free,
+                                            step_generator(cfg.seed, run.step, run.rank))
         images = torch.cat([images, free])
     images = images.to(device, non_blocking=True)
     labels = labels.to(device, non_blocking=True)
-    if head is not None:
-        head = head.to(device, non_blocking=True)
+    extras = tuple(x.to(device, non_blocking=True) for x in extras)
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     with torch.autocast(device.type, dtype=amp_dtype, enabled=cfg.amp):
         logits, fmap = run.ddp(images, labels)
     ce = F.cross_entropy(logits.float(), labels)
     beta = run.beta_policy.beta
-    loss, mi_value, cf_value = _loss(run, ce, fmap, n_faces, beta, head)
-    skipped = check_finite(run, ce, mi_value, cf_value, loss)  # zoo.finite
+    loss, mi_value, cf_value = _loss(run, ce, fmap, n_faces, beta, extras)
+    skipped = run.guard.check_step(ce, mi_value, cf_value, loss, run.step, run.epoch)
     run.optimizer.zero_grad(set_to_none=True)
     if skipped:
         skip_step(run.scaler)
@@ -403,7 +367,7 @@ def _train_one_epoch(run: _Run) -> bool:
     for batch in loader:
         if run.step >= run.total_steps:
             return False
-        out = _train_step(run, *batch)    # (images, labels[, head masks])
+        out = _train_step(run, *batch)    # (images, labels, *a hook's extras)
         _log_step(run, out)
         if out["skipped"]:  # logged (NaN), not averaged into the epoch
             continue
@@ -418,7 +382,8 @@ def _train_one_epoch(run: _Run) -> bool:
 def _end_epoch(run: _Run, sums: dict, seconds: float) -> None:
     """Epoch summary and checkpoint (rank 0), then wait for every rank."""
     cfg = run.cfg
-    check_finite_weights(run)  # a finite loss can still give inf gradients: never checkpoint them
+    # a finite loss can still give inf gradients: never checkpoint them
+    run.guard.check_weights(run.net, run.device, run.step, run.epoch)
     n_batches = max(1, sums["seen"] // cfg.batch_size)
     run.epoch += 1
     if run.rank == 0:
@@ -446,16 +411,16 @@ def _end_epoch(run: _Run, sums: dict, seconds: float) -> None:
 
 def _finish(run: _Run, seconds: float) -> dict:
     """Validation, curves, registration and summary.json (rank 0); the run's summary dict."""
-    cfg, log = run.cfg, run.log
+    cfg, log, hook = run.cfg, run.log, run.hook.describe()
     result = {"name": cfg.name, "run_dir": str(run.run_dir), "steps": run.step,
-              "epochs": run.epoch, "seconds": seconds, "metrics": {}}
+              "epochs": run.epoch, "seconds": seconds, "metrics": {},
+              **({"hook": hook} if hook else {})}
     if run.rank == 0:
         if cfg.evaluate and cfg.val:
-            result["metrics"] = validate(run.model, cfg.val, cfg.input_size, run.device,
-                                         orl_num_train=cfg.orl_num_train,
-                                         orl_split_seed=cfg.orl_split_seed,
-                                         orl_num_val=cfg.orl_num_val,
-                                         orl_fold=cfg.orl_fold)
+            result["metrics"] = validate(
+                run.model, cfg.val, cfg.input_size, run.device, orl_num_train=cfg.orl_num_train,
+                orl_split_seed=cfg.orl_split_seed, orl_num_val=cfg.orl_num_val,
+                orl_fold=cfg.orl_fold)
             for val_name, rep in result["metrics"].items():
                 log(f"held-out verification [{val_name}]: accuracy {rep['accuracy']:.4f} "
                     f"+- {rep['std']:.4f}, AUC {rep['auc']:.4f} ({rep['num_pairs']} pairs)")
@@ -463,7 +428,7 @@ def _finish(run: _Run, seconds: float) -> dict:
         training_curves_figure(run.csv_path, run.run_dir / runs.CURVES_FILE)
         if cfg.register:
             config = {**run.zoo_config, "metrics": result["metrics"]}
-            result["registered"] = str(registry.save(run.model, config, name=cfg.name))
+            result["registered"] = str(hub.save(run.model, config, name=cfg.name))
             log(f"registered {cfg.name} at {result['registered']}")
         with open(run.run_dir / runs.SUMMARY_FILE, "w") as f:
             json.dump({**result, "epochs_log": run.epoch_rows}, f, indent=2)
@@ -472,9 +437,10 @@ def _finish(run: _Run, seconds: float) -> dict:
     return result
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train one model; returns a summary dict (run dir, metrics, registered path)."""
-    run = _setup(cfg)
+def train(cfg: TrainConfig, hook: Optional[TrainingHook] = None) -> dict:
+    """Train one model; returns a summary dict (run dir, metrics, registered path). ``hook``: an
+    experiment's zoo.training_hook.TrainingHook (None: the method alone)."""
+    run = _setup(cfg, hook if hook is not None else TrainingHook())
     t_start = time.time()
     while run.epoch < run.cfg.epochs and run.step < run.total_steps:
         if not _train_one_epoch(run):

@@ -1,31 +1,13 @@
-"""Face part masks from landmarks (paper Fig. 7): the landmark file readers and resizing.
+"""Landmarks of a resized image (paper Fig. 7 draws the part masks on resized faces).
 
-The geometry (PART_NAMES, PART_COLORS, ``part_masks_from_landmarks``, ``overlay_part_masks``,
-the LaPa-106 mapping) lives in the torch-free export.part_masks, which the runtime shares; this
-module adds ``scale_landmarks`` and re-exports the geometry and the landmark file readers
-(iBUG .pts, LaPa 106; export.face_parts, which the runtime's --landmarks reads with), so
-that ``zoo.parts`` stays the one place to import everything about part masks from on the torch
-side.
+The part geometry (PART_NAMES, PART_COLORS, ``part_masks_from_landmarks``,
+``overlay_part_masks``, the LaPa-106 mapping) lives in the torch-free export.part_masks and the
+landmark file readers (iBUG .pts, LaPa 106) in export.face_parts, which the runtime shares;
+import them from there. This module adds ``scale_landmarks``.
 """
 
 import numpy as np
 
-from export.face_parts import read_lapa_106, read_pts  # noqa: F401  (the readers, torch-free)
-from export.part_masks import (  # noqa: F401  (re-exported: the geometry's public names)
-    FOREHEAD_HEIGHT,
-    HAIR_HEIGHT,
-    HAIR_WIDTH,
-    JAW_BAND,
-    LAPA106_TO_68,
-    MARGIN,
-    PART_COLORS,
-    PART_NAMES,
-    lapa106_to_68,
-    overlay_part_masks,
-    part_masks_from_landmarks,
-)
-
-# ------------------------------------------------------------------------------------ readers
 
 def scale_landmarks(pts, src_hw, dst_hw) -> np.ndarray:
     """Landmarks of an image of size src (H, W) after resizing it to dst (H, W).

@@ -18,8 +18,9 @@ import numpy as np
 from PIL import Image
 
 from export.crop import largest_face, square_crop_box  # the one crop rule (runtime's too)
+from export.images import is_image_file
 
-from .data._images import ImageDecodeError, is_image_file, load_rgb
+from .data.images import ImageDecodeError, load_rgb
 
 
 @dataclass

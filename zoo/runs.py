@@ -4,7 +4,7 @@
                                summary.json, curves.png
     runs/<name>/evaluation/    zoo.evaluate: metrics.json, report.md, figures, channel_parts.json
 
-zoo.engine, zoo.evaluate, zoo.study and zoo.compare take these paths from here.
+zoo.engine, zoo.evaluate and zoo.compare (and the lab's research.study) take these paths from here.
 """
 from __future__ import annotations
 

@@ -139,7 +139,8 @@ def swap_game_metric(export_dir, split: str = "heldout", pairs: int = 40, seed: 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m zoo.swap_game", description=__doc__.split("\n")[0])
-    p.add_argument("model", help="an exported model folder (python -m export NAME --out DIR)")
+    p.add_argument("model",
+                   help="an exported model folder (python -m zoo.exporting NAME --out DIR)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--orl", choices=("train", "val", "heldout"),
                      help="ORL faces of this identity split (30 training identities, seed 0)")

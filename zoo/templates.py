@@ -26,12 +26,17 @@ import torch
 __all__ = [
     "one_peak_template", "two_peak_template", "negative_template", "full_template_count",
     "evenly_spaced_indices", "template_kinds", "build_templates", "get_templates",
-    "DEFAULT_TAU", "DEFAULT_RADIUS", "DEFAULT_NUM_TEMPLATES", "TEMPLATE_PEAKS", "peak_positions",
+    "DEFAULT_TAU", "DEFAULT_RADIUS", "DEFAULT_NUM_TEMPLATES", "DEFAULT_BETA",
 ]
 
-DEFAULT_TAU = 1e-3      # paper: tau = 0.001
-DEFAULT_RADIUS = 4.0    # paper: r = 4 (at 14x14)
+# The paper's constants, each defined here once (zoo.config, zoo.ecloss and the CLIs import them).
+DEFAULT_TAU = 1e-3      # paper Eq. 2: tau = 0.001
+DEFAULT_RADIUS = 4.0    # paper Eq. 2: r = 4 (at 14x14)
 DEFAULT_NUM_TEMPLATES = 400  # paper: 400 taken evenly
+# paper: beta, the weight of the MI term in L = alpha * CE - beta * MI (zoo.ecloss.total_loss),
+# starts at 1e-5 and is then "changed automatically" (zoo.ecloss.BetaPolicy). It lives here, the
+# leaf module of the paper's numbers, because zoo.config (which zoo.ecloss imports) needs it too.
+DEFAULT_BETA = 1e-5
 
 
 def _grid(n: int) -> np.ndarray:
@@ -133,39 +138,21 @@ def template_kinds(n: int, indices: np.ndarray) -> Tuple[np.ndarray, np.ndarray,
     return kind, a, b
 
 
-# "permuted" is a CONTROL, not a method: the paper's templates with the cells of each template
-# shuffled (same values, no spatial shape), so a study can tell gains of template matching
-# from gains of any sharpening pressure of the same strength.
-TEMPLATE_PEAKS = ("all", "interior", "permuted")
-PERMUTED_TEMPLATE_SEED = 0
-
-
-def peak_positions(n: int, peaks: str = "all") -> np.ndarray:
-    """Row-major positions a template peak may sit on: every cell ("all", the paper) or the cells
-    off the outer ring ("interior", OUR EXTENSION: a map that peaks on the image border then
-    matches no template well, so the MI stops rewarding border peaks; docs/paper-notes.md)."""
-    if peaks not in TEMPLATE_PEAKS:
-        raise ValueError(f"template peaks must be one of {TEMPLATE_PEAKS}, got {peaks!r}")
-    ii, jj = np.divmod(np.arange(n * n), n)
-    if peaks in ("all", "permuted"):
-        return np.arange(n * n, dtype=np.int64)
-    if n < 3:
-        raise ValueError(f"a {n}x{n} map has no interior cells for interior template peaks")
-    return np.flatnonzero((ii > 0) & (ii < n - 1) & (jj > 0) & (jj < n - 1)).astype(np.int64)
-
-
 def build_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLATES,
                     r: float = DEFAULT_RADIUS, tau: float = DEFAULT_TAU,
-                    peaks: str = "all") -> np.ndarray:
+                    positions: np.ndarray | None = None) -> np.ndarray:
     """The (M, n, n) float64 template array: the evenly taken subset of size M, or the full set
     when ``num_templates`` is None or "full".
 
-    peaks="interior" builds the same canonical set over the interior positions only (one-peak
-    templates on interior cells, two-peak templates of two interior cells, the negative
-    template), then takes M evenly from it. peaks="permuted" (a control) is the "all" set with
-    the n*n cells of each template shuffled by its own seeded permutation."""
+    ``positions``: the row-major cells a template peak may sit on, every cell when None (the
+    paper). Given, the canonical set is built over those kp cells in their order (one-peak
+    templates, two-peak templates of two of them, the negative template: kp + C(kp, 2) + 1) and
+    M are taken evenly from it."""
     _check_geometry(n, r, tau)
-    pos = peak_positions(n, peaks)
+    pos = (np.arange(n * n, dtype=np.int64) if positions is None
+           else np.asarray(positions, dtype=np.int64))
+    if pos.ndim != 1 or not len(pos) or pos.min() < 0 or pos.max() >= n * n:
+        raise ValueError(f"template peak positions must be cells of the {n}x{n} map")
     kp = len(pos)
     total = kp + kp * (kp - 1) // 2 + 1
     if num_templates is None or num_templates == "full":
@@ -185,16 +172,7 @@ def build_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLA
     out[kind == 0] = -tau
     out[kind == 1] = one_peak[a[kind == 1]]
     out[two] = np.maximum(one_peak[a[two]], one_peak[b[two]])
-    if peaks == "permuted":
-        out = permute_template_cells(out, PERMUTED_TEMPLATE_SEED)
     return out.reshape(len(indices), n, n)
-
-
-def permute_template_cells(flat: np.ndarray, seed: int) -> np.ndarray:
-    """(M, K) templates with each row's K cells in its own random order (numpy PCG64 ``seed``):
-    every template keeps its values (so its norm and the MI's scale) and loses its shape."""
-    rng = np.random.default_rng(seed)
-    return np.stack([row[rng.permutation(row.shape[0])] for row in flat])
 
 
 _CACHE: Dict[tuple, torch.Tensor] = {}
@@ -204,16 +182,16 @@ _CACHE_LOCK = threading.Lock()
 def get_templates(n: int, num_templates: int | str | None = DEFAULT_NUM_TEMPLATES,
                   r: float = DEFAULT_RADIUS, tau: float = DEFAULT_TAU, *,
                   device: torch.device | str | None = None,
-                  dtype: torch.dtype = torch.float32, peaks: str = "all") -> torch.Tensor:
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Cached (M, n, n) template tensor on ``device`` in ``dtype``. Treat it as read-only."""
     m_key = "full" if num_templates is None else num_templates
     device = torch.device(device) if device is not None else torch.device("cpu")
-    key = (int(n), str(m_key), float(r), float(tau), str(device), dtype, peaks)
+    key = (int(n), str(m_key), float(r), float(tau), str(device), dtype)
     with _CACHE_LOCK:
         t = _CACHE.get(key)
         if t is None:
-            t = torch.from_numpy(build_templates(n, m_key, r, tau, peaks)).to(device=device,
-                                                                               dtype=dtype)
+            t = torch.from_numpy(build_templates(n, m_key, r, tau)).to(device=device,
+                                                                        dtype=dtype)
             _CACHE[key] = t
     return t
 

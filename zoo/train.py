@@ -13,19 +13,15 @@ import argparse
 import dataclasses
 import json
 import sys
+from typing import Collection, Optional
 
-from .config import (
-    BETA_MODES,
-    HEAD_NAMES,
-    IMPLS,
-    LOSSES,
-    MAP_NORMS,
-    MARGINALS,
-    PADDINGS,
-    PRESETS,
-    TEMPLATE_PEAKS,
-)
-from .engine import TrainConfig, train
+from .config import BETA_MODES, HEAD_NAMES, IMPLS, LOSSES, MARGINALS, PADDINGS, PRESETS
+from .engine import train
+from .templates import DEFAULT_BETA, DEFAULT_TAU
+from .train_config import TrainConfig
+from .training_hook import TrainingHook
+
+__all__ = ["build_parser", "option_values", "config_from_args", "run", "main"]
 
 
 def _bool(text: str) -> bool:
@@ -36,9 +32,11 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# A checkout's lab (research.train, not installed) extends this parser with its own options and
+# trains through a zoo.training_hook.TrainingHook; this CLI shows the method's options only.
+def build_parser(prog: str = "python -m zoo.train") -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m zoo.train", description=__doc__,
+    p = argparse.ArgumentParser(prog=prog, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("arch", help="vgg13 | vgg16 | vgg19")
     p.add_argument("--config", help="JSON file of TrainConfig fields (command-line options win)")
@@ -51,15 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val", nargs="+", default=None, help="orl (default) and/or .bin files")
     p.add_argument("--templates", default=None, help="400 (paper) | full | any count")
     p.add_argument("--tau", type=float, default=None,
-                   help="template amplitude (cpu/gpu presets 1, paper preset 1e-3)")
+                   help=f"template amplitude (cpu/gpu presets 1, paper preset {DEFAULT_TAU:g})")
     p.add_argument("--radius", type=float, default=None,
                    help="template radius (4 at 14x14, scaled)")
     p.add_argument("--marginal", choices=MARGINALS, default=None)
-    p.add_argument("--map-norm", choices=MAP_NORMS, default=None,
-                   help="max: normalise each map before the MI (our extension, not the paper)")
-    p.add_argument("--template-peaks", choices=TEMPLATE_PEAKS, default=None,
-                   help="interior: template peaks off the map's outer ring (our extension); "
-                        "permuted: each template's cells shuffled (a control, not a method)")
     p.add_argument("--content-free", type=float, default=None, metavar="WEIGHT",
                    help="push maps of blank/noise images to the negative template with this "
                         "weight (our extension; 0 = off)")
@@ -67,18 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="conv padding (VGG: zeros)")
     p.add_argument("--translate", type=float, default=None,
                    help="random-shift augmentation: resize by 1+T, random crop (0 = off)")
-    p.add_argument("--background", type=float, default=None, metavar="P",
-                   help="give this share of the training faces a random background behind the "
-                        "head (our extension; needs landmarks: --data orl; 0 = off)")
-    p.add_argument("--off-head", type=float, default=None, metavar="WEIGHT",
-                   help="penalise the share of each map's activation that lies off the head "
-                        "with this weight (our extension; needs landmarks: --data orl; 0 = off)")
-    p.add_argument("--shuffled-faces", type=float, default=None, metavar="SHARE",
-                   help="make this share of the content-free images part-shuffled copies of "
-                        "the batch's faces (tiles in a random order; our extension; 0 = off)")
     p.add_argument("--alpha", type=float, default=None)
     p.add_argument("--beta", type=float, default=None,
-                   help="(initial) beta (cpu preset 3 fixed, gpu 1 fixed, paper 1e-5 auto)")
+                   help=f"(initial) beta (cpu preset 3 fixed, gpu 1 fixed, paper "
+                        f"{DEFAULT_BETA:g} auto)")
     p.add_argument("--beta-mode", choices=BETA_MODES, default=None)
     p.add_argument("--beta-ratio", type=float, default=None,
                    help="auto beta: target beta*MI / (alpha*CE) (docs/paper-notes.md)")
@@ -106,9 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(argv=None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+def option_values(args: argparse.Namespace,
+                  fields: Optional[Collection[str]] = None) -> dict:
+    """The settings of a run from parsed options: the fields of the --config JSON file, then the
+    options given on the command line (they win). ``fields``: the names taken (TrainConfig's by
+    default); an unknown field of the file is an error."""
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} if fields is None else set(fields)
     values = {}
     if args.config:
         with open(args.config) as f:
@@ -122,17 +110,25 @@ def config_from_args(argv=None) -> TrainConfig:
             values[key] = value
     if "loss" not in values and "-" in args.arch:  # "vgg19-softmax" names the loss too
         values["loss"] = args.arch.split("-", 1)[1]
-    return TrainConfig(**values)
+    return values
+
+
+def config_from_args(argv=None) -> TrainConfig:
+    return TrainConfig(**option_values(build_parser().parse_args(argv)))
+
+
+def run(cfg: TrainConfig, hook: Optional[TrainingHook] = None, prog: str = "zoo.train") -> int:
+    """Train; 0, or 2 with one line on stderr for a bad setting or a run that had to stop."""
+    try:
+        train(cfg, hook)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv=None) -> int:
-    cfg = config_from_args(argv)
-    try:
-        train(cfg)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"zoo.train: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    return run(config_from_args(argv))
 
 
 if __name__ == "__main__":

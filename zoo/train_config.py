@@ -5,7 +5,8 @@ registry config of the model it trains.
 GPU, "cpu" otherwise, or "paper") and checks them; ``model_config`` turns a resolved TrainConfig
 into the registry config (zoo.config.default_config) the network is built from, so a value the
 registry refuses fails before training; ``build_train_dataset`` opens the training set it names.
-zoo.engine trains from these and re-exports them.
+zoo.engine trains from these. Experiments add their settings through a training hook
+(zoo.training_hook), not through fields here.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from .config import LOSSES, PRESETS, default_config
 from .models.vgg import VGG_CONFIGS
 from .runs import RUNS_ROOT
 
-__all__ = ["TrainConfig", "resolve_config", "model_config", "build_train_dataset"]
+__all__ = ["TrainConfig", "resolve_config", "model_config", "build_train_dataset",
+           "settings_line"]
 
 
 @dataclass
@@ -43,8 +45,6 @@ class TrainConfig:
     tau: Optional[float] = None
     radius: Optional[float] = None      # None: 4 at 14x14, scaled with the map size
     marginal: str = "uniform"
-    map_norm: str = "none"              # "max": our extension (docs/paper-notes.md)
-    template_peaks: Optional[str] = None  # all | interior (our extension)
     content_free: Optional[float] = None  # weight of content_free_term (our extension), 0 = off
     alpha: float = 1.0
     beta: Optional[float] = None
@@ -60,12 +60,6 @@ class TrainConfig:
     weight_decay: float = 5e-4
     flip: bool = True
     translate: Optional[float] = None   # random-shift augmentation (face_transform), 0 = off
-    background: Optional[float] = None  # share of training faces given a random background
-                                        # (zoo.data.background, our extension), 0 = off
-    shuffled_faces: Optional[float] = None  # share of the content-free images that are
-                                            # part-shuffled faces of the batch, 0 = none
-    off_head: Optional[float] = None    # weight of the off-head term (zoo.ecloss.off_head_share,
-                                        # our extension; needs landmarks), 0 = off
     amp: bool = False
     workers: int = 0
     seed: int = 0
@@ -105,10 +99,6 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
     for key, value in PRESETS[cfg.preset].items():
         if getattr(cfg, key) is None:
             setattr(cfg, key, value)
-            if key in ("background", "off_head") and value and cfg.data != "orl":
-                # the preset's background randomisation needs landmarks, which only ORL ships:
-                # other data train without it (given explicitly, it is an error instead)
-                setattr(cfg, key, 0.0)
     _ = cfg.depth
     if cfg.loss not in LOSSES:
         raise ValueError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
@@ -118,28 +108,28 @@ def resolve_config(cfg: TrainConfig, cuda: bool) -> TrainConfig:
         raise ValueError("epochs and batch size must be >= 1 and lr > 0")
     if not cfg.content_free >= 0 or not 0 <= cfg.translate < 1:
         raise ValueError("content_free must be >= 0 and translate in [0, 1)")
-    if not 0 <= cfg.background <= 1:
-        raise ValueError(f"background must be a probability in [0, 1], got {cfg.background}")
-    if not 0 <= cfg.shuffled_faces <= 1:
-        raise ValueError(f"shuffled_faces must be a share in [0, 1], got {cfg.shuffled_faces}")
-    if not cfg.off_head >= 0:
-        raise ValueError(f"off_head must be a weight >= 0, got {cfg.off_head}")
-    if cfg.off_head and cfg.translate:
-        raise ValueError("--off-head needs the head mask where the face is: it does not combine "
-                         "with --translate")
-    if cfg.shuffled_faces and cfg.loss == "ecloss" and not cfg.content_free:
-        raise ValueError("--shuffled-faces replaces some of the content-free images: it needs "
-                         "--content-free > 0")
     if cfg.loss != "ecloss":
         cfg.content_free = 0.0  # a softmax run takes no ECLoss term from its preset
-        cfg.shuffled_faces = 0.0
-        cfg.off_head = 0.0
     return cfg
 
 
-def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = None) -> dict:
+def settings_line(cfg: TrainConfig, hook: Optional[dict] = None) -> str:
+    """A resolved config in one line, as a run prints it first (``hook``: the description of the
+    training hook, zoo.training_hook)."""
+    ecl = (f", tau {cfg.tau}, beta {cfg.beta} {cfg.beta_mode}, {cfg.templates} templates, "
+           f"{cfg.marginal} marginal, content-free weight {cfg.content_free}"
+           if cfg.loss == "ecloss" else "")
+    return (f"using the {cfg.preset} preset (vgg{cfg.depth}, width {cfg.width}, "
+            f"{cfg.input_size} px, bn={cfg.batch_norm}, {cfg.padding} padding, translate "
+            f"{cfg.translate}, {cfg.epochs} epochs, batch {cfg.batch_size}, lr {cfg.lr}, "
+            f"loss {cfg.loss}, head {cfg.head}{ecl})" + (f"; hook {hook}" if hook else ""))
+
+
+def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = None,
+                 hook: Optional[dict] = None) -> dict:
     """The registry config of the model a (resolved) TrainConfig trains: zoo.config validates it
-    (bad values raise ValueError here, before any training) and fills the derived fields."""
+    (bad values raise ValueError here, before any training) and fills the derived fields.
+    ``hook``: the description of the training hook (zoo.training_hook), as training.hook."""
     feature_size = cfg.input_size // 16
     return default_config(
         f"vgg{cfg.depth}", name=cfg.name, loss=cfg.loss, head=cfg.head,
@@ -150,39 +140,25 @@ def model_config(cfg: TrainConfig, num_classes: int, metrics: Optional[dict] = N
                 "tau": cfg.tau, "radius": cfg.radius if cfg.radius is not None
                 else _templates.default_radius_for(feature_size),
                 "marginal": cfg.marginal, "alpha": cfg.alpha, "beta": cfg.beta,
-                "beta_mode": cfg.beta_mode, "map_norm": cfg.map_norm,
-                "template_peaks": cfg.template_peaks, "content_free": cfg.content_free},
+                "beta_mode": cfg.beta_mode, "content_free": cfg.content_free},
         training={"data": cfg.data, "num_classes": num_classes, "epochs": cfg.epochs,
                   "batch_size": cfg.batch_size, "lr": cfg.lr, "seed": cfg.seed,
                   "preset": cfg.preset, "translate": cfg.translate,
-                  "background": cfg.background, "shuffled_faces": cfg.shuffled_faces,
-                  "off_head": cfg.off_head,
                   "orl_num_train": cfg.orl_num_train, "orl_num_val": cfg.orl_num_val,
-                  "orl_split_seed": cfg.orl_split_seed, "orl_fold": cfg.orl_fold},
+                  "orl_split_seed": cfg.orl_split_seed, "orl_fold": cfg.orl_fold,
+                  **({"hook": hook} if hook else {})},
         metrics=metrics or {})
 
 
 def build_train_dataset(cfg: TrainConfig):
+    """The training set a resolved TrainConfig names: ORL's training identities, a .rec file or
+    an identity folder, with the training transform (flip, translate)."""
     from .data.transforms import face_transform
     transform = face_transform(cfg.input_size, train=cfg.flip, translate=cfg.translate)
     if cfg.data == "orl":
         from .data.orl import ORLFaces
-        faces = ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
-                         seed=cfg.orl_split_seed, num_val=cfg.orl_num_val, fold=cfg.orl_fold)
-        if cfg.off_head:
-            # items carry the head mask; image and mask are flipped together, not by transform
-            from .data.background import RandomBackground
-            return RandomBackground(faces, cfg.background,
-                                    transform=face_transform(cfg.input_size, train=False),
-                                    head_size=cfg.input_size, flip=cfg.flip)
-        if cfg.background:
-            from .data.background import RandomBackground
-            return RandomBackground(faces, cfg.background)
-        return faces
-    for key, option in (("background", "--background"), ("off_head", "--off-head")):
-        if getattr(cfg, key):
-            raise ValueError(f"{option} needs 68 landmarks for every training image to find "
-                             f"the head; only --data orl ships them, not {cfg.data}")
+        return ORLFaces("train", transform=transform, num_train=cfg.orl_num_train,
+                        seed=cfg.orl_split_seed, num_val=cfg.orl_num_val, fold=cfg.orl_fold)
     path = Path(cfg.data)
     if path.suffix == ".rec":
         from .data.recordio import RecordIODataset

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 import zoo
-from export.onnx_export import export_model
-from export.runtime import FaceVerifier
+from export.verifier import FaceVerifier
 from zoo.data.orl import orl_root
+from zoo.exporting.model_export import export_model
 
 THREADS = os.cpu_count() or 1
 ROUNDS = 5

@@ -6,7 +6,7 @@ test times ORT and eager *interleaved* in the same run (rounds alternate which g
 load from other processes on the shared machine hits both alike; the ratio uses the fastest
 round of each (the least disturbed), and benchmark.extra_info records it with the medians.
 Both sides run the same model: embedding.onnx as shipped (flip=True: the image and its mirror)
-or exported with --no-flip, against export.onnx_export.EmbeddingModel in torch.inference_mode.
+or exported with --no-flip, against zoo.exporting.graphs.EmbeddingModel in torch.inference_mode.
 Results: docs/performance.md, "ONNX Runtime vs PyTorch eager".
 """
 import os
@@ -18,7 +18,8 @@ import pytest
 import torch
 
 import zoo
-from export.onnx_export import EmbeddingModel, export_model
+from zoo.exporting.graphs import EmbeddingModel
+from zoo.exporting.model_export import export_model
 
 THREADS = os.cpu_count() or 1
 ROUNDS = 7

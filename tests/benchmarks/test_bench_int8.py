@@ -5,8 +5,8 @@ Speed (random weights: speed does not depend on them; calibrated on real ORL fac
   * shapes: "demo" = the CPU preset's network (VGG19+BN width 1/4, 112 px, reflection padding)
     and "vgg16-224" = the paper's full-width VGG16 at 224 px;
   * embedding.onnx as shipped (flip TTA: each image and its mirror), its int8 version from
-    export.quantize (the settings `python -m export --int8` uses), and the same module in torch
-    eager (export.onnx_export.EmbeddingModel under inference_mode);
+    zoo.exporting.quantize (the settings `python -m zoo.exporting --int8` uses), and the same
+    module in torch eager (zoo.exporting.graphs.EmbeddingModel under inference_mode);
   * batch 1 and 16, intra-op threads 1 and 2 (torch.set_num_threads the same);
   * all three timed interleaved round by round (the order rotates), so load from the other
     processes of the shared machine hits them alike; ratios of the fastest rounds (the least
@@ -32,11 +32,15 @@ import pytest
 import torch
 
 import zoo
-from export import quantize as Q
 from export.images import preprocess
 from export.model_dir import onnx_metadata
-from export.onnx_export import EmbeddingModel, export_model
 from zoo.data.verification import ORLPairs
+from zoo.exporting import quantize as Q
+from zoo.exporting.graphs import EmbeddingModel
+from zoo.exporting.int8_faces import orl_faces
+from zoo.exporting.int8_gate import embedding_gate
+from zoo.exporting.model_export import export_model
+from zoo.exporting.parity import cpu_session
 from zoo.metrics.verification import verification_report
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,7 +62,7 @@ def _session(path, threads):
 
 
 def _calibration(cfg, n):
-    faces = Q.orl_faces(cfg, "train", n)
+    faces = orl_faces(cfg, "train", n)
     return preprocess(faces.paths, int(cfg["arch"]["input_size"]))
 
 
@@ -191,7 +195,7 @@ def trained(tmp_path_factory):
                 dirs[flip] = tmp / f"{len(cache)}-{'flip' if flip else 'noflip'}"
                 export_model(model, dirs[flip], flip=flip, featuremap=False, torchscript=False,
                              log=None)
-            held = Q.orl_faces(cfg, "heldout")
+            held = orl_faces(cfg, "heldout")
             cache[model] = (cfg, dirs, held,
                             preprocess(held.paths, int(cfg["arch"]["input_size"])))
         return cache[model]
@@ -204,7 +208,7 @@ def _orl_report(cfg, held, x, path):
     pairs = ORLPairs(num_train=int(t.get("orl_num_train", 30)),
                      seed=int(t.get("orl_split_seed", 0)), num_val=int(t.get("orl_num_val", 0)))
     assert [str(p) for p in pairs.dataset.paths] == [str(p) for p in held.paths]
-    e = Q.run_batches(Q.cpu_session(path), x, "embeddings").astype(np.float64)
+    e = Q.run_batches(cpu_session(path), x, "embeddings").astype(np.float64)
     rep = verification_report((e[pairs.pairs[:, 0]] * e[pairs.pairs[:, 1]]).sum(1),
                               pairs.issame, pairs.folds)
     return e, {k: rep[k] for k in ("accuracy", "std", "auc")}
@@ -243,7 +247,7 @@ def test_calibration_settings(benchmark, trained, model):
     d = dirs[True]
     meta = onnx_metadata(d / "embedding.onnx")
     th = float(meta["threshold"]) if "threshold" in meta else None
-    ef = Q.run_batches(Q.cpu_session(d / "embedding.onnx"), x, "embeddings")
+    ef = Q.run_batches(cpu_session(d / "embedding.onnx"), x, "embeddings")
     rows = {}
     for method, per_channel, n in CALIBRATIONS:
         key = f"{method}-{'channel' if per_channel else 'tensor'}-{n}"
@@ -251,8 +255,8 @@ def test_calibration_settings(benchmark, trained, model):
         Q.quantize_onnx(d / "embedding.onnx", d / "c.onnx", _calibration(cfg, n),
                         Q.QUANTIZED_OPS["embedding.onnx"], method, per_channel)
         seconds = time.perf_counter() - t
-        g = Q.embedding_gate(ef, Q.run_batches(Q.cpu_session(d / "c.onnx"), x, "embeddings"),
-                             held.labels, th, held.names)
+        g = embedding_gate(ef, Q.run_batches(cpu_session(d / "c.onnx"), x, "embeddings"),
+                           held.labels, th, held.names)
         rows[key] = {"mean_cosine": g.mean_cosine, "min_cosine": g.min_cosine,
                      "auc_change": g.auc_int8 - g.auc_float, "flipped": g.flipped,
                      "pairs": g.pairs, "passed": g.passed, "seconds": seconds}

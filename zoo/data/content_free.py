@@ -13,10 +13,9 @@ Two uses, one definition of "content-free":
 * ``random_content_free_batch``: the training batch of the content-free remedy (our extension,
   zoo.ecloss.content_free_term): random constant levels, pixel noise and smooth noise, already
   normalised like face_transform's output ((x - 0.5) / 0.5, so values in [-1, 1]).
-* ``patch_shuffled``: faces cut into a SHUFFLE_GRID x SHUFFLE_GRID grid of tiles put back in a
-  random order (the ICNN paper's part-shuffled images): the textures of a face (skin, eyes, hair,
-  collar) with no face in them, so a channel that fires on bright skin-like texture wherever it
-  is - on a neck, a lit wall - is pushed to the negative template (TrainConfig.shuffled_faces).
+
+A training hook (zoo.training_hook) may replace some of a step's images (research/: the ICNN
+paper's part-shuffled faces).
 """
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ from PIL import Image
 
 __all__ = ["CONTENT_FREE_KINDS", "TRAINING_KINDS", "CONTENT_FREE_SHARE", "content_free_images",
            "random_content_free_batch", "content_free_count", "step_content_free_batch",
-           "SHUFFLE_GRID", "patch_shuffled", "shuffled_face_count"]
+           "step_generator"]
 
 # Content-free images added to each training batch when the term is on: a quarter of the batch.
 CONTENT_FREE_SHARE = 0.25
@@ -37,9 +36,6 @@ CONTENT_FREE_SHARE = 0.25
 CONTENT_FREE_KINDS = ("grey", "black", "white", "noise", "smooth-noise", "checkerboard", "ramp")
 # kinds random_content_free_batch draws from (the others are never seen in training)
 TRAINING_KINDS = ("constant", "noise", "smooth-noise")
-# Tiles per side of a part-shuffled face: a tile (28 px at 112, 56 at 224) holds a whole eye or
-# mouth, so what is lost is where the parts are, not what they look like.
-SHUFFLE_GRID = 4
 
 
 def content_free_images(size: int = 112, seed: int = 0) -> Dict[str, Image.Image]:
@@ -98,31 +94,7 @@ def step_content_free_batch(seed: int, step: int, n: int, world: int, rank: int,
     return free[rank * n:(rank + 1) * n]
 
 
-def shuffled_face_count(n_content_free: int, share: float) -> int:
-    """How many of a rank's ``n_content_free`` content-free images are part-shuffled faces."""
-    return min(n_content_free, int(round(share * n_content_free)))
-
-
-def patch_shuffled(images: torch.Tensor, generator: torch.Generator,
-                   grid: int = SHUFFLE_GRID) -> torch.Tensor:
-    """(N, C, H, W) -> the same images with their grid x grid tiles in a random order each (a
-    permutation that moves at least two tiles). Rows and columns beyond grid * (H // grid) stay
-    where they are."""
-    if images.ndim != 4:
-        raise ValueError(f"patch_shuffled: expected (N, C, H, W) images, got {tuple(images.shape)}")
-    n, c, h, w = images.shape
-    th, tw = h // grid, w // grid
-    if grid < 2 or th < 1 or tw < 1:
-        raise ValueError(f"patch_shuffled: cannot cut {h} x {w} images into {grid} x {grid} tiles")
-    out = images.clone()
-    body = images[:, :, :grid * th, :grid * tw]
-    # (N, C, grid, th, grid, tw) -> (N, grid*grid, C, th, tw)
-    tiles = body.reshape(n, c, grid, th, grid, tw).permute(0, 2, 4, 1, 3, 5).reshape(
-        n, grid * grid, c, th, tw)
-    for i in range(n):
-        perm = torch.randperm(grid * grid, generator=generator)
-        if bool((perm == torch.arange(grid * grid)).all()):
-            perm = perm.roll(1)       # the identity would be a face, not a shuffled one
-        t = tiles[i, perm].reshape(grid, grid, c, th, tw).permute(2, 0, 3, 1, 4)
-        out[i, :, :grid * th, :grid * tw] = t.reshape(c, grid * th, grid * tw)
-    return out
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """A generator of rank ``rank`` at training step ``step``, a function of (seed, step, rank)
+    alone: what a training hook draws a step's images with (zoo.training_hook)."""
+    return torch.Generator().manual_seed((seed * 1_000_033 + step) * 64 + rank)

@@ -2,7 +2,9 @@
 import unicodedata
 from pathlib import Path
 
-from ._images import LabelledImages, is_image_file
+from export.images import is_image_file
+
+from .labelled import LabelledImages
 
 
 def scan_identity_folder(root):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from .._io import atomic_write_files, sweep_stale_tmp
-from ._images import decode_rgb
+from .images import decode_rgb
 
 
 class UnsafePickleError(pickle.UnpicklingError):
@@ -266,7 +266,7 @@ def read_bin_raw(path):
 
 def decode_image_bytes(data, where="image bytes") -> Image.Image:
     """Decode encoded image bytes (JPEG/PNG/PGM...) to PIL RGB; errors (ImageDecodeError) name
-    ``where``. The project's one decoder (zoo.data._images.decode_rgb)."""
+    ``where``. The project's one decoder (zoo.data.images.decode_rgb)."""
     return decode_rgb(bytes(data), where)
 
 

@@ -12,7 +12,9 @@ from typing import Tuple
 
 import numpy as np
 
-from ._images import is_image_file, load_rgb
+from export.images import is_image_file
+
+from .images import load_rgb
 
 __all__ = ["LandmarkFolder"]
 
@@ -39,7 +41,7 @@ class LandmarkFolder:
         return load_rgb(self.paths[idx])
 
     def landmarks(self, idx) -> np.ndarray:
-        from ..parts import read_pts
+        from export.face_parts import read_pts
         pts = read_pts(self.paths[idx].with_suffix(".pts"))
         if pts.shape != (68, 2):
             raise ValueError(f"{self.paths[idx].with_suffix('.pts')}: expected 68 points, got "

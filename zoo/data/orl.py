@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._images import LabelledImages
+from .labelled import LabelledImages
 
 NUM_IDENTITIES = 40
 IMAGES_PER_IDENTITY = 10

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_files, sweep_stale_tmp
-from ._images import ImageDecodeError, decode_rgb, load_rgb
 from .folders import scan_identity_folder
+from .images import ImageDecodeError, decode_rgb, load_rgb
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)

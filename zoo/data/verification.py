@@ -5,8 +5,8 @@ LFW protocol shape: the pairs are split into ``num_folds`` folds (LFW: 10), ever
 many same-identity pairs as different-identity pairs (LFW: 300 + 300), listed positives first.
 
 Reading and writing insightface ``.bin`` files (the restricted unpickler) lives in
-zoo.data.insightface_bin; its public names are re-exported here (``read_bin``, ``read_bin_raw``,
-``write_bin``, ``decode_image_bytes``, ``UnsafePickleError``).
+zoo.data.insightface_bin (``read_bin``, ``read_bin_raw``, ``write_bin``, ``decode_image_bytes``,
+``UnsafePickleError``); this module writes them with ``write_bin``.
 """
 import itertools
 from pathlib import Path
@@ -14,14 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._images import ImageDecodeError, decode_rgb, load_rgb  # noqa: F401 (re-exported)
-from .insightface_bin import (  # noqa: F401 (re-exported)
-    UnsafePickleError,
-    decode_image_bytes,
-    read_bin,
-    read_bin_raw,
-    write_bin,
-)
+from .images import ImageDecodeError, load_rgb
+from .insightface_bin import write_bin
 
 # ---------------------------------------------------------------------------------------------
 # Pairs in the LFW protocol shape

@@ -1,8 +1,8 @@
 """The paper's explainability metrics, one function per term.
 
 Inputs are target-layer maps of one image, (C, n, n), and part masks at input size, (P, S, S)
-(zoo.parts.PART_NAMES order). Every metric treats channels independently, so all are invariant to
-the order of the channels.
+(export.part_masks.PART_NAMES order). Every metric treats channels independently, so all are
+invariant to the order of the channels.
 
 * ``top10_activation``          Eq. 8-9: bilinear upsample to the input size, keep the top 10%.
 * ``part_iou``                  Eq. 10: IoU of each channel's top-10% region with each part mask.

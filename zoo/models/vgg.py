@@ -28,7 +28,7 @@ VGG_CONFIGS: Dict[int, List[Union[int, str]]] = {
 }
 
 
-def _scaled(channels: int, width: float) -> int:
+def scaled_channels(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
@@ -73,7 +73,7 @@ class VGGFace(nn.Module):
             if v == "M":
                 layers.append(nn.MaxPool2d(2, 2))
                 continue
-            c_out = _scaled(v, width)
+            c_out = scaled_channels(v, width)
             layers.append(nn.Conv2d(c_in, c_out, 3, padding=1, bias=not batch_norm,
                                     padding_mode=padding))
             if batch_norm:
