@@ -118,6 +118,8 @@ setup(
         "prep": ["facenet-pytorch>=2.5.3"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "playwright>=1.50"],
     },
+    # the runtime's one console command: ecloss verify|explain|embed|verify-pairs|search
+    entry_points={"console_scripts": ["ecloss = export.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
     zip_safe=False,

@@ -29,13 +29,13 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 from PIL import Image
 
-from .crop import crop_face
 from .detector import DETECTOR_DIR
 from .explainer import DEFAULT_TOP_K, FaceExplainer
+from .face_input import FaceInput
 from .images import ImageError, decode_image
 from .model_dir import ModelDirError
 from .verifier import FaceVerifier
@@ -59,7 +59,7 @@ PART_LEGEND = ("*difference*: the part's share of 1 - similarity, from hiding it
                "*channels say*: the share the ECLoss channels that fire on that part of these "
                "faces give it (the second view). Method and limits: docs/export.md, 'Explaining "
                "a match'.")
-CROP_HINT = "untick 'Crop faces with MTCNN' for photos that are already face crops"
+CROP_HINT = "untick 'Always crop the largest face' for photos that are already face crops"
 
 
 class PageInputError(ValueError):
@@ -111,53 +111,68 @@ class FacePage:
         if self.verifier.threshold is None:
             raise ValueError(f"{self.verifier.model.path}: the model carries no verification "
                              "threshold (exported before evaluation); pass --threshold")
-        self.explainer = FaceExplainer(model_dir, device=device)
-        self.has_parts = self.explainer.parts is not None
+        try:
+            self.explainer = FaceExplainer(model_dir, device=device)
+            self.no_channel_view = None
+        except ModelDirError as exc:  # a reference model (dlib's ResNet): no feature maps
+            if self.verifier.metadata.get("channel_view") != "none":
+                raise
+            self.explainer, self.no_channel_view = None, str(exc)
+        self.has_parts = self.explainer is not None and self.explainer.parts is not None
+        self.name = self.verifier.metadata.get("model_name") or self.model_dir.name
         self.can_crop = crop_available(model_dir)
         self.crop_default = bool(crop) and self.can_crop
 
     # -- inputs ---------------------------------------------------------------------------------
 
+    def decode(self, path: Optional[Union[str, os.PathLike]], slot: str) -> Image.Image:
+        """The uploaded file decoded to RGB by the runtime's decoder; PageInputError with a
+        readable message otherwise."""
+        if path is None:
+            raise PageInputError(f"drop photo {slot}")
+        try:
+            return decode_image(path, name=_label(slot, path))
+        except (ImageError, OSError) as exc:  # FileNotFoundError: the upload vanished
+            raise PageInputError(str(exc)) from None
+
     def load(self, path: Optional[Union[str, os.PathLike]], slot: str,
              crop: bool = False) -> Image.Image:
         """The uploaded file decoded to RGB by the runtime's decoder (MTCNN-cropped when asked;
         the runtime then resizes it); PageInputError with a readable message otherwise."""
-        if path is None:
-            raise PageInputError(f"drop photo {slot}")
+        img = self.decode(path, slot)
         label = _label(slot, path)
-        try:
-            img = decode_image(path, name=label)
-        except (ImageError, OSError) as exc:  # FileNotFoundError: the upload vanished
-            raise PageInputError(str(exc)) from None
-        if crop:
-            img = self._crop(img, label)
-        return img
+        return self._face(img, label, crop).image
 
-    def _crop(self, img: Image.Image, label: str) -> Image.Image:
-        if not self.can_crop:
+    def _face(self, img: Image.Image, label: str, crop: bool) -> FaceInput:
+        """What the model is given of ``img``: with ``crop`` the largest face, cropped (or
+        aligned, for a model that takes aligned chips); without it the runtime's default
+        (export.face_input, "auto": a face crop is used as is, a photo is cropped to its face)."""
+        if crop and not self.can_crop:
             raise PageInputError(f"cropping needs the face detector, and this export has none "
                                  f"({self.model_dir / DETECTOR_DIR} is missing): export the "
                                  "model again")
         try:
-            return crop_face(img, detector=self.model_dir)
+            face = self.verifier.prepare(img, crop="always" if crop else "auto")[0]
         except ImageError as exc:
-            # crop_face names an in-memory image "image"; the page names the upload instead
-            problem = re.sub(r"\(run without --crop[^)]*\)", f"({CROP_HINT})",
-                             str(exc).removeprefix("image: "))
+            # the preparer names an in-memory image "image"; the page names the upload instead
+            problem = re.sub(r"\((run without|use) --(no-)?crop[^)]*\)", f"({CROP_HINT})",
+                             re.sub(r"^image( #\d+)?: ", "", str(exc)))
             raise PageInputError(f"{label}: {problem}") from None
-        except RuntimeError as exc:  # facenet-pytorch or the zoo missing after all
-            raise PageInputError(f"{label}: {exc}") from None
+        face.name = label
+        return face
 
     def preview(self, path: Optional[str], slot: str, crop: bool = False):
         """(image, message) shown under an upload: what the network will see, or the error."""
         if path is None:
             return None, ""
         try:
-            img = self.load(path, slot, crop)
+            face = self._face(self.decode(path, slot), _label(slot, path), crop)
         except PageInputError as exc:
             return None, f"**Cannot use this photo.** {exc}"
-        return img, f"{_label(slot, path)}: {img.width} x {img.height} px" + (
-            ", MTCNN crop" if crop else "")
+        img = face.image
+        note = f" ({face.note})" if face.note else ""
+        used = ", MTCNN crop" if crop else f", {face.used}{note}"
+        return img, f"{_label(slot, path)}: {img.width} x {img.height} px" + used
 
     # -- the two views --------------------------------------------------------------------------
 
@@ -167,11 +182,11 @@ class FacePage:
         if missing:
             return PairView(message=f"Drop photo {' and photo '.join(missing)}.")
         try:
-            img_a = self.load(path_a, "A", crop)
-            img_b = self.load(path_b, "B", crop)
+            img_a = self._face(self.decode(path_a, "A"), _label("A", path_a), crop)
+            img_b = self._face(self.decode(path_b, "B"), _label("B", path_b), crop)
         except PageInputError as exc:
             return PairView(message=f"**Cannot compare.** {exc}")
-        r = self.verifier.verify(img_a, img_b, explain=True)
+        r = self.verifier.verify(img_a, img_b, explain=True, crop="never")
         ev = r.evidence
         rows = [[p.part, round(p.difference, 4), round(p.hidden_similarity, 4),
                  _round(p.channel_difference), _channels_text(p)] for p in ev.parts]
@@ -194,13 +209,16 @@ class FacePage:
     def explain(self, path: Optional[str], crop: bool = False,
                 top_k: int = DEFAULT_TOP_K) -> FaceView:
         try:
-            img = self.load(path, "", crop) if path is not None else None
+            img = (self._face(self.decode(path, ""), _label("", path), crop)
+                   if path is not None else None)
         except PageInputError as exc:
             return FaceView(message=f"**Cannot explain this photo.** {exc}")
         if img is None:
             return FaceView(message="Drop a photo.")
+        if self.explainer is None:
+            return FaceView(message=f"**No channel view.** {self.no_channel_view}")
         top_k = max(1, min(int(top_k), MAX_TOP_K))
-        x = self.explainer.explain(img, top_k=top_k)
+        x = self.explainer.explain(img, top_k=top_k, crop="never")
         rows = [[c.channel, c.part or "none", _round(c.iou), c.table_part or "-",
                  _round(c.evidence), round(c.peak, 4)] for c in x.channels]
         note = ("" if self.explainer.parts is not None and "channel_evidence" in
@@ -243,21 +261,61 @@ def _safe(fn, n_outputs: int):
     return run
 
 
-def build_app(page: FacePage):
-    """The Gradio Blocks of the page (not launched)."""
+def _model_line(page: FacePage) -> str:
+    parts_note = ("" if page.has_parts else
+                  " This export has no channel table: the ECLoss channels' view is not shown.")
+    return (f"Model `{page.name}` from `{page.model_dir}`, threshold "
+            f"{page.verifier.threshold:.4f}." + parts_note)
+
+
+def _handlers(pages: List[FacePage]):
+    """The page's Gradio handlers over FacePage: (chosen, preview, compare, explain_one); every
+    one takes the model choice (an index into ``pages``) as its last input."""
+    def chosen(m) -> FacePage:
+        return pages[int(m or 0)]
+
+    def preview(slot):
+        def run(path, do_crop, m):
+            img, note = chosen(m).preview(path, slot, do_crop)
+            return note, img
+        run.__name__ = f"preview_{slot}"
+        return _safe(run, 2)
+
+    def compare(path_a, path_b, do_crop, m):
+        v = chosen(m).compare(path_a, path_b, do_crop)
+        return (v.message, v.picture, v.rows or None,
+                f"```\n{v.table}\n```" if v.table else "", v.evidence)
+
+    def explain_one(path, do_crop, k, m):
+        v = chosen(m).explain(path, do_crop, k)
+        return v.message, v.overlay, v.rows or None
+
+    return chosen, preview, compare, explain_one
+
+
+def build_app(pages: Union[FacePage, Sequence[FacePage]]):
+    """The Gradio Blocks of the page (not launched). Several pages (one per export folder):
+    a model choice above the tabs."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read by gradio at import and at launch
     import gradio as gr
 
-    parts_note = ("" if page.has_parts else
-                  " This export has no channel table: the ECLoss channels' view is not shown.")
+    pages = [pages] if isinstance(pages, FacePage) else list(pages)
+    if not pages:
+        raise ValueError("build_app: no model")
+    page = pages[0]
     with gr.Blocks(title="ECLoss face zoo: explain a match", analytics_enabled=False) as app:
-        gr.Markdown(f"# Explain a match\nModel `{page.verifier.metadata.get('model_name', '?')}` "
-                    f"from `{page.model_dir}`, threshold {page.verifier.threshold:.4f}. Drop two "
-                    "face photos to see whether they show the same person and which face part "
-                    "made the difference (each part hidden on both faces)." + parts_note)
-        crop = gr.Checkbox(value=page.crop_default, interactive=page.can_crop,
-                           label="Crop faces with MTCNN (--crop)" + (
-                               "" if page.can_crop else ": this export has no detector/"),
+        gr.Markdown("# Explain a match\nDrop two face photos to see whether they show the same "
+                    "person and which face part made the difference (each part hidden on both "
+                    "faces).")
+        model = gr.Dropdown(choices=[(f"{p.name} ({p.model_dir})", i)
+                                     for i, p in enumerate(pages)], value=0, label="Model",
+                            visible=len(pages) > 1, elem_id="model")
+        model_line = gr.Markdown(_model_line(page), elem_id="model_line")
+        can_crop = any(p.can_crop for p in pages)
+        crop = gr.Checkbox(value=page.crop_default, interactive=can_crop,
+                           label="Always crop the largest face (--crop; unticked: faces are "
+                                 "found in photos, face crops are used as they are)" + (
+                               "" if can_crop else ": this export has no detector/"),
                            elem_id="crop")
         with gr.Tabs(selected="pair") as tabs:
             with gr.Tab("Compare two faces", id="pair"):
@@ -300,21 +358,7 @@ def build_app(page: FacePage):
                 channels_table = gr.Dataframe(headers=CHANNEL_COLUMNS, label="Channels",
                                               interactive=False, elem_id="channels")
 
-        def preview(slot):
-            def run(path, do_crop):
-                img, note = page.preview(path, slot, do_crop)
-                return note, img
-            run.__name__ = f"preview_{slot}"
-            return _safe(run, 2)
-
-        def compare(path_a, path_b, do_crop):
-            v = page.compare(path_a, path_b, do_crop)
-            return (v.message, v.picture, v.rows or None,
-                    f"```\n{v.table}\n```" if v.table else "", v.evidence)
-
-        def explain_one(path, do_crop, k):
-            v = page.explain(path, do_crop, k)
-            return v.message, v.overlay, v.rows or None
+        chosen, preview, compare, explain_one = _handlers(pages)
 
         pair_out = [decision, evidence_img, parts_table, cli_table, evidence_json]
         one_out = [status_one, overlay, channels_table]
@@ -322,13 +366,16 @@ def build_app(page: FacePage):
         # result on the page is that of the last upload (onnxruntime uses every core anyway).
         run = {"concurrency_id": "model", "concurrency_limit": 1}
         for f, prev, note, slot in ((file_a, prev_a, note_a, "A"), (file_b, prev_b, note_b, "B")):
-            f.change(preview(slot), [f, crop], [note, prev], **run).then(
-                _safe(compare, 5), [file_a, file_b, crop], pair_out, **run)
-        crop.change(preview("A"), [file_a, crop], [note_a, prev_a], **run).then(
-            preview("B"), [file_b, crop], [note_b, prev_b], **run).then(
-            _safe(compare, 5), [file_a, file_b, crop], pair_out, **run)
-        file_one.change(_safe(explain_one, 3), [file_one, crop, top_k], one_out, **run)
-        top_k.release(_safe(explain_one, 3), [file_one, crop, top_k], one_out, **run)
+            f.change(preview(slot), [f, crop, model], [note, prev], **run).then(
+                _safe(compare, 5), [file_a, file_b, crop, model], pair_out, **run)
+        for control in (crop, model):  # a new crop rule or model: everything again
+            control.change(preview("A"), [file_a, crop, model], [note_a, prev_a], **run).then(
+                preview("B"), [file_b, crop, model], [note_b, prev_b], **run).then(
+                _safe(compare, 5), [file_a, file_b, crop, model], pair_out, **run).then(
+                _safe(explain_one, 3), [file_one, crop, top_k, model], one_out, **run)
+        model.change(lambda m: _model_line(chosen(m)), [model], [model_line])
+        file_one.change(_safe(explain_one, 3), [file_one, crop, top_k, model], one_out, **run)
+        top_k.release(_safe(explain_one, 3), [file_one, crop, top_k, model], one_out, **run)
 
         # "Explain A alone": put photo A into the one-face tab (its change event explains it)
         for button, f in ((explain_a, file_a), (explain_b, file_b)):
@@ -348,8 +395,9 @@ def main(argv=None) -> int:
                                 description="Serve a local web page that verifies and explains "
                                             "faces with an exported zoo model. See "
                                             "docs/export.md, 'Web page'.")
-    p.add_argument("--model", required=True, help="folder written by "
-                                                     "`python -m zoo.exporting`")
+    p.add_argument("--model", required=True, action="append",
+                   help="folder written by `python -m zoo.exporting`; repeat it to offer several "
+                        "models (a choice on the page)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
@@ -361,13 +409,14 @@ def main(argv=None) -> int:
     p.add_argument("--max-file-size", default=DEFAULT_MAX_FILE_SIZE,
                    help=f"largest upload accepted (default {DEFAULT_MAX_FILE_SIZE})")
     args = p.parse_args(argv)
-    if args.crop and not crop_available(args.model):
-        print(f"error: --crop needs the face detector: {Path(args.model) / DETECTOR_DIR} is "
-              "missing (export the model again)", file=sys.stderr)
-        return 2
+    for folder in args.model:
+        if args.crop and not crop_available(folder):
+            print(f"error: --crop needs the face detector: {Path(folder) / DETECTOR_DIR} is "
+                  "missing (export the model again)", file=sys.stderr)
+            return 2
     try:
-        page = FacePage(args.model, threshold=args.threshold, device=args.device,
-                        crop=args.crop)
+        pages = [FacePage(folder, threshold=args.threshold, device=args.device, crop=args.crop)
+                 for folder in args.model]
     except (ModelDirError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -375,13 +424,21 @@ def main(argv=None) -> int:
         print(f"error: {APP_NEEDS}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-    app = build_app(page)
+    app = build_app(pages)
     # ssr_mode=False: no Node server; share=False: no tunnel; the queue runs one job at a time
     # per event (onnxruntime already uses every core).
     app.queue(default_concurrency_limit=1).launch(
         server_name=args.host, server_port=args.port, share=False, inbrowser=False,
         ssr_mode=False, mcp_server=False, max_file_size=args.max_file_size, show_error=False,
-        footer_links=["settings"])
+        footer_links=["settings"], quiet=True, prevent_thread_lock=True)
+    # quiet: Gradio's own banner suggests share=True, a public tunnel this page never opens
+    print(f"Serving the page at http://{args.host}:{args.port} (Ctrl+C stops it). "
+          + ("Only this machine can reach it; --host 0.0.0.0 serves your network."
+             if args.host in ("127.0.0.1", "localhost") else ""), flush=True)
+    try:
+        app.block_thread()
+    except KeyboardInterrupt:
+        app.close()
     return 0
 
 

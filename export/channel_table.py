@@ -84,6 +84,12 @@ def validate_parts(table: Any, num_channels: Optional[int], where: str) -> Dict[
             raise ValueError(f"{where}: channel_peak_cells must be {len(parts)} lists of equal "
                              "length of counts (integers >= 0)")
         out["channel_peak_cells"] = [list(row) for row in cells]
+    sha = table.get("weights_sha256")  # the weights the table was computed from (zoo.evaluate)
+    if sha is not None:
+        if not (isinstance(sha, str) and len(sha) == 64
+                and all(c in "0123456789abcdef" for c in sha)):
+            raise ValueError(f"{where}: weights_sha256 must be 64 lower-case hex digits")
+        out["weights_sha256"] = sha
     return out
 
 

@@ -24,13 +24,20 @@ from PIL import Image, ImageDraw, ImageFont
 from .channel_table import SHOWN_CHANNELS, read_parts_file, shown_channels, validate_parts
 from .detector import DETECTOR_DIR
 from .drawing import jet
-from .face_parts import FaceLandmarks, FaceLocator, channel_labels
-from .images import ImageLike, load_image, resize_square
-from .model_dir import ExportedModel, model_file
-from .model_files import FEATURE_OUTPUT, FEATUREMAP_FILE, HEATMAP_OUTPUT, MASK_OUTPUT
+from .face_input import FaceInput, FacePreparer
+from .face_parts import FaceLandmarks, FaceLocator, channel_labels, read_landmarks
+from .images import ImageLike, resize_square
+from .model_dir import ExportedModel, ModelDirError, model_file, onnx_metadata
+from .model_files import (
+    EMBEDDING_FILE,
+    FEATURE_OUTPUT,
+    FEATUREMAP_FILE,
+    HEATMAP_OUTPUT,
+    MASK_OUTPUT,
+)
 
-__all__ = ["FaceExplainer", "Explanation", "ChannelInfo", "overlay_size", "overlay_format",
-           "save_picture", "DEFAULT_TOP_K", "OVERLAY_FORMATS"]
+__all__ = ["FaceExplainer", "Explanation", "ChannelInfo", "NoChannelViewError", "overlay_size",
+           "overlay_format", "save_picture", "DEFAULT_TOP_K", "OVERLAY_FORMATS"]
 
 # Overlay layout (Fig. 6 style): the face and its strongest channels as a grid of square tiles,
 # each with a caption band below. Size: see overlay_size().
@@ -68,6 +75,7 @@ class Explanation:
     part_names: Optional[List[str]] = None
     landmarks: Optional[FaceLandmarks] = None  # the 68 points the part labels used
     part_masks: Optional[np.ndarray] = None    # (7, S, S) this face's part masks
+    input: Optional[FaceInput] = None          # what the model was given (export.face_input)
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """Write the overlay in the format of the extension: .png, .jpg/.jpeg (quality 95) or
@@ -138,6 +146,27 @@ def _render_overlay(image: Image.Image, heatmaps: np.ndarray, masks: np.ndarray,
     return canvas
 
 
+class NoChannelViewError(ModelDirError):
+    """The export has no channel view by design (a reference model such as dlib's ResNet was
+    not trained with ECLoss: no featuremap.onnx); verify --explain gives its part evidence."""
+
+
+def _no_channel_view(folder: Path, fname: str) -> None:
+    """NoChannelViewError when ``folder`` is an export written without a channel view."""
+    emb = folder / EMBEDDING_FILE
+    if (folder / fname).is_file() or not emb.is_file():
+        return
+    try:
+        meta = onnx_metadata(emb)
+    except (OSError, ValueError):
+        return
+    if meta.get("channel_view") == "none":
+        raise NoChannelViewError(
+            f"{folder}: the {meta.get('model_name', 'exported')} model has no channel view "
+            f"(no {FEATUREMAP_FILE}: {meta.get('channel_view_note', 'not an ECLoss model')}); "
+            "`verify A B --explain why.png` gives its part (intervention) evidence")
+
+
 class FaceExplainer:
     """Per-channel top-10% heatmaps and their parts from ``model_dir/featuremap.onnx``.
 
@@ -150,6 +179,7 @@ class FaceExplainer:
                  threads: Optional[int] = None,
                  parts: Optional[Union[Dict[str, Any], str, os.PathLike]] = None,
                  precision: str = "float"):
+        _no_channel_view(Path(model_dir), model_file(FEATUREMAP_FILE, precision))
         self.model = ExportedModel(model_dir, model_file(FEATUREMAP_FILE, precision), device,
                                    threads)
         self.precision = precision
@@ -157,6 +187,8 @@ class FaceExplainer:
         self.input_size = self.model.input_size
         self.providers = self.model.providers
         self.locator = FaceLocator(Path(model_dir) / DETECTOR_DIR, threads=threads)
+        self.faces = FacePreparer(model_dir, self.metadata, threads,
+                                  detector=self.locator.detector)
         n_ch = int(self.metadata.get("feature_channels", 0)) or None
         if parts is None and "channel_parts" in self.metadata:
             self.parts = validate_parts(json.loads(self.metadata["channel_parts"]), n_ch,
@@ -169,7 +201,8 @@ class FaceExplainer:
             self.parts = None
 
     def explain(self, img: ImageLike, top_k: int = DEFAULT_TOP_K,
-                out: Optional[Union[str, os.PathLike]] = None, landmarks=None) -> Explanation:
+                out: Optional[Union[str, os.PathLike]] = None, landmarks=None,
+                crop: str = "auto") -> Explanation:
         """Heatmaps of every channel and the ``top_k`` most telling channels with their parts;
         ``out`` saves the overlay PNG there.
 
@@ -186,13 +219,20 @@ class FaceExplainer:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if out is not None:
             overlay_format(out)  # a bad output name fails before the model runs
-        rgb = load_image(img)
+        face_in = self.faces.prepare(img, crop)
+        rgb = face_in.image
         x = self.model.preprocess([rgb])
         fmap, heat, mask = (a[0] for a in self.model.run(
             x, [FEATURE_OUTPUT, HEATMAP_OUTPUT, MASK_OUTPUT]))
         peaks = fmap.reshape(fmap.shape[0], -1).max(axis=1)
         order = shown_channels(fmap, self.parts, top_k)
-        face = self.locator.locate(rgb, landmarks)
+        size = (rgb.width, rgb.height)
+        if landmarks is not None:
+            face = FaceLandmarks(face_in.map_points(read_landmarks(landmarks)), "given", size)
+        elif face_in.landmarks is not None:
+            face = FaceLandmarks(face_in.landmarks, "detected", size, face_in.faces_found or 0)
+        else:
+            face = self.locator.locate(rgb)
         part_masks = face.part_masks(self.input_size)
         names, ious = channel_labels(mask[order], part_masks) if len(order) else ([], [])
         channels = []
@@ -209,6 +249,7 @@ class FaceExplainer:
         shown = resize_square(rgb, self.input_size)
         result = Explanation(image=shown, feature_maps=fmap, heatmaps=heat, masks=mask,
                              channels=channels, landmarks=face, part_masks=part_masks,
+                             input=face_in,
                              overlay=_render_overlay(shown, heat, mask, channels),
                              part_names=list(self.parts["part_names"]) if self.parts else None)
         if out is not None:

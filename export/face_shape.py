@@ -13,7 +13,7 @@ The mean shape and the crop prior live in export/data/mean_shape_68.json, writte
 ``python tools/make_mean_shape.py`` (which says how: generalised Procrustes over the dlib
 landmarks of the ORL training identities; MTCNN on the same images for the crop prior). How
 well the fitted masks agree with masks from annotated 68 points is measured by
-tools/mask_agreement.py (docs/data.md).
+research/mask_agreement.py (docs/data.md).
 """
 from __future__ import annotations
 

@@ -15,7 +15,10 @@ Two views of one decision:
    of the cosine over the target layer's channels, each channel labelled with the part its
    top-10% regions cover on THESE two faces. "What the ECLoss channels say"; needs head.onnx and
    a channel table. ``agree`` says whether both views put the same part first.
-Part masks come from the runtime's own landmarks (export.face_parts) unless given.
+Each photo first goes through export.face_input (crop="auto": the detected face, or dlib's
+aligned chip for an export with an alignment), so the game hides parts on what the model is
+given. Part masks come from the detected face's landmarks in that view (or export.face_parts'
+locator) unless given; given landmarks are in the photo's pixels and are mapped to the view.
 Must not import torch.
 """
 from __future__ import annotations
@@ -30,8 +33,9 @@ from PIL import Image
 from .channel_evidence import ChannelEvidence, ChannelExplainer, MissingPartTableError
 from .detector import DETECTOR_DIR
 from .drawing import no_minus_zero as _z
-from .face_parts import FaceLandmarks, FaceLocator
-from .images import ImageLike, load_image, resize_square
+from .face_input import FaceInput, FacePreparer
+from .face_parts import FaceLandmarks, FaceLocator, read_landmarks
+from .images import ImageLike, resize_square
 from .match_picture import render_pair_evidence
 from .model_dir import HEAD_FILE, ExportedModel
 from .model_files import EMBEDDING_FILE, EMBEDDING_OUTPUT
@@ -143,7 +147,8 @@ class MatchExplainer:
 
     def __init__(self, model_dir, device: str = "auto", threads: Optional[int] = None,
                  embedding: Optional[ExportedModel] = None, estimator: str = "kernel",
-                 fill_sigma: float = FILL_SIGMA, fill: str = "mean"):
+                 fill_sigma: float = FILL_SIGMA, fill: str = "mean",
+                 faces: Optional[FacePreparer] = None):
         if estimator not in ESTIMATORS:
             raise ValueError(f"unknown estimator {estimator!r}; use one of {ESTIMATORS}")
         folder = Path(model_dir)
@@ -152,6 +157,8 @@ class MatchExplainer:
         self.fill_sigma = fill_sigma
         self.fill = fill
         self.locator = FaceLocator(folder / DETECTOR_DIR, threads=threads)
+        self.faces = faces or FacePreparer(folder, self.model.metadata, threads,
+                                           detector=self.locator.detector)
         self.channels: Optional[ChannelExplainer] = None
         self.channels_missing: Optional[str] = None
         if not (folder / HEAD_FILE).is_file():
@@ -192,12 +199,37 @@ class MatchExplainer:
         faces = [self.locator.locate(im, lm) for im, lm in zip(images, given)]
         return faces, np.stack([f.part_masks(self.input_size) for f in faces])
 
+    def input_landmarks(self, inputs: Sequence[FaceInput], landmarks: Optional[Sequence] = None
+                        ) -> List[Optional[np.ndarray]]:
+        """Each input's 68 points in its own pixels: given ones (in the photo's pixels) mapped
+        into the view, else the detected face's; None where neither (the locator decides)."""
+        if landmarks is not None and len(landmarks) != len(inputs):
+            raise ValueError("landmarks= takes a pair (landmarks of face A, of face B)")
+        given = landmarks if landmarks is not None else [None] * len(inputs)
+        return [f.map_points(read_landmarks(lm)) if lm is not None else None
+                for f, lm in zip(inputs, given)]
+
+    def _landmarks(self, face: FaceInput, points: Optional[np.ndarray], given: bool
+                   ) -> FaceLandmarks:
+        size = (face.image.width, face.image.height)
+        if given:
+            return FaceLandmarks(points, "given", size)
+        if face.landmarks is not None:
+            return FaceLandmarks(face.landmarks, "detected", size, face.faces_found or 0)
+        return self.locator.locate(face.image)
+
     def explain(self, img_a: ImageLike, img_b: ImageLike, threshold: Optional[float] = None,
-                landmarks: Optional[Sequence] = None) -> PairEvidence:
+                landmarks: Optional[Sequence] = None, crop: str = "auto") -> PairEvidence:
         """The evidence of one pair. landmarks: None, or (landmarks_a, landmarks_b), each None
-        (found by the runtime), a (68, 2) array or a landmark file, in that image's pixels."""
-        rgb = [load_image(img_a, 0), load_image(img_b, 1)]
-        faces, masks = self.locate_parts(rgb, landmarks)
+        (found by the runtime), a (68, 2) array or a landmark file, in that image's pixels.
+        crop: what the model is given of each photo (export.face_input; FaceInputs are used
+        as they are)."""
+        inputs = self.faces.prepare_all([img_a, img_b], crop)
+        rgb = [f.image for f in inputs]
+        points = self.input_landmarks(inputs, landmarks)
+        faces = [self._landmarks(f, p, lm is not None) for f, p, lm in
+                 zip(inputs, points, landmarks if landmarks is not None else (None, None))]
+        masks = np.stack([f.part_masks(self.input_size) for f in faces])
         views = tuple(resize_square(im, self.input_size) for im in rgb)
         arrays = [np.asarray(v, dtype=np.float64) for v in views]
         game = play(self._embed, arrays[0], arrays[1], masks[0], masks[1], self.fill_colour(),

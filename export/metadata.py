@@ -74,16 +74,25 @@ def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str,
                           "kept; x/255; (x - mean) / std per channel; float32 NCHW"),
         "flip_tta": "true" if flip else "false",
         "embedding_dim": str(int(cfg["arch"]["embedding_dim"])),
-        "loss": str(cfg.get("loss")),
-        "head": str(cfg.get("head")),
         "arch": json.dumps(cfg["arch"]),
-        "ecloss": json.dumps(cfg.get("ecloss") or {}),
         "metrics": json.dumps(_summary_metrics(cfg.get("metrics") or {})),
-        "target_layer": str(cfg.get("target_layer")),
-        "feature_size": str(int(cfg["feature_size"])),
-        "feature_channels": str(int(cfg["feature_channels"])),
-        "top_fraction": repr(TOP_FRACTION),
     }
+    if cfg.get("alignment"):   # a reference model (dlib's ResNet): the input is an aligned chip
+        meta["alignment"] = str(cfg["alignment"])
+        meta["preprocessing"] = (f"align the largest face into a {size}x{size} chip "
+                                 f"({cfg['alignment']}: the detector's 5 points -> "
+                                 "export.align.chip_from_mtcnn_points5); x/255; (x - mean) / std "
+                                 "per channel (dlib's (pixel - mean) / 256); float32 NCHW")
+    else:   # an ECLoss / softmax VGG of the zoo
+        meta.update({
+            "loss": str(cfg.get("loss")),
+            "head": str(cfg.get("head")),
+            "ecloss": json.dumps(cfg.get("ecloss") or {}),
+            "target_layer": str(cfg.get("target_layer")),
+            "feature_size": str(int(cfg["feature_size"])),
+            "feature_channels": str(int(cfg["feature_channels"])),
+            "top_fraction": repr(TOP_FRACTION),
+        })
     if threshold is not None:
         meta["threshold"] = repr(threshold)
         meta["threshold_source"] = (f"metrics.{source}.threshold: mean of the 10-fold "

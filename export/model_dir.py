@@ -238,6 +238,7 @@ class ExportedModel:
                                 "not match the file name (files renamed?)")
         self._check_graph(fname)
         self._check_same_export(folder, fname)
+        self._check_parts_weights()
 
     def meta_int(self, key: str, minimum: int = 1) -> Optional[int]:
         """An integer metadata value (None when absent); ModelDirError naming the file if bad."""
@@ -324,6 +325,23 @@ class ExportedModel:
                 raise ModelDirError(f"{self.path}: export id {mine} but {other_path} has "
                                     f"{other}: the folder mixes files of two exports; export "
                                     "again into an empty folder")
+
+    def _check_parts_weights(self) -> None:
+        """Refuse an embedded channel table computed from other weights than the exported ones
+        (both record the weights' sha256; older exports record none and are not checked)."""
+        mine, raw = self.metadata.get("weights_sha256"), self.metadata.get("channel_parts")
+        if not mine or not raw:
+            return
+        try:
+            theirs = json.loads(raw).get("weights_sha256")
+        except (ValueError, AttributeError):  # a bad table fails where it is read
+            return
+        if theirs and theirs != mine:
+            name = self.metadata.get("model_name", "MODEL")
+            raise ModelDirError(f"{self.path}: the embedded channel table was computed from "
+                                f"other weights (sha256 {theirs[:12]}...) than the exported "
+                                f"ones ({mine[:12]}...); rerun `python -m zoo.evaluate {name}` "
+                                f"and `python -m zoo.exporting {name}`")
 
     def preprocess(self, images: Sequence[ImageLike], first_index: int = 0) -> np.ndarray:
         return preprocess(images, self.input_size, self.mean, self.std, self.channel_order,

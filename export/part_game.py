@@ -24,7 +24,7 @@ Estimators (``ESTIMATORS``; all efficient: the shares always sum to 1 - similari
             v(all) - v(empty) shared in proportion to |phi_i| (a null player keeps 0).
   exact     all 2^8 = 256 coalitions (510 embeddings).
 Both estimates are exact for games without interactions of order 3 or more; real pairs have
-them. Against the exact values on 12 ORL pairs of the default model (tools/
+them. Against the exact values on 12 ORL pairs of the default model (research/
 shapley_estimators.py, docs/results/shapley_estimators.json): kernel named the same part first
 on 12 of 12 pairs, median largest error 0.042 (the median largest share is 0.198); pairwise 10
 of 12, 0.064.

@@ -1,9 +1,9 @@
 """Face part masks from landmarks (paper Fig. 7): hair, forehead, cheek, eyes, nose, mouth, jaw.
 
-Torch-free (numpy only), shared by the zoo's metrics (zoo.parts adds the file readers) and the
-runtime. Input: 68-point iBUG landmarks (x, y) in pixel coordinates (pixel centres at integers),
-or LaPa's 106 points (mapped to the 68-point equivalent). Output: (7, H, W) bool masks in
-PART_NAMES order, disjoint, clipped to the image.
+Torch-free (numpy only), shared by the zoo's metrics and the runtime (export.face_parts reads
+the landmark files). Input: 68-point iBUG landmarks (x, y) in pixel coordinates (pixel centres
+at integers), or LaPa's 106 points (mapped to the 68-point equivalent). Output: (7, H, W) bool
+masks in PART_NAMES order, disjoint, clipped to the image.
 
 Geometry (all lengths relative to the face, so the rules hold at any image size; written out with
 a figure in docs/data.md). iod = distance between the eye centres, ex = unit vector from the left

@@ -5,9 +5,11 @@ Pillow only; never torch).
     python -m export.runtime explain A.jpg --model out/ --out heat.png [--top-k 8] [--json]
 
 A thin layer over export.verifier.FaceVerifier and export.explainer.FaceExplainer (their API is
-the library's: docs/export.md). ``--crop`` first crops the largest face with the export's
-MTCNN detector (export.crop). Exit status 0, or 2 with one line on stderr naming the file for a
-bad input or model folder.
+the library's: docs/export.md). Faces are detected by default (export.face_input, crop "auto":
+a photo that is already a face crop is used as is, else the largest face is cropped; dlib's
+ResNet gets its aligned chip); ``--crop`` always crops the largest face, ``--no-crop`` uses the
+image as given. No face or several faces: a warning line on stderr (and "inputs" in --json).
+Exit status 0, or 2 with one line on stderr naming the file for a bad input or model folder.
 """
 from __future__ import annotations
 
@@ -23,17 +25,10 @@ from .verifier import FaceVerifier
 __all__ = ["main"]
 
 
-def _maybe_crop(path: str, crop: bool, model_dir: str):
-    """What the CLI passes on: ``path``, or with --crop its largest face cropped by the export's
-    detector/ (export.crop, no torch); a note on stderr when the photo holds several faces."""
-    if not crop:
-        return path
-    from .crop import find_face  # opens the detector's three ONNX sessions: only for --crop
-    found = find_face(path, detector=model_dir)
-    if found.num_faces > 1:
-        print(f"note: {path}: {found.num_faces} faces found, cropped the largest",
-              file=sys.stderr)
-    return found.image
+def _warn(inputs) -> None:
+    for f in inputs:
+        if f.note:
+            print(f"warning: {f.name}: {f.note}", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -48,9 +43,14 @@ def main(argv=None) -> int:
     common.add_argument("--precision", default="float", choices=PRECISIONS,
                         help="int8: the quantized model of `python -m zoo.exporting --int8` "
                              "(default: float)")
-    common.add_argument("--crop", action="store_true",
-                        help="detect the largest face with MTCNN (the export's detector/) "
-                             "and crop it the way training faces were cropped")
+    crop = common.add_mutually_exclusive_group()
+    crop.add_argument("--crop", dest="crop", action="store_const", const="always",
+                      default="auto",
+                      help="always crop the largest face found by the export's detector/ (the "
+                           "default detects too, but uses a photo that is already a face crop "
+                           "as it is)")
+    crop.add_argument("--no-crop", dest="crop", action="store_const", const="never",
+                      help="use the images as given (face crops); no detection")
     v = sub.add_parser("verify", parents=[common], help="same person or not")
     v.add_argument("image_a")
     v.add_argument("image_b")
@@ -69,8 +69,9 @@ def main(argv=None) -> int:
                         "strongest channels, a bar chart of the per-part evidence")
     e = sub.add_parser("explain", parents=[common], help="heatmaps of the strongest channels")
     e.add_argument("image")
-    e.add_argument("--out", required=True,
-                   help="overlay image to write (.png, .jpg, .jpeg or .webp)")
+    e.add_argument("--out", default=None,
+                   help="overlay image to write (.png, .jpg, .jpeg or .webp); without it the "
+                        "channel table is printed only")
     e.add_argument("--top-k", type=int, default=DEFAULT_TOP_K)
     e.add_argument("--json", action="store_true", help="print the channels as JSON")
     e.add_argument("--landmarks", default=None, metavar="FACE.pts",
@@ -84,13 +85,14 @@ def main(argv=None) -> int:
             verifier = FaceVerifier(args.model, threshold=args.threshold, device=args.device,
                                     precision=args.precision,
                                     estimator=args.estimator)
-            r = verifier.verify(_maybe_crop(args.image_a, args.crop, args.model),
-                                _maybe_crop(args.image_b, args.crop, args.model),
-                                explain=args.explain is not None, landmarks=args.landmarks)
+            r = verifier.verify(args.image_a, args.image_b, explain=args.explain is not None,
+                                landmarks=args.landmarks, crop=args.crop)
+            _warn(r.inputs)
             if r.evidence is not None:
                 save_picture(r.evidence.render(), args.explain)
             if args.json:
-                out = {"similarity": r.similarity, "threshold": r.threshold, "same": r.same}
+                out = {"similarity": r.similarity, "threshold": r.threshold, "same": r.same,
+                       "inputs": [f.to_dict() for f in r.inputs]}
                 if r.evidence is not None:
                     out.update(evidence=r.evidence.to_dict(), picture=args.explain)
                 print(json.dumps(out))
@@ -101,13 +103,16 @@ def main(argv=None) -> int:
                     print(f"wrote {args.explain}")
         else:
             explainer = FaceExplainer(args.model, device=args.device, precision=args.precision)
-            x = explainer.explain(_maybe_crop(args.image, args.crop, args.model), top_k=args.top_k,
-                                  out=args.out, landmarks=args.landmarks)
+            x = explainer.explain(args.image, top_k=args.top_k, out=args.out,
+                                  landmarks=args.landmarks, crop=args.crop)
+            _warn([x.input])
             if args.json:
                 print(json.dumps({"overlay": args.out, "size": list(x.overlay.size),
+                                  "input": x.input.to_dict(),
                                   "channels": [c.__dict__ for c in x.channels]}))
             else:
-                print(f"wrote {args.out} ({x.overlay.size[0]}x{x.overlay.size[1]})")
+                if args.out is not None:
+                    print(f"wrote {args.out} ({x.overlay.size[0]}x{x.overlay.size[1]})")
                 if explainer.parts is None or "channel_evidence" not in explainer.parts:
                     print("  note: this export has no evidence table (evaluate the model, then "
                           "export again): channels are ranked by raw peak")

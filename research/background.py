@@ -9,9 +9,9 @@ the background (docs/results.md, Part 2). With a random background behind the he
 the training images, firing on the background helps neither the identity loss nor the template
 match, and the edge to a dark background is no longer always there.
 
-The head is the union of the seven part masks of zoo.parts (hair, forehead, cheek, eyes, nose,
-mouth, jaw) drawn from the image's 68 landmarks, feathered by a Gaussian so that the seam is not a
-sharp edge of its own. So this needs landmarks for every training image: ORL ships them
+The head is the union of the seven part masks of export.part_masks (hair, forehead, cheek, eyes,
+nose, mouth, jaw) drawn from the image's 68 landmarks, feathered by a Gaussian so that the seam
+is not a sharp edge of its own. So this needs landmarks for every training image: ORL ships them
 (zoo/data/orl_landmarks.npz); other training data are refused with a clear error.
 
 Backgrounds are drawn with torch's global RNG, like torchvision's random flips, so a training run
@@ -43,7 +43,7 @@ GROW = 0.03      # the head mask grown by this x the image diagonal (about 4 px 
 
 def head_mask(landmarks: np.ndarray, height: int, width: int, feather: float = FEATHER,
               grow: float = GROW) -> np.ndarray:
-    """(height, width) float32 in [0, 1]: 1 on the head (the union of zoo.parts' seven part
+    """(height, width) float32 in [0, 1]: 1 on the head (the union of export.part_masks' seven part
     masks for these 68 landmarks in pixel coordinates, grown by ``grow`` x the image diagonal),
     0 on the background, a Gaussian edge of sigma ``feather`` x the image diagonal."""
     from export.part_masks import part_masks_from_landmarks

@@ -18,18 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .study_tables import load_records, paired_table, summary_table
+from .quoted import QUOTE, rewrite_quotes, stale_quotes
+from .study_tables import load_records, paired_table, runs_table, summary_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 RESULTS = ROOT / "docs" / "results"
 DOC = ROOT / "docs" / "results.md"
+# other pages whose prose quotes the records (research.quoted markers; no tables)
+QUOTING_DOCS = [ROOT / "README.md", ROOT / "docs" / "paper-notes.md"]
 
-METRICS = ["accuracy", "AUC", "PE", "LS", "LS-max (ours)", "none", "peaks", "peaks@0.1 ring",
+# LS (the paper's) is computed over the regions that land on some part: "none" (the share of
+# regions on no part) stands beside it wherever it appears
+METRICS = ["accuracy", "AUC", "PE", "LS", "none", "LS-max (ours)", "peaks", "peaks@0.1 ring",
            "peaks@0.1 interior"]
 INPUT_DEPENDENCE = ["fixed-cell channels", "input dependence", "shown on ring",
                     "strongest on ring", "shift follows", "shift stays", "position channels"]
-PAIRED = ["accuracy", "PE", "LS", "fixed-cell channels", "shown on ring", "shift follows",
+PAIRED = ["accuracy", "PE", "LS", "none", "fixed-cell channels", "shown on ring", "shift follows",
           "position channels"]
 REMEDIES = ["softmax", "ecloss-tau1-fixed1", "ecloss-reflect", "ecloss-circular",
             "ecloss-translate", "ecloss-interior", "ecloss-content-free", "ecloss-content-free-5",
@@ -75,6 +80,15 @@ RANKINGS = ["evidence", "place-hard", "place-soft", "cap1", "cap2", "cap3", "mmr
             "grey"]
 RANKING_COLUMNS = NONORL_VAL_COLUMNS + ["distinct cells (non-ORL val)"]
 NONORL_DEMO = ["softmax", "first-default", "second-default", "default-make-demo", "default"]
+DEMO_ORL_COLUMNS = ["accuracy (ORL test)", "AUC (ORL test)", "PE (ORL test)", "LS (ORL test)",
+                    "peaks (ORL test)", "fixed-cell channels (ORL test)",
+                    "shown on ring (ORL test)", "shift follows (ORL test)",
+                    "position channels (ORL test)", "shown on ring (non-ORL test)",
+                    "fixed-cell channels (non-ORL test)"]
+FIT_ELSEWHERE_COLUMNS = ["accuracy", "LS", "none", "fixed-cell channels",
+                         "shown on ring (fit: same)", "shown on ring (fit: halves)",
+                         "shown on ring (fit: train)", "shown shift follows (fit: same)",
+                         "shown shift follows (fit: halves)", "shown shift follows (fit: train)"]
 NONORL_DEMO_COLUMNS = ["shown on ring (non-ORL val)", "shown on ring (non-ORL test)",
                        "faces led by the ring (non-ORL val)",
                        "faces led by the ring (non-ORL test)"]
@@ -102,6 +116,9 @@ TABLES = {
     "ranking-val": ("summary", "ranking_val", RANKINGS, RANKING_COLUMNS, None),
     "ranking-val-paired": ("paired", "ranking_val", RANKINGS, RANKING_COLUMNS, "evidence"),
     "nonorl-demo": ("summary", "nonorl_demo", NONORL_DEMO, NONORL_DEMO_COLUMNS, None),
+    "demo-orl": ("runs", "nonorl_demo", NONORL_DEMO, DEMO_ORL_COLUMNS, None),
+    "fit-elsewhere": ("runs", "fit_elsewhere", ["make-demo-zoo"],
+                      FIT_ELSEWHERE_COLUMNS, None),
     "study14-w4": ("summary", "study14-w4", ["softmax", "ecloss-content-free-reflect"],
                    ["accuracy", "AUC", "PE", "LS", "none", "peaks", "MI@tau=1 uniform",
                     "fixed-cell channels", "shown on ring", "shift follows"], None),
@@ -202,15 +219,19 @@ def render(name: str) -> str:
     shown = [v for v in variants if v in runs or v == reference]
     if kind == "summary":
         return summary_table(runs, columns, shown)
+    if kind == "runs":
+        return runs_table(runs, columns, shown)
     return paired_table(runs, columns, reference, shown)
 
 
 def rewrite(text: str) -> str:
+    """``text`` with every table and every quoted number (research.quoted) written from the
+    records."""
     def sub(m):
         if m.group("name") not in TABLES and m.group("name") not in SWAP_TABLES:
             raise SystemExit(f"{DOC}: unknown table {m.group('name')!r}; known: {sorted(TABLES)}")
         return m.group(1) + render(m.group("name")) + m.group(4)
-    return _BLOCK.sub(sub, text)
+    return rewrite_quotes(_BLOCK.sub(sub, text))
 
 
 def main(argv=None) -> int:
@@ -223,13 +244,21 @@ def main(argv=None) -> int:
     if args.check:
         stale = [m.group("name") for m, n in zip(_BLOCK.finditer(text), _BLOCK.finditer(new))
                  if m.group("body") != n.group("body")]
-        if stale:
-            print(f"{DOC}: tables differ from the records: {', '.join(stale)}; run "
+        quotes = stale_quotes(text) + [f"{d.name}: {q}" for d in QUOTING_DOCS
+                                        for q in stale_quotes(d.read_text())]
+        if stale or quotes:
+            print(f"{DOC}: tables differ from the records: {', '.join(stale) or 'none'}; quoted "
+                  f"numbers that differ: {'; '.join(quotes) or 'none'}; run "
                   "python -m research.results_tables")
             return 1
-        print(f"{DOC}: {len(list(_BLOCK.finditer(text)))} tables match the records")
+        print(f"{DOC}: {len(list(_BLOCK.finditer(text)))} tables and "
+              f"{len(list(QUOTE.finditer(text)))} quoted numbers match the records")
         return 0
     DOC.write_text(new)
+    for d in QUOTING_DOCS:
+        other = d.read_text()
+        if rewrite_quotes(other) != other:
+            d.write_text(rewrite_quotes(other))
     return 0
 
 

@@ -107,7 +107,7 @@ def run_one(variant: str, seed: int, arch: str, out: Path, fresh: bool,
         # the lab's settings train through its hook, the others are TrainConfig fields
         hook = hook_from_settings({k: settings.pop(k) for k in LAB_DEFAULTS if k in settings})
         cfg = TrainConfig(arch=arch, seed=seed, name=name, out=str(out), evaluate=False,
-                          progress=False, resume=not fresh,
+                          progress=False, resume=not fresh, overwrite=fresh,
                           **({"epochs": epochs} if epochs else {}),
                           orl_num_train=num_train, orl_num_val=num_val, orl_fold=fold, **settings)
         train(cfg, hook)

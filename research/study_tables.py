@@ -15,7 +15,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 __all__ = ["COLUMNS", "run_numbers", "metric", "aggregate", "paired_differences", "render",
-           "load_records", "summary_table", "paired_table", "summarize", "render_paired"]
+           "load_records", "summary_table", "paired_table", "summarize", "render_paired",
+           "holm", "paired_tests", "runs_table"]
 
 COLUMNS = [("accuracy", ("verification", "accuracy")), ("AUC", ("verification", "auc")),
            ("PE", ("explainability", "part_explainability")),
@@ -125,45 +126,105 @@ def load_records(results_dir: Path) -> Dict[str, Dict[tuple, Dict[str, object]]]
 
 
 def summary_table(runs, labels: Sequence[str], variants: Optional[Sequence[str]] = None) -> str:
-    """Markdown: mean +- sample std and n per variant (rounded once, from the raw numbers)."""
+    """Markdown: mean +- sample std per variant (rounded once, from the raw numbers). n counts
+    the values present: the n column is the largest number of values of the row's columns, and a
+    cell with fewer values says its own (n = k)."""
     order = list(variants) if variants else sorted(runs)
     lines = ["| variant | n | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
     for v in order:
+        values = [[r[label] for r in runs.get(v, {}).values() if r.get(label) is not None]
+                  for label in labels]
+        counts = [len(vals) for vals in values if vals]
+        n = max(counts, default=0)
         cells = []
-        for label in labels:
-            vals = [r[label] for r in runs.get(v, {}).values() if r.get(label) is not None]
+        for vals in values:
             cells.append("n/a" if not vals else f"{np.mean(vals):.3f}" + (
-                f" +- {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else ""))
-        lines.append(f"| {v} | {len(runs.get(v, {}))} | " + " | ".join(cells) + " |")
+                f" +- {np.std(vals, ddof=1):.3f}" if len(vals) > 1 else "")
+                + ("" if len(vals) == n else f" (n = {len(vals)})"))
+        lines.append(f"| {v} | {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def runs_table(runs, labels: Sequence[str], variants: Optional[Sequence[str]] = None) -> str:
+    """Markdown: one row per run (variant, seed), its numbers rounded once ("-": not measured)."""
+    order = list(variants) if variants else sorted(runs)
+    lines = ["| variant | seed | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+    for v in order:
+        for (fold, seed), rec in sorted(runs.get(v, {}).items()):
+            cells = ["-" if rec.get(label) is None else f"{rec[label]:.3f}" for label in labels]
+            lines.append(f"| {v} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def holm(pvalues: Sequence[Optional[float]]) -> List[Optional[float]]:
+    """Holm's step-down adjustment of a family of p-values (None: no test, left out of the
+    family and returned as None): the i-th smallest of m p-values becomes
+    max over j <= i of min(1, (m - j + 1) p_(j)). A test survives at level a when its adjusted
+    p is below a; this controls the family-wise error rate at a."""
+    tested = [(p, k) for k, p in enumerate(pvalues) if p is not None]
+    m = len(tested)
+    out: List[Optional[float]] = [None] * len(pvalues)
+    running = 0.0
+    for rank, (p, k) in enumerate(sorted(tested)):
+        running = max(running, min(1.0, (m - rank) * float(p)))
+        out[k] = running
+    return out
+
+
+def paired_tests(runs, labels: Sequence[str], reference: str,
+                 variants: Optional[Sequence[str]] = None) -> Dict[tuple, Dict[str, object]]:
+    """{(variant, label): {"d": paired differences, "keys": (fold, seed) keys, "p": two-sided
+    paired t-test p or None, "holm": Holm-adjusted p over every test of this call (the family:
+    one paired table)}}, the differences variant - reference paired by (fold, seed)."""
+    from scipy import stats
+    order = list(variants) if variants else sorted(runs)
+    out: Dict[tuple, Dict[str, object]] = {}
+    for v in order:
+        if v == reference or v not in runs or reference not in runs:
+            continue
+        keys = sorted(set(runs[v]) & set(runs[reference]))
+        for label in labels:
+            d = np.array([runs[v][k][label] - runs[reference][k][label] for k in keys
+                          if runs[v][k].get(label) is not None
+                          and runs[reference][k].get(label) is not None])
+            p = (float(stats.ttest_1samp(d, 0.0).pvalue)
+                 if len(d) > 1 and d.std(ddof=1) > 0 else None)
+            out[(v, label)] = {"d": d, "keys": keys, "p": p}
+    cells = list(out.values())
+    for cell, adj in zip(cells, holm([c["p"] for c in cells])):
+        cell["holm"] = adj
+    return out
 
 
 def paired_table(runs, labels: Sequence[str], reference: str,
                  variants: Optional[Sequence[str]] = None) -> str:
     """Markdown: per variant, the differences to ``reference`` paired by (fold, seed): mean +-
-    sample std and a two-sided paired t-test p over the runs both have."""
-    from scipy import stats
-    order = list(variants) if variants else sorted(runs)
+    sample std, a two-sided paired t-test p over the runs both have and its Holm-adjusted p
+    over every test of the table (paired_tests); a line under the table names the tests that
+    survive Holm at 0.05."""
+    tests = paired_tests(runs, labels, reference, variants)
     rows = ["| variant | runs | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
-    for v in order:
-        if v == reference or v not in runs or reference not in runs:
-            continue
-        keys = sorted(set(runs[v]) & set(runs[reference]))
+    for v in dict.fromkeys(v for v, _ in tests):
         cells = []
         for label in labels:
-            d = np.array([runs[v][k][label] - runs[reference][k][label] for k in keys
-                          if runs[v][k].get(label) is not None
-                          and runs[reference][k].get(label) is not None])
+            t = tests[(v, label)]
+            d = t["d"]
             if len(d) == 0:
                 cells.append("n/a")
                 continue
             cell = f"{d.mean():+.3f}"
             if len(d) > 1:
                 cell += f" +- {d.std(ddof=1):.3f}"
-                if d.std(ddof=1) > 0:
-                    cell += f" (p={stats.ttest_1samp(d, 0.0).pvalue:.2g})"
+                if t["p"] is not None:
+                    cell += f" (p={t['p']:.2g}; Holm {t['holm']:.2g})"
             cells.append(cell)
+        keys = next(t["keys"] for (w, _), t in tests.items() if w == v)
         rows.append(f"| {v} | {_run_keys(keys)} | " + " | ".join(cells) + " |")
+    tested = [(k, t) for k, t in tests.items() if t["p"] is not None]
+    raw = sum(t["p"] < 0.05 for _, t in tested)
+    kept = [f"{v}: {label}" for (v, label), t in tested if t["holm"] < 0.05]
+    rows += ["", f"Holm over the {len(tested)} paired tests of this table: {raw} with p < 0.05, "
+             f"{len(kept)} survive at 0.05" + (f" ({'; '.join(kept)})" if kept else "") + "."]
     return "\n".join(rows) + "\n"
 
 

@@ -189,8 +189,21 @@ def test_preview_shows_what_the_network_gets(page, faces):
     (a, _), _ = faces
     img, note = page.preview(str(a), "A")
     assert img.mode == "RGB" and img.size == (92, 112)  # decoded, not yet resized
-    assert note == "photo A (1.pgm): 92 x 112 px"
+    # the runtime's default found the face and kept the frame: ORL's faces are face crops
+    assert note == "photo A (1.pgm): 92 x 112 px, face crop as given"
     assert page.preview(None, "A") == (None, "")
+
+
+def test_several_models_give_a_model_choice(page, model_dir):
+    pytest.importorskip("gradio")
+    other = app.FacePage(model_dir, device="cpu")
+    blocks = app.build_app([page, other])
+    choices = [c for c in blocks.blocks.values() if getattr(c, "elem_id", None) == "model"]
+    assert len(choices) == 1 and choices[0].visible
+    assert [v for _, v in choices[0].choices] == [0, 1]
+    single = app.build_app(page)
+    hidden = [c for c in single.blocks.values() if getattr(c, "elem_id", None) == "model"]
+    assert not hidden[0].visible
 
 
 def test_no_face_with_crop_is_a_readable_message(page, tmp_path):
@@ -199,8 +212,12 @@ def test_no_face_with_crop_is_a_readable_message(page, tmp_path):
     assert page.can_crop
     img, note = page.preview(str(flat), "A", crop=True)
     assert img is None
-    assert note == ("**Cannot use this photo.** photo A (wall.png): MTCNN found no face "
-                    f"({app.CROP_HINT})")
+    assert note == ("**Cannot use this photo.** photo A (wall.png): the face detector found no "
+                    f"face ({app.CROP_HINT})")
+    # unticked, the runtime's default (detect; no face: the photo as given, and it says so)
+    img, note = page.preview(str(flat), "A")
+    assert img is not None and note.endswith("as given (no face found: the whole image was "
+                                             "used as given)")
     face, note = page.preview(str(orl_root() / "s1" / "1.pgm"), "A", crop=True)
     assert abs(face.width - face.height) <= 1 and note.endswith("MTCNN crop")  # rounding
 

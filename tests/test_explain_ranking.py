@@ -147,3 +147,17 @@ def test_explain_says_when_no_channel_fires(export_dir, tmp_path):
     assert x.channels == [] and zero.shape == x.feature_maps.shape
     assert x.overlay.size == overlay_size(0)
     assert (tmp_path / "none.png").exists()
+
+
+def test_audit_skips_and_lists_undecodable_files(export_dir, tmp_path, capsys):
+    """issue 23: audit treats undecodable files as pack, make-bin and prep do."""
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    for n in (1, 2):
+        (folder / f"{n}.pgm").write_bytes((orl_root() / "s6" / f"{n}.pgm").read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    res = audit_mod.audit(export_dir, [str(folder)], top_k=2)
+    assert res["images"] == 2 and res["num_skipped"] == 1
+    assert res["skipped"][0]["image"].endswith("broken.jpg")
+    assert audit_mod.main([str(folder), "--model", str(export_dir)]) == 0
+    assert "skipped 1 undecodable images" in capsys.readouterr().err

@@ -58,3 +58,15 @@ def test_cli_and_guards(src, tmp_path, capsys):
 
 def test_square_crop_box():
     assert square_crop_box((10, 20, 30, 60), 0.5) == (-10.0, 10.0, 50.0, 70.0)
+
+
+def test_a_missing_folder_or_a_single_file_is_one_line(tmp_path, capsys):
+    """issue 23: no traceback for a user error."""
+    assert prep_main([str(tmp_path / "nowhere"), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"zoo.prep: error: {tmp_path / 'nowhere'}: no such folder"]
+    photo = tmp_path / "one.jpg"
+    Image.new("RGB", (64, 64)).save(photo)
+    assert prep_main([str(photo), str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "a single file; zoo.prep crops every photo of a folder" in err[0]

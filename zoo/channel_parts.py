@@ -20,7 +20,8 @@ from export.part_masks import PART_NAMES
 
 from .metrics import explainability, input_dependence
 
-__all__ = ["explainability_metrics", "channel_parts_table", "template_mi_diagnostic"]
+__all__ = ["explainability_metrics", "channel_parts_table", "template_mi_diagnostic",
+           "shown_measures", "cross_fitted_shown"]
 
 
 def explainability_metrics(fmaps: np.ndarray, ious: np.ndarray, landmarks: np.ndarray,
@@ -81,7 +82,7 @@ def _input_dependence(fmaps: np.ndarray, probe_maps: np.ndarray, shift_maps: Opt
     """The input-dependence summary of ``explainability_metrics``; adds each channel's input
     dependence, fixed flag, typical peak, evidence (and shift / peak-cell counts) to
     ``per_channel``."""
-    from export.channel_table import PLACE_MAX_MAP_SIZE, SHOWN_CHANNELS, shown_channels
+    from export.channel_table import PLACE_MAX_MAP_SIZE, SHOWN_CHANNELS
     n = fmaps.shape[-1]
     fixed = input_dependence.fixed_cell_channels(fmaps, probe_maps)
     dep = input_dependence.input_dependence(fmaps, probe_maps)
@@ -110,9 +111,6 @@ def _input_dependence(fmaps: np.ndarray, probe_maps: np.ndarray, shift_maps: Opt
         # (export.channel_table.place_agreement), for small maps only
         per_channel["peak_cells"] = input_dependence.peak_cell_counts(fmaps).tolist()
         table["channel_peak_cells"] = per_channel["peak_cells"]
-    # what explain shows: the first SHOWN_CHANNELS that fire on the face
-    shown_idx = [shown_channels(fmaps[i], table, SHOWN_CHANNELS) for i in range(len(fmaps))]
-    shown = np.array([cells[i, c] for i, idx in enumerate(shown_idx) for c in idx], int)
     strongest = [cells[i, np.argsort(-face_peaks[i], kind="stable")[:2 * SHOWN_CHANNELS]]
                  for i in range(len(fmaps))]
     summary = {
@@ -120,25 +118,66 @@ def _input_dependence(fmaps: np.ndarray, probe_maps: np.ndarray, shift_maps: Opt
         "dead_share": float(fixed["dead"].mean()),
         "mean_dependence": float(dep[~fixed["dead"]].mean()) if (~fixed["dead"]).any()
         else 0.0,
-        "shown_ring_share": input_dependence.ring_share(shown, n),
         "strongest_ring_share": input_dependence.ring_share(np.stack(strongest), n),
         "uniform_ring_share": input_dependence.uniform_ring_share(n),
         "shown_channels": SHOWN_CHANNELS,
         "probe_images": int(len(probe_maps)),
     }
+    # what explain shows (ranked by the table fitted on these same faces)
+    summary.update(shown_measures(fmaps, table, shift_maps))
     if follow is not None:
+        summary.update({
+            "shift_follows": follow["follows"], "shift_stays": follow["stays"],
+            "position_channel_share": follow["position_channels"]})
+    return summary
+
+
+def shown_measures(fmaps: np.ndarray, tables, shift_maps: Optional[tuple] = None
+                   ) -> Dict[str, float]:
+    """What `explain` shows on each face (the first SHOWN_CHANNELS that fire, ranked by a channel
+    table): the share of shown peaks on the outer ring and, with shift_maps, the share of shown
+    peaks that follow / stay put when the face moves. ``tables``: one channel table (as
+    channel_parts_table writes it) for every face, or a list of one table per face."""
+    from export.channel_table import SHOWN_CHANNELS, shown_channels
+    if isinstance(tables, dict):
+        tables = [tables] * len(fmaps)
+    cells = input_dependence.argmax_cells(fmaps)                  # (I, C)
+    shown_idx = [shown_channels(fmaps[i], tables[i], SHOWN_CHANNELS) for i in range(len(fmaps))]
+    shown = np.array([cells[i, c] for i, idx in enumerate(shown_idx) for c in idx], int)
+    out = {"shown_ring_share": input_dependence.ring_share(shown, fmaps.shape[-1])}
+    if shift_maps is not None:
         shown_mask = np.zeros(fmaps.shape[:2], bool)
         for i, idx in enumerate(shown_idx):
             shown_mask[i, idx] = True
         follow_shown = input_dependence.translation_following(
             shift_maps[0] * shown_mask[..., None, None],
             shift_maps[1] * shown_mask[..., None, None])
-        summary.update({
-            "shift_follows": follow["follows"], "shift_stays": follow["stays"],
-            "position_channel_share": follow["position_channels"],
-            "shown_shift_follows": follow_shown["follows"],
-            "shown_shift_stays": follow_shown["stays"]})
-    return summary
+        out.update({"shown_shift_follows": follow_shown["follows"],
+                    "shown_shift_stays": follow_shown["stays"]})
+    return out
+
+
+def cross_fitted_shown(col: Dict[str, object], groups, input_size: int) -> Dict[str, float]:
+    """shown_measures with every face ranked by a channel table fitted on OTHER faces: ``groups``
+    (lists of face indices into the collected arrays, e.g. one per half of the identities); the
+    faces of a group are ranked by the table fitted on all faces outside it. ``col``: what
+    zoo.evaluate.collect_explainability returns."""
+    n_faces = len(col["fmaps"])
+    tables = [None] * n_faces
+    for group in groups:
+        fit = np.setdiff1d(np.arange(n_faces), np.asarray(group, int))
+        if len(fit) == 0:
+            raise ValueError("cross_fitted_shown: a group holds every face; nothing to fit on")
+        shift = tuple(m[fit] for m in col["shift_maps"])
+        metrics = explainability_metrics(col["fmaps"][fit], col["ious"][fit],
+                                         col["landmarks"][fit], input_size, col["probe_maps"],
+                                         shift, col["precisions"][fit])
+        table = channel_parts_table(metrics)
+        for i in group:
+            tables[int(i)] = table
+    if any(t is None for t in tables):
+        raise ValueError("cross_fitted_shown: the groups must cover every face")
+    return shown_measures(col["fmaps"], tables, col["shift_maps"])
 
 
 def template_mi_diagnostic(fmaps: np.ndarray, tau: float = 1.0, num_templates: int = 400

@@ -36,6 +36,7 @@ from ._version import __version__
 from .data.transforms import FACE_MEAN, FACE_STD
 from .heads import HEADS
 from .models.vgg import PADDINGS, VGG_CONFIGS, scaled_channels
+from .reference_config import reference_config, reference_family
 from .templates import DEFAULT_BETA, DEFAULT_NUM_TEMPLATES, DEFAULT_RADIUS, DEFAULT_TAU
 
 __all__ = [
@@ -124,7 +125,6 @@ def _paper_config(depth: int, loss: str) -> Dict[str, Any]:
 # The six paper variants: 224 px, full width, no BN, 512-d embedding, ECLoss params of the paper.
 PAPER_MODELS: Dict[str, Dict[str, Any]] = {
     f"vgg{d}-{loss}": _paper_config(d, loss) for d in sorted(VGG_CONFIGS) for loss in LOSSES}
-
 
 # ----------------------------------------------------------------------------------------------
 # training presets (zoo.train_config.TrainConfig)
@@ -331,7 +331,14 @@ def default_config(name_or_base: Union[str, Dict[str, Any]] = "vgg16-ecloss",
     (arch={...}); anything else raises TypeError listing the valid keys. Unless a name is given,
     a config derived from a paper name or base is named "vgg<depth>-<loss>".
     """
+    if reference_family(name_or_base) is not None:   # dlib-resnet (zoo.reference_config)
+        cfg = reference_config(name_or_base, overrides, current_zoo_version())
+        if not valid_model_name(cfg["name"]):
+            raise ValueError(f"model name {cfg['name']!r} is not valid")
+        return cfg
     given = _given_base(name_or_base)
+    if isinstance(given.get("arch"), dict) and "family" in given["arch"]:  # "vgg", said
+        given["arch"] = {k: v for k, v in given["arch"].items() if k != "family"}
     name_fixed = (isinstance(name_or_base, dict) and "name" in given) or "name" in overrides
 
     # Depth and loss pick the paper template; everything else is laid over it.

@@ -6,16 +6,13 @@ process group) fixes the global batch composition by (seed, epoch) alone, so a 1
 a W-process run with the same global batch see the same images per step, and a resumed run sees
 the same images as an uninterrupted one.
 
-Checkpoints (zoo.checkpoint) are written atomically at the end of every epoch and hold
-everything the next epoch depends on: model, head, optimizer, scheduler, beta policy, AMP scaler
-and RNG state.
-
-As in timm's train.py, ``train`` is three steps: ``_setup`` (process group, data, the network
-built from its registry config, so that a config the registry refuses fails before training,
-optimizer, resume), ``_train_one_epoch`` (one ``_train_step`` per batch) and ``_finish``
-(validation, curves, registration). TrainConfig and the presets live in zoo.train_config and
-zoo.config, the run folder's layout in zoo.runs, the non-finite loss rules in zoo.finite and the
-content-free images of a step in zoo.data.content_free.
+Checkpoints (zoo.checkpoint), written atomically after every epoch, hold everything the next
+epoch depends on (model, head, optimizer, scheduler, beta policy, AMP scaler, RNG state).
+As in timm's train.py, ``train`` is three steps: ``_setup`` (the checks of zoo.run_checks,
+process group, data, the network built from its validated registry config, optimizer, resume),
+``_train_one_epoch`` (one ``_train_step`` per batch) and ``_finish`` (validation, curves,
+registration). TrainConfig lives in zoo.train_config, the run folder in zoo.runs, the non-finite
+loss rules in zoo.finite, the content-free images of a step in zoo.data.content_free.
 
 Experiments plug in through one object, ``train(cfg, hook=...)``: a zoo.training_hook.TrainingHook
 whose methods the engine calls at fixed points (the training set, the content-free images, the
@@ -41,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import builder, hub, runs
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import rng_state, save_checkpoint, set_rng_state
 from .data.content_free import content_free_count, step_content_free_batch, step_generator
 from .ecloss import (
     BetaPolicy,
@@ -54,6 +51,7 @@ from .ecloss import (
 from .finite import NonFiniteGuard, skip_step
 from .heads import create_head
 from .models.vgg import VGGFace
+from .run_checks import check_inputs, read_resume, stretch_schedule
 from .templates import DEFAULT_BETA
 from .train_config import (
     TrainConfig,
@@ -127,9 +125,7 @@ class _Run:
     def ckpt_path(self) -> Path:
         return self.run_dir / runs.CHECKPOINT_FILE
 
-    @property
-    def csv_path(self) -> Path:
-        return self.run_dir / runs.LOG_FILE
+    csv_path = property(lambda self: self.run_dir / runs.LOG_FILE)
 
 
 def _init_process(cfg: TrainConfig):
@@ -182,6 +178,9 @@ def _setup(cfg: TrainConfig, hook: TrainingHook) -> _Run:
     where = f"{world} x {'GPU' if use_cuda else 'CPU'} processes" if world > 1 else \
         ("GPU" if use_cuda else "no GPU")
     log(f"{where}: {settings_line(cfg, hook.describe())}")
+    check_inputs(cfg, log)  # inputs, outputs, the registered name: before anything is built
+    run_dir = runs.run_dir(cfg.name, cfg.out)
+    resumed = read_resume(cfg, run_dir / runs.CHECKPOINT_FILE, hook.describe(), log)
 
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -210,7 +209,6 @@ def _setup(cfg: TrainConfig, hook: TrainingHook) -> _Run:
                                                     total_steps=max(schedule_steps, 2),
                                                     pct_start=0.15, anneal_strategy="cos")
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and use_cuda)
-    run_dir = runs.run_dir(cfg.name, cfg.out)
     guard = NonFiniteGuard(scaler, run_dir / runs.CHECKPOINT_FILE, log, world > 1)
     run = _Run(cfg=cfg, world=world, rank=rank, device=device, log=log, dataset=dataset,
                zoo_config=zoo_config, model=model, net=net, ddp=ddp, ecloss=ecloss, hook=hook,
@@ -219,25 +217,25 @@ def _setup(cfg: TrainConfig, hook: TrainingHook) -> _Run:
                n_content_free=n_content_free, total_steps=total_steps, run_dir=run_dir)
     if rank == 0:
         run.run_dir.mkdir(parents=True, exist_ok=True)
-    _resume(run)
+    if resumed is not None:
+        _resume(run, resumed)
     _open_logs(run)
     return run
 
 
-def _resume(run: _Run) -> None:
-    """With --resume, continue from the run's checkpoint when there is one."""
-    if run.cfg.resume and run.ckpt_path.exists():
-        state = load_checkpoint(run.ckpt_path)
-        run.net.load_state_dict(state["net"])
-        run.optimizer.load_state_dict(state["optimizer"])
-        run.scheduler.load_state_dict(state["scheduler"])
-        run.scaler.load_state_dict(state["scaler"])
-        run.beta_policy.load_state_dict(state["beta_policy"])
-        set_rng_state(state["rng"])
-        run.epoch, run.step = state["epoch"], state["step"]
-        run.log(f"resumed {run.ckpt_path} at epoch {run.epoch}, step {run.step}")
-    elif run.cfg.resume:
-        run.log(f"--resume: no checkpoint at {run.ckpt_path}, starting from scratch")
+def _resume(run: _Run, state: dict) -> None:
+    """Continue from the checkpoint state zoo.run_checks.read_resume compared with the options;
+    more --epochs stretch the one-cycle schedule (stretch_schedule)."""
+    run.net.load_state_dict(state["net"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    fresh = run.scheduler.state_dict()  # built for this run's --epochs
+    run.scheduler.load_state_dict(state["scheduler"])
+    stretch_schedule(run.scheduler, fresh)
+    run.scaler.load_state_dict(state["scaler"])
+    run.beta_policy.load_state_dict(state["beta_policy"])
+    set_rng_state(state["rng"])
+    run.epoch, run.step = state["epoch"], state["step"]
+    run.log(f"resumed {run.ckpt_path} at epoch {run.epoch}, step {run.step}")
 
 
 def _open_logs(run: _Run) -> None:
@@ -400,7 +398,8 @@ def _end_epoch(run: _Run, sums: dict, seconds: float) -> None:
             "net": run.net.state_dict(), "optimizer": run.optimizer.state_dict(),
             "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
             "beta_policy": run.beta_policy.state_dict(), "rng": rng_state(),
-            "epoch": run.epoch, "step": run.step, "config": json.dumps(dataclasses.asdict(cfg))})
+            "epoch": run.epoch, "step": run.step,
+            "config": json.dumps({**dataclasses.asdict(cfg), "hook": run.hook.describe()})})
     if run.distributed:
         dist.barrier()
 

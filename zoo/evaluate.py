@@ -22,9 +22,15 @@ import torch
 
 from export.part_masks import PART_NAMES, part_masks_from_landmarks
 
-from .channel_parts import channel_parts_table, explainability_metrics
+from .channel_parts import (
+    channel_parts_table,
+    cross_fitted_shown,
+    explainability_metrics,
+    shown_measures,
+)
 from .data.landmarks import LandmarkFolder
 from .data.orl import ORL_SPLITS
+from .hub import WEIGHTS_SHA256, model_weights_sha256
 from .metrics import explainability
 from .parts import scale_landmarks
 from .runs import evaluation_dir
@@ -124,8 +130,16 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
              split: str = "heldout", device: Optional[str] = None, max_images: Optional[int] = None,
              figures: bool = True, orl_num_train: int = 30, orl_split_seed: int = 0,
              write_channel_parts: bool = True, orl_num_val: int = 0,
-             orl_fold: int = 0, shuffle_cells: bool = False) -> Dict[str, object]:
+             orl_fold: int = 0, shuffle_cells: bool = False,
+             fit: Optional[str] = None) -> Dict[str, object]:
     """Evaluate one model; returns the metrics dict that metrics.json holds.
+
+    fit: the faces the channel table that ranks the shown channels is fitted on, for the "shown"
+    measures (shown_ring_share, shown_shift_*): "halves" (ORL's default: the faces of each half
+    of the scored identities are ranked by the table fitted on the other half), an ORL split
+    ("train", "val"; its faces are never the scored ones) or "same" (fitted on the faces it
+    scores: circular, and the only choice for other data). The same-faces numbers are kept as
+    input_dependence.self_fit; channel_parts.json is fitted on the scored faces either way.
 
     shuffle_cells: a control (chance levels), every map's cells shuffled before the explanation
     metrics; its channel_parts.json is never written to the model."""
@@ -141,6 +155,9 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     result: Dict[str, object] = {"model": name, "data": data, "config": {
         k: cfg[k] for k in ("arch", "loss", "head", "ecloss")}}
+    sha = model_weights_sha256(model)  # binds metrics.json and channel_parts.json to the weights
+    if sha is not None:
+        result[WEIGHTS_SHA256] = sha
 
     items = None
     if data == "orl":
@@ -155,6 +172,9 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
         idx = range(n if max_images is None else min(n, max_images))
         items = [item(i) for i in idx]
         result["explain_split"] = split
+        fit = fit or "halves"
+        if fit == split:
+            raise ValueError(f"fit={fit!r} is the scored split; use 'same' for that")
     elif data.endswith(".bin"):
         result["verification"] = verification_on(model, data, size, dev)
     else:
@@ -170,7 +190,12 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
                                                           col["landmarks"], size,
                                                           col["probe_maps"], col["shift_maps"],
                                                           col["precisions"])
+        if data == "orl" and fit != "same" and "input_dependence" in result["explainability"]:
+            _fit_elsewhere(result, col, fit, model, size, dev, ds.labels[:len(items)],
+                           (orl_num_train, orl_split_seed, orl_num_val, orl_fold), shuffle_cells)
         table = channel_parts_table(result["explainability"])
+        if sha is not None:
+            table[WEIGHTS_SHA256] = sha
         (out_dir / "channel_parts.json").write_text(json.dumps(table))
         if write_channel_parts and not shuffle_cells and model.zoo_dir is not None:
             (Path(model.zoo_dir) / "channel_parts.json").write_text(json.dumps(table))
@@ -182,6 +207,36 @@ def evaluate(name_or_path: str, data: str = "orl", out: Optional[str] = None,
     (out_dir / "report.md").write_text(render_report(result))
     result["out"] = str(out_dir)
     return result
+
+
+def _fit_elsewhere(result, col, fit: str, model, size: int, dev, labels, orl_args,
+                   shuffle_cells: bool) -> None:
+    """Replace the shown measures of result["explainability"]["input_dependence"] by those
+    ranked with a channel table fitted on other faces (evaluate's ``fit``); keep the same-faces
+    ones as "self_fit"."""
+    dep = result["explainability"]["input_dependence"]
+    keys = ("shown_ring_share", "shown_shift_follows", "shown_shift_stays")
+    dep["self_fit"] = {k: dep[k] for k in keys if k in dep}
+    if fit == "halves":
+        ids = sorted(set(labels))
+        first = set(ids[:len(ids) // 2])
+        groups = [[i for i, y in enumerate(labels) if (y in first) == half]
+                  for half in (True, False)]
+        if not all(groups):   # one identity (e.g. --max-images 10): no other faces to fit on
+            dep["fit"] = {"faces": "same", "why": "fit='halves' needs 2 identities; got 1"}
+            return
+        dep.update(cross_fitted_shown(col, groups, size))
+        dep["fit"] = {"faces": "halves", "identities": [[ids[k] for k in sorted(first)],
+                                                        [k for k in ids if k not in first]]}
+        return
+    ds, n, item = _orl_explain_source(fit, *orl_args)
+    other = collect_explainability(model, [item(i) for i in range(n)], size, dev,
+                                   shuffle_cells=shuffle_cells)
+    fitted = explainability_metrics(other["fmaps"], other["ious"], other["landmarks"], size,
+                                    other["probe_maps"], other["shift_maps"],
+                                    other["precisions"])
+    dep.update(shown_measures(col["fmaps"], channel_parts_table(fitted), col["shift_maps"]))
+    dep["fit"] = {"faces": fit, "identities": list(ds.identities), "num_faces": int(n)}
 
 
 def _write_figures(out_dir: Path, col, metrics, name) -> Dict[str, str]:
@@ -293,13 +348,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--device", help="cpu | cuda")
     p.add_argument("--max-images", type=int)
     p.add_argument("--no-figures", action="store_false", dest="figures")
+    p.add_argument("--fit", choices=("halves", "same") + ORL_SPLITS[:2],
+                   help="ORL: the faces the channel table that ranks the shown channels is "
+                        "fitted on for the shown measures: halves (default: each half of the "
+                        "scored identities ranked by the other half's table), train, val, or "
+                        "same (the scored faces themselves: circular)")
     p.add_argument("--swap-game", metavar="EXPORT_DIR",
                    help="also play the part-swap game (zoo.swap_game) on the ORL split with this "
                         "export of the model, both views; scores go into metrics.json")
     args = p.parse_args(argv)
     try:
         res = evaluate(args.model, args.data, args.out, args.split, args.device, args.max_images,
-                       args.figures)
+                       args.figures, fit=args.fit)
         if args.swap_game:
             from .swap_game import swap_game_metric
             res["swap_game"] = swap_game_metric(args.swap_game, args.split)

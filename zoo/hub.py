@@ -37,6 +37,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
+from export.model_files import PARTS_FILE
+
 from ._io import atomic_write_files, sweep_stale_tmp
 from .config import (
     ARCH_KEYS,
@@ -51,7 +53,8 @@ from .models.vgg import VGGFace
 __all__ = [
     "WEIGHTS_FILE", "CONFIG_FILE", "DOWNLOADS_DIR", "DownloadError", "ChecksumError", "zoo_home",
     "local_models", "save", "read_stored", "verify_weights_hash", "file_sha256", "check_sha256",
-    "is_url", "download", "read_safetensors", "read_torch", "load_weights",
+    "is_url", "download", "read_safetensors", "read_torch", "load_weights", "WEIGHTS_SHA256",
+    "model_weights_sha256", "check_same_weights",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -60,6 +63,9 @@ DOWNLOADS_DIR = "_downloads"  # "_" cannot start a model name, so it never colli
 _META_CONFIG = "zoo_config"    # safetensors metadata keys (metadata is str -> str)
 _META_SAVE_ID = "zoo_save_id"
 _WEIGHTS_SHA256 = "weights_sha256"  # config.json: sha256 of model.safetensors, checked on load
+# the same key in every file derived from weights (channel_parts.json, metrics.json, the export's
+# metadata): the sha256 of the weights file it was computed from
+WEIGHTS_SHA256 = _WEIGHTS_SHA256
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -168,7 +174,41 @@ def save(model, config: Optional[Dict[str, Any]] = None, name: Optional[str] = N
 
     # Weights renamed first: from then on they carry their own config (see module docstring).
     atomic_write_files(folder, [(WEIGHTS_FILE, write_weights), (CONFIG_FILE, write_config)])
+    _drop_stale_parts(folder, written["sha256"])
     return folder
+
+
+def _drop_stale_parts(folder: Path, sha256: str) -> None:
+    """Remove the channel -> part table beside new weights unless it records these weights'
+    sha256: it was computed from the weights just replaced (zoo.evaluate writes a new one)."""
+    parts = folder / PARTS_FILE
+    if not parts.is_file():
+        return
+    try:
+        recorded = json.loads(parts.read_text(encoding="utf-8")).get(_WEIGHTS_SHA256)
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if recorded != sha256:
+        parts.unlink()
+
+
+def model_weights_sha256(model) -> Optional[str]:
+    """The sha256 of the weights file ``model`` was loaded from (zoo.load records it as
+    ``model.zoo_weights``); None for a model not loaded from a file."""
+    path = getattr(model, "zoo_weights", None)
+    return file_sha256(path) if path is not None and Path(path).is_file() else None
+
+
+def check_same_weights(where: str, recorded: Optional[str], actual: Optional[str],
+                       rerun: str) -> None:
+    """ValueError naming ``where`` when a derived file's recorded weights hash differs from the
+    weights in use; ``rerun``: the command that rewrites it. A file without a hash (written
+    before hashes were recorded) or weights without a file are not checked."""
+    if recorded is None or actual is None or recorded == actual:
+        return
+    raise ValueError(f"{where}: computed from other weights (sha256 {recorded[:12]}...) than "
+                     f"the model's (sha256 {actual[:12]}...), e.g. before a retraining; rerun "
+                     f"{rerun}")
 
 
 # ----------------------------------------------------------------------------------------------

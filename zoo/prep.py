@@ -185,8 +185,22 @@ def main(argv=None):
     ap.add_argument("--ext", default=".jpg", choices=[".jpg", ".jpeg", ".png"])
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    rep = crop_faces(a.src, a.dst, a.size, a.margin, a.device, a.batch_size, a.min_face_size,
-                     a.ext, progress=not a.no_progress)
+    src = Path(a.src)
+    try:
+        if src.is_file():
+            raise ValueError(f"{src}: a single file; zoo.prep crops every photo of a folder "
+                             "(put the photo in a folder, or use `ecloss embed` / `--crop` on it)")
+        if not src.exists():
+            raise FileNotFoundError(f"{src}: no such folder")
+        rep = crop_faces(a.src, a.dst, a.size, a.margin, a.device, a.batch_size,
+                         a.min_face_size, a.ext, progress=not a.no_progress)
+    except ImportError as e:
+        print(f"zoo.prep: error: {e.name or e}: not installed (pip install '.[prep]')",
+              file=sys.stderr)
+        return 2
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"zoo.prep: error: {e}", file=sys.stderr)
+        return 2
     print(rep.summary())
     return 0
 

@@ -1,13 +1,15 @@
 """Model names (timm style): which names exist and the config each one stands for.
 
     list_models("vgg16*")              the paper variants + saved (ZOO_HOME) + remote names
+                                       + reference models ("dlib-resnet")
     config_for_name("vgg16-ecloss")    the config a name stands for
     register_remote(name, url, sha256) make ``zoo.load(name)`` fetch published weights
 
-A name is a paper model (zoo.config.PAPER_MODELS), a model saved in ZOO_HOME (zoo.hub) or
-published weights registered here (``REMOTE``). A saved model wins over a remote entry, which
-wins over the paper config. Building a network from a name is zoo.builder's job; storing,
-reading and downloading the files zoo.hub's.
+A name is a paper model (zoo.config.PAPER_MODELS), a model saved in ZOO_HOME (zoo.hub), published
+weights registered here (``REMOTE``) or a reference model whose weights come from an installed
+package (zoo.reference_config.REFERENCE_MODELS: "dlib-resnet"). A saved model wins over a remote
+entry, which wins over the paper config. Building a network from a name is zoo.builder's job;
+storing, reading and downloading the files zoo.hub's.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from . import hub
 from .config import PAPER_MODELS, default_config, load_config
+from .reference_config import REFERENCE_MODELS
 
 __all__ = ["REMOTE", "known_names", "list_models", "unknown_name_error", "config_for_name",
            "register_remote"]
@@ -27,12 +30,14 @@ REMOTE: Dict[str, Dict[str, Any]] = {}
 
 
 def known_names() -> List[str]:
-    """Every name, sorted: paper models, remote entries and saved models."""
-    return sorted(set(PAPER_MODELS) | set(REMOTE) | set(hub.local_models()))
+    """Every name, sorted: paper models, reference models, remote entries and saved models."""
+    return sorted(set(PAPER_MODELS) | set(REFERENCE_MODELS) | set(REMOTE)
+                  | set(hub.local_models()))
 
 
 def list_models(pattern: Optional[str] = None) -> List[str]:
-    """Sorted names: the six paper variants, registered remote weights and local models
+    """Sorted names: the six paper variants, the reference models ("dlib-resnet", weights from
+    an installed package), registered remote weights and local models
     (folders in ZOO_HOME with config.json + model.safetensors); ``pattern`` is an fnmatch
     pattern ("vgg16*")."""
     names = known_names()
@@ -55,7 +60,7 @@ def config_for_name(name: str) -> Dict[str, Any]:
         return load_config(local[name] / hub.CONFIG_FILE)
     if name in REMOTE:
         return copy.deepcopy(REMOTE[name]["config"])
-    if name in PAPER_MODELS:
+    if name in PAPER_MODELS or name in REFERENCE_MODELS:
         return default_config(name)
     raise unknown_name_error(name)
 

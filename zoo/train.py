@@ -81,7 +81,11 @@ def build_parser(prog: str = "python -m zoo.train") -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--resume", action="store_true", default=None)
+    p.add_argument("--resume", action="store_true", default=None,
+                   help="continue runs/<name>/checkpoint.pt (same options; more --epochs "
+                        "rebuild the schedule: docs/training.md)")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="replace a model registered under the same name")
     p.add_argument("--name", default=None, help="model name (default vgg19-ecloss etc.)")
     p.add_argument("--out", default=None, help="run folder root (default runs/)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda when available)")
@@ -99,11 +103,19 @@ def option_values(args: argparse.Namespace,
     fields = {f.name for f in dataclasses.fields(TrainConfig)} if fields is None else set(fields)
     values = {}
     if args.config:
-        with open(args.config) as f:
-            loaded = json.load(f)
+        where = f"error: --config {args.config}"
+        try:
+            with open(args.config) as f:
+                loaded = json.load(f)
+        except OSError as e:
+            raise SystemExit(f"{where}: cannot read it ({e.strerror})")
+        except ValueError as e:
+            raise SystemExit(f"{where}: not valid JSON ({e})")
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"{where}: expected a JSON object of TrainConfig fields")
         unknown = set(loaded) - fields
         if unknown:
-            raise SystemExit(f"{args.config}: unknown fields {sorted(unknown)}")
+            raise SystemExit(f"{where}: unknown fields {sorted(unknown)}")
         values.update(loaded)
     for key, value in vars(args).items():
         if key in fields and value is not None:
@@ -115,7 +127,6 @@ def option_values(args: argparse.Namespace,
 
 def config_from_args(argv=None) -> TrainConfig:
     return TrainConfig(**option_values(build_parser().parse_args(argv)))
-
 
 def run(cfg: TrainConfig, hook: Optional[TrainingHook] = None, prog: str = "zoo.train") -> int:
     """Train; 0, or 2 with one line on stderr for a bad setting or a run that had to stop."""

@@ -69,6 +69,7 @@ class TrainConfig:
     out: str = RUNS_ROOT
     resume: bool = False
     register: bool = True
+    overwrite: bool = False             # register over an existing name (docs/training.md)
     evaluate: bool = True
     device: Optional[str] = None
     log_every: int = 10

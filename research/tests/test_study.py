@@ -52,4 +52,4 @@ def test_summarize_from_committed_records(tmp_path):
     assert "| ref | 3 | 0.800 +- 0.100 | n/a |" in text
     assert "| b | 3 | 0.883 +- 0.104 | n/a |" in text
     # paired differences 0.05, 0.10, 0.10: +0.083 +- 0.029, t = 5.0 with 2 df, p = 0.038
-    assert "| b | 0,1,2 | +0.083 +- 0.029 (p=0.038) | n/a |" in text
+    assert "| b | 0,1,2 | +0.083 +- 0.029 (p=0.038; Holm 0.038) | n/a |" in text

@@ -78,7 +78,7 @@ def test_summarize_pairs_runs_by_fold_and_seed(tmp_path):
     text = study_tables.summarize(tmp_path, ["accuracy"], reference="ref", variants=["ref", "b"])
     assert "| ref | 2 | 0.750 +- 0.071 |" in text
     # differences 0.10 and 0.05: mean 0.075, sample std 0.035, t = 3 with 1 df, p = 0.20
-    assert "| b | f0s0,f1s0 | +0.075 +- 0.035 (p=0.2) |" in text
+    assert "| b | f0s0,f1s0 | +0.075 +- 0.035 (p=0.2; Holm 0.2) |" in text
 
 
 def test_study_main_folds_and_controls_tiny(tmp_path, monkeypatch):

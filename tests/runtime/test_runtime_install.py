@@ -20,6 +20,16 @@ def test_installed_runtime_has_no_torch_and_comes_from_site_packages(runtime_ins
     assert not (location.parents[1] / "tests" / "runtime").is_dir()   # not a checkout
     for name in ("torch", "torchvision", "zoo"):
         assert name not in sys.modules, name
+    # the lab and the maintenance scripts are never installed
+    assert importlib.util.find_spec("research") is None
+    assert importlib.util.find_spec("tools") is None
+
+
+def test_installed_zoo_says_it_needs_torch(runtime_installed):
+    if not runtime_installed:
+        pytest.skip("only in the runtime-only venv (make test-runtime)")
+    with pytest.raises(ImportError, match=r"zoo needs torch.*\[torch\]"):
+        import zoo  # noqa: F401
 
 
 def test_python_m_export_points_to_the_commands(runtime_env):

@@ -33,7 +33,7 @@ import numpy as np
 
 from export.channel_table import SHOWN_CHANNELS, shown_channels
 from export.explainer import FaceExplainer
-from export.images import ImageError
+from export.images import ImageError, decode_image
 from export.model_dir import ModelDirError
 from export.model_files import FEATURE_OUTPUT
 from zoo.data.content_free import content_free_images
@@ -71,9 +71,18 @@ def target_maps(explainer: FaceExplainer, images) -> np.ndarray:
 def audit(model_dir, images: Sequence[str], top_k: int = SHOWN_CHANNELS) -> Dict[str, object]:
     """The numbers of the module docstring for the faces in ``images`` (files or folders)."""
     explainer = FaceExplainer(model_dir)
-    paths = image_paths(images)
-    maps = np.concatenate([target_maps(explainer, paths[i:i + 16])
-                           for i in range(0, len(paths), 16)])
+    paths, decoded, skipped = [], [], []
+    for path in image_paths(images):  # undecodable files: skipped and listed (docs/data.md)
+        try:
+            decoded.append(decode_image(path))
+            paths.append(path)
+        except (ImageError, OSError) as exc:
+            skipped.append({"image": str(path), "reason": str(exc)})
+    if not paths:
+        raise ValueError(f"none of the {len(skipped)} images could be decoded "
+                         f"(first: {skipped[0]['reason']})")
+    maps = np.concatenate([target_maps(explainer, decoded[i:i + 16])
+                           for i in range(0, len(decoded), 16)])
     probes = target_maps(explainer, content_free_images(explainer.input_size).values())
     n_img, n_ch, n, _ = maps.shape
     ring = outer_ring(n).ravel()
@@ -100,7 +109,7 @@ def audit(model_dir, images: Sequence[str], top_k: int = SHOWN_CHANNELS) -> Dict
             "shown_fixed_in_table_share": (float(np.mean(shown_table_fixed)) if shown_table_fixed
                                            else None),
             "fixed_here_channel_share": float(fixed_here.mean()),
-            "per_image": per_image}
+            "per_image": per_image, "num_skipped": len(skipped), "skipped": skipped}
 
 
 def main(argv=None) -> int:
@@ -116,6 +125,10 @@ def main(argv=None) -> int:
     except (ImageError, ModelDirError, OSError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if res["skipped"]:
+        print(f"note: skipped {res['num_skipped']} undecodable images:", file=sys.stderr)
+        for item in res["skipped"]:
+            print(f"  {item['reason']}", file=sys.stderr)
     if args.json:
         print(json.dumps(res, indent=2))
         return 0

@@ -57,8 +57,10 @@ from export.model_files import (
     PARTS_FILE,
     TORCHSCRIPT_FILE,
 )
+from zoo.hub import WEIGHTS_SHA256, check_same_weights, model_weights_sha256
 from zoo.metrics import explainability
 from zoo.metrics.verification import embed as zoo_embed
+from zoo.reference_config import config_family
 
 from .detector import export_detector, require_facenet
 from .graphs import EmbeddingModel, FeatureMapModel, HeadModel
@@ -74,6 +76,7 @@ from .parity import (
     parity_inputs,
 )
 from .quantize import plan_int8
+from .reference_export import export_reference
 
 __all__ = ["ExportResult", "export_model"]
 
@@ -111,6 +114,13 @@ def _parts_table(net: nn.Module, parts: Optional[Union[str, os.PathLike]],
     if not parts_path.is_file():
         raise FileNotFoundError(f"{parts_path}: channel-part table not found")
     table = read_parts_file(parts_path, int(net.feature_channels))
+    name = net.zoo_config["name"]
+    check_same_weights(str(parts_path), table.get(WEIGHTS_SHA256), model_weights_sha256(net),
+                       f"`python -m zoo.evaluate {name}` (it rewrites the table), then export "
+                       "again")
+    if WEIGHTS_SHA256 not in table:
+        log(f"note: {parts_path} records no weights hash (written before hashes were "
+            "recorded): nothing checks that it belongs to these weights")
     log(f"channel -> part table: {parts_path}")
     return table
 
@@ -298,8 +308,14 @@ def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.P
         require_facenet()
     net = zoo.load(name_or_path, weights=weights)
     net.eval()
+    if config_family(net.zoo_config) != "vgg":  # dlib's ResNet: zoo.exporting.reference_export
+        return ExportResult(**export_reference(net, out_dir, opset=opset, tolerance=tolerance,
+                                               detector=detector, int8=int8, log=log))
     table = _parts_table(net, parts, log)
     meta = build_metadata(net.zoo_config, flip=flip, parts=table, threshold_key=threshold_key)
+    sha = model_weights_sha256(net)
+    if sha is not None:  # the runtime refuses an embedded table of other weights
+        meta[WEIGHTS_SHA256] = sha
     if "threshold" not in meta:
         log("note: the model has no evaluation metrics, so the export carries no verification "
             "threshold (runtime users must pass one)")

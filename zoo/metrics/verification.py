@@ -70,6 +70,9 @@ def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, folds: Optional[np.nd
         raise ValueError("need matching 1-D scores and labels, "
                          f"got {scores.shape} and {issame.shape}")
     if folds is None:
+        if len(scores) < num_folds:  # folds without a pair: no honest k-fold accuracy
+            raise ValueError(f"{len(scores)} pairs: the {num_folds}-fold protocol needs at "
+                             f"least {num_folds} (one per fold)")
         folds = np.arange(len(scores)) * num_folds // len(scores)
     folds = np.asarray(folds)
     accs, thresholds = [], []
