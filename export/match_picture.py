@@ -55,8 +55,10 @@ def render_pair_evidence(ev) -> Image.Image:
                   fill=(0, 0, 0), font=small)
     legend = ["rows: face parts, the part", "that made the most", "difference first", "",
               "bar: the part's share of", "1 - similarity (Shapley value", "of hiding it on "
-              "both faces)", "", "grey bar: the share the", "ECLoss channels on that part",
-              "give it (channel view)"]
+              "both faces)"]
+    if ev.channel_view is not None:  # a reference model (dlib-resnet) has no channel view
+        legend += ["", "grey bar: the share the", "ECLoss channels on that part",
+                   "give it (channel view)"]
     lx = MARGIN + 2 * FACE + 2 * GAP + 8
     for i, text in enumerate(legend):
         draw.text((lx, y + i * 14), text, fill=(70, 70, 70), font=small)

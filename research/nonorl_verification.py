@@ -1,7 +1,13 @@
-"""Verification on the non-ORL test faces (docs/faces.md): every face is a different person.
+"""Verification through the runtime on real-face sets: the non-ORL test faces and ORL identities.
 
     python -m research.nonorl_verification EXPORT_DIR [EXPORT_DIR ...] \
         --faces /work/data/nonorl/test --out docs/results/dlib_resnet/nonorl_test_verification.json
+    python -m research.nonorl_verification EXPORT_DIR --orl heldout s31-s40 \
+        --out docs/results/dlib_resnet/verification.json
+
+ORL (``--orl``): every pair of the chosen identities' 10 faces ("heldout": the zoo's seed-0
+held-out split; "s31-s40": the last ten folders), labelled by folder, scored at the export's
+threshold (accuracy, TPR, TNR) and by ROC AUC.
 
 The 26 test faces are 26 people (docs/faces.md), so every one of the 325 pairs is a
 different-person pair: what a set like this measures is the false-match rate at the export's
@@ -53,13 +59,63 @@ def false_matches(model_dir: str, faces: list) -> dict:
     }
 
 
+def orl_identities(which: str) -> list:
+    from zoo.data.orl import orl_identity_splits
+    if which == "heldout":
+        return [f"s{i}" for i in orl_identity_splits(30, 0, seed=0)[2]]
+    if which == "s31-s40":
+        return [f"s{i}" for i in range(31, 41)]
+    raise SystemExit(f"--orl: unknown set {which!r} (heldout, s31-s40)")
+
+
+def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
+    """Mann-Whitney AUC with ties counted half (same pairs should score higher)."""
+    pos, neg = scores[same], scores[~same]
+    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return float(greater / (len(pos) * len(neg)))
+
+
+def labelled_pairs(model_dir: str, faces: list, labels: list, name: str) -> dict:
+    v = FaceVerifier(model_dir, device="cpu")
+    inputs = v.prepare([str(f) for f in faces])
+    emb = v.embed(inputs).astype(np.float64)
+    i, j = np.triu_indices(len(faces), 1)
+    s = np.einsum("nd,nd->n", emb[i], emb[j])
+    same = np.array(labels)[i] == np.array(labels)[j]
+    said = s >= v.threshold
+    return {"set": name, "model": v.metadata.get("model_name"), "faces": len(faces),
+            "pairs": int(len(s)), "same_pairs": int(same.sum()),
+            "accuracy_at_threshold": float((said == same).mean()),
+            "tpr_at_threshold": float(said[same].mean()),
+            "tnr_at_threshold": float((~said[~same]).mean()),
+            "threshold": float(v.threshold), "auc": roc_auc(s, same),
+            "used": {u: sum(f.used == u for f in inputs) for u in sorted({f.used for f in inputs})},
+            "notes": [f.note for f in inputs if f.note]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m research.nonorl_verification",
                                 description=__doc__.split("\n")[0])
     p.add_argument("exports", nargs="+")
-    p.add_argument("--faces", required=True, help="the non-ORL test folder (docs/faces.md)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--faces", help="the non-ORL test folder (docs/faces.md)")
+    where.add_argument("--orl", nargs="+", help="ORL sets: heldout and/or s31-s40")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    if args.orl:
+        from zoo.data.orl import orl_root
+        rows = []
+        for which in args.orl:
+            ids = orl_identities(which)
+            faces = [orl_root() / s / f"{k}.pgm" for s in ids for k in range(1, 11)]
+            name = "orl-heldout (seed-0 split)" if which == "heldout" else "orl s31-s40"
+            rows += [labelled_pairs(d, faces, [f.parent.name for f in faces], name)
+                     for d in args.exports]
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+        for r in rows:
+            print(f"{r['model']} on {r['set']}: accuracy {r['accuracy_at_threshold']:.4f}, "
+                  f"AUC {r['auc']:.4f}")
+        return 0
     faces = sorted(f for f in Path(args.faces).iterdir() if is_image_file(f))
     if len(faces) < 2:
         print(f"error: {args.faces}: fewer than 2 face images", file=sys.stderr)

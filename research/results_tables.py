@@ -153,6 +153,12 @@ SWAP_FULL = [  # (label, record): runs with both views
      "test/nonorl-test-vgg19-ecloss-s1.json"),
     ("test, another model: non-ORL test faces, softmax seed 0",
      "test/nonorl-test-vgg19-softmax-s0.json"),
+    ("reference model dlib-resnet: ORL held-out identities, 20 pairs (defaults)",
+     "../dlib_resnet/swap_orl_heldout.json"),
+    ("reference model dlib-resnet: non-ORL dev faces, 40 pairs (defaults)",
+     "../dlib_resnet/swap_nonorl_dev.json"),
+    ("reference model dlib-resnet: non-ORL test faces, 40 pairs (defaults)",
+     "../dlib_resnet/swap_nonorl_test.json"),
 ]
 SWAP_MODELS = [("softmax, 7 x 7 (cpu preset)", "vgg19-softmax-s{}", (0, 1, 2)),
                ("ECLoss, 7 x 7 (cpu preset)", "vgg19-ecloss-s{}", (0, 1, 2)),
@@ -206,7 +212,27 @@ def render_swap_channels() -> str:
     return "\n".join(lines) + "\n"
 
 
-SWAP_TABLES = {"swap-full": render_swap_full, "swap-channels": render_swap_channels}
+DLIB = RESULTS / "dlib_resnet"
+
+
+def render_dlib_verification() -> str:
+    """dlib-resnet through the runtime (detector -> 5 points -> chip): all pairs of each set."""
+    lines = ["| faces | model | pairs (same person) | accuracy at the threshold | TPR | TNR | AUC |",
+             "|---|---|---|---|---|---|---|"]
+    for r in json.loads((DLIB / "verification.json").read_text()):
+        lines.append(f"| {r['set']} | dlib-resnet | {r['pairs']} ({r['same_pairs']}) | "
+                     f"{r['accuracy_at_threshold']:.4f} | {r['tpr_at_threshold']:.3f} | "
+                     f"{r['tnr_at_threshold']:.4f} | {r['auc']:.4f} |")
+    for r in json.loads((DLIB / "nonorl_test_verification.json").read_text()):
+        lines.append(f"| non-ORL test faces (26 people) | {r['model']} | {r['pairs']} (0) | "
+                     f"{1 - r['false_match_rate']:.4f} ({r['false_matches']} false matches, "
+                     f"{r['false_matches_same_photo']} of them within one photo) | n/a | "
+                     f"{1 - r['false_match_rate']:.4f} | n/a |")
+    return "\n".join(lines) + "\n"
+
+
+SWAP_TABLES = {"swap-full": render_swap_full, "swap-channels": render_swap_channels,
+               "dlib-verification": render_dlib_verification}
 
 _BLOCK = re.compile(r"(<!-- table:(?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
