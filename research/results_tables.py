@@ -217,8 +217,8 @@ DLIB = RESULTS / "dlib_resnet"
 
 def render_dlib_verification() -> str:
     """dlib-resnet through the runtime (detector -> 5 points -> chip): all pairs of each set."""
-    lines = ["| faces | model | pairs (same person) | accuracy at the threshold | TPR | TNR | AUC |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| faces | model | pairs (same person) | accuracy at the threshold | TPR | TNR "
+             "| AUC |", "|---|---|---|---|---|---|---|"]
     for r in json.loads((DLIB / "verification.json").read_text()):
         lines.append(f"| {r['set']} | dlib-resnet | {r['pairs']} ({r['same_pairs']}) | "
                      f"{r['accuracy_at_threshold']:.4f} | {r['tpr_at_threshold']:.3f} | "

@@ -2,7 +2,6 @@
 refuses what could allocate or run anything with an error naming the file, and random or
 mutated .rec/.idx/.bin bytes never escape any reader as anything but the documented exception
 types."""
-import io
 import os
 import pickle
 import random
@@ -15,34 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from rec_files import png_bytes as _png, write_rec as _write_rec
 
 from zoo.data import read_bin, read_bin_raw, write_bin
 from zoo.data.insightface_bin import UnsafePickleError
-from zoo.data.recordio import IRHeader, RecordIODataset, RecordIOWriter, pack_record
+from zoo.data.recordio import RecordIODataset
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _png(seed=0, size=20) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _write_rec(path, labels, num_classes=None):
-    """An insightface .rec of len(labels) image records with these (raw) labels; with
-    num_classes, identity records and record 0 announcing that many identities."""
-    with RecordIOWriter(path) as w:
-        for key, lab in enumerate(labels, 1):
-            w.write(key, pack_record(IRHeader(0, lab, key, 0), _png(key)))
-        if num_classes is not None:
-            first = len(labels) + 1
-            for k in range(num_classes):
-                w.write(first + k, pack_record(IRHeader(0, (1, first), first + k, 0)))
-            w.write(0, pack_record(IRHeader(0, (first, first + num_classes), 0, 0)))
-    return Path(path)
 
 
 # ------------------------------------------------------------------ 8: the .bin reader

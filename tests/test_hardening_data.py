@@ -1,7 +1,6 @@
 """Issue 12, data sets and files (items 5-7, 9, 10): every bad .rec/.idx, label, identity folder
 or crop name is refused with an error naming the file and record, and nothing is half-written.
 The .bin reader (item 8) and the fuzz test of every reader: tests/test_hardening_bin.py."""
-import io
 import json
 import os
 import pickle
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from rec_files import png_bytes as _png, write_rec as _write_rec
 
 from zoo.data import orl_root, read_bin, write_bin
 from zoo.data.__main__ import main as data_cli
@@ -26,27 +26,6 @@ from zoo.data.recordio import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _png(seed=0, size=20) -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _write_rec(path, labels, num_classes=None):
-    """An insightface .rec of len(labels) image records with these (raw) labels; with
-    num_classes, identity records and record 0 announcing that many identities."""
-    with RecordIOWriter(path) as w:
-        for key, lab in enumerate(labels, 1):
-            w.write(key, pack_record(IRHeader(0, lab, key, 0), _png(key)))
-        if num_classes is not None:
-            first = len(labels) + 1
-            for k in range(num_classes):
-                w.write(first + k, pack_record(IRHeader(0, (1, first), first + k, 0)))
-            w.write(0, pack_record(IRHeader(0, (first, first + num_classes), 0, 0)))
-    return Path(path)
 
 
 def _orl_paths(n):

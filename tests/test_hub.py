@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import out, tiny
 
 import zoo
 from zoo import hub, registry
@@ -20,7 +21,6 @@ from zoo.config import default_config
 from zoo.hub import ChecksumError, DownloadError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(width=1 / 16, input_size=64, embedding_dim=16)
 
 
 @pytest.fixture(autouse=True)
@@ -29,23 +29,6 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_HOME", str(h))
     monkeypatch.setattr(registry, "REMOTE", {})
     return h
-
-
-def tiny(name="tiny-a", depth=13, seed=0, **kw):
-    torch.manual_seed(seed)
-    m = zoo.create(f"vgg{depth}-ecloss", name=name, **{**TINY, **kw})
-    if m.batch_norm:  # move BN running stats off their init so the round trip must carry them
-        m.train()
-        with torch.no_grad():
-            m(torch.randn(4, 3, m.input_size, m.input_size))
-    return m.eval()
-
-
-def out(m, seed=123):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(3, 3, m.input_size, m.input_size, generator=g)
-    with torch.no_grad():
-        return m(x)
 
 
 def visible_files(folder):

@@ -18,8 +18,9 @@ import os
 
 import pytest
 import torch
+from mi_cases import maps as _maps, template_rows as _templates, value_and_grad as _value_and_grad
 
-from zoo import ops, templates
+from zoo import ops
 from zoo.ecloss import mutual_information_reference
 
 needs_ext = pytest.mark.skipif(not ops.extension_available(),
@@ -27,23 +28,6 @@ needs_ext = pytest.mark.skipif(not ops.extension_available(),
 needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 MARGINALS = ["uniform", "batch"]
-
-
-def _templates(n, m, tau=1.0, dtype=torch.float64):
-    radius = templates.default_radius_for(n)
-    return templates.get_templates(n, m, radius, tau, dtype=dtype).reshape(-1, n * n)
-
-
-def _maps(n_maps, n, seed, scale=2.0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(n_maps, n * n, generator=g, dtype=torch.float64) * scale).to(dtype)
-
-
-def _value_and_grad(fn, x, t, marginal):
-    x = x.detach().clone().requires_grad_(True)
-    mi = fn(x, t, marginal)
-    (g,) = torch.autograd.grad(mi, x)
-    return mi.detach(), g
 
 
 def _check_f64(x, t, marginal, device="cpu"):

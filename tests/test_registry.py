@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import out, tiny
 
 import zoo
 from zoo import registry
@@ -16,7 +17,6 @@ from zoo.config import CONFIG_KEYS, PAPER_MODELS, default_config
 REPO = Path(__file__).resolve().parents[1]
 PAPER = ["vgg13-ecloss", "vgg13-softmax", "vgg16-ecloss", "vgg16-softmax", "vgg19-ecloss",
          "vgg19-softmax"]
-TINY = dict(width=1 / 16, input_size=64, embedding_dim=16)
 
 
 @pytest.fixture(autouse=True)
@@ -25,23 +25,6 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("ZOO_HOME", str(h))
     monkeypatch.setattr(registry, "REMOTE", {})
     return h
-
-
-def tiny(name="tiny-a", depth=13, seed=0, **kw):
-    torch.manual_seed(seed)
-    m = zoo.create(f"vgg{depth}-ecloss", name=name, **{**TINY, **kw})
-    if m.batch_norm:  # move BN running stats off their init so the round trip must carry them
-        m.train()
-        with torch.no_grad():
-            m(torch.randn(4, 3, m.input_size, m.input_size))
-    return m.eval()
-
-
-def out(m, seed=123):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(3, 3, m.input_size, m.input_size, generator=g)
-    with torch.no_grad():
-        return m(x)
 
 
 # ---------------------------------------------------------------------------- configs / create
