@@ -189,7 +189,8 @@ class FacePage:
         r = self.verifier.verify(img_a, img_b, explain=True, crop="never")
         ev = r.evidence
         rows = [[p.part, round(p.difference, 4), round(p.hidden_similarity, 4),
-                 _round(p.channel_difference), _channels_text(p)] for p in ev.parts]
+                 _round(p.channel_difference),
+                 _channels_text(p) if ev.channel_view is not None else ""] for p in ev.parts]
         rows.append(["other (no part)", round(ev.other, 4), None, None, ""])
         top = ev.parts[0]
         message = (_decision(r) + f"\n\nThe part that made the most difference: "
@@ -197,7 +198,10 @@ class FacePage:
                    f"{1 - ev.similarity:.4f}; with the {top.part} hidden on both faces the "
                    f"similarity is {top.hidden_similarity:.4f}). Landmarks: "
                    f"{ev.landmarks[0]} | {ev.landmarks[1]}.")
-        if ev.channel_view is None:
+        if ev.channel_view is None and self.explainer is None:  # a reference model
+            message += (f"\n\nNo channel view: {self.name} is not an ECLoss model; the part "
+                        "evidence above is the explanation.")
+        elif ev.channel_view is None:
             message += ("\n\nNo channel view: " + (self.verifier.pair_channels_missing() or
                                                     "this export has no channel table") + ".")
         elif ev.agree is not None:

@@ -81,3 +81,15 @@ def test_export_and_verify_real_layout(tmp_path):
     ev = v.verify(a, b, explain=True).evidence
     assert ev.channel_view is None
     assert abs(sum(p.difference for p in ev.parts) + ev.other - (1 - ev.similarity)) < 1e-4
+    # the web page over it: the pair view explains by parts, the one-face view says why not
+    from export.app import FacePage
+    page = FacePage(tmp_path, device="cpu")
+    assert page.explainer is None and page.name == "dlib-resnet"
+    pa, pb = tmp_path / "a.png", tmp_path / "b.png"
+    a.save(pa)
+    b.save(pb)
+    view = page.compare(str(pa), str(pb))
+    assert view.ok and "Same person" in view.message and "not an ECLoss model" in view.message
+    assert all(row[4] == "" for row in view.rows)    # no channels column for a reference model
+    one = page.explain(str(pa))
+    assert not one.ok and one.message.startswith("**No channel view.**")
