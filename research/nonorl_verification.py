@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--faces", help="the non-ORL test folder (docs/faces.md)")
     where.add_argument("--orl", nargs="+", help="ORL sets: heldout and/or s31-s40")
+    p.add_argument("--same", action="append", default=[], metavar="STEM,STEM,...",
+                   help="with --faces: these crops show one person (judged by eye; repeatable); "
+                        "every other crop is its own person. Gives accuracy and AUC.")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     if args.orl:
@@ -120,6 +123,20 @@ def main(argv=None) -> int:
     if len(faces) < 2:
         print(f"error: {args.faces}: fewer than 2 face images", file=sys.stderr)
         return 2
+    if args.same:
+        group = {stem: g for g, spec in enumerate(args.same) for stem in spec.split(",")}
+        missing = sorted(set(group) - {f.stem for f in faces})
+        if missing:
+            print(f"error: --same names crops not in {args.faces}: {missing}", file=sys.stderr)
+            return 2
+        labels = [f"group{group[f.stem]}" if f.stem in group else f.stem for f in faces]
+        name = f"{Path(args.faces).name} (same person: {'; '.join(args.same)}; by eye)"
+        rows = [labelled_pairs(d, faces, labels, name) for d in args.exports]
+        Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
+        for r in rows:
+            print(f"{r['model']} on {r['set']}: accuracy {r['accuracy_at_threshold']:.4f}, "
+                  f"TPR {r['tpr_at_threshold']:.3f}, AUC {r['auc']:.4f}")
+        return 0
     rows = [false_matches(d, faces) for d in args.exports]
     Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
     for r in rows:

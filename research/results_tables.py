@@ -219,8 +219,10 @@ def render_dlib_verification() -> str:
     """dlib-resnet through the runtime (detector -> 5 points -> chip): all pairs of each set."""
     lines = ["| faces | model | pairs (same person) | accuracy at the threshold | TPR | TNR "
              "| AUC |", "|---|---|---|---|---|---|---|"]
-    for r in json.loads((DLIB / "verification.json").read_text()):
-        lines.append(f"| {r['set']} | dlib-resnet | {r['pairs']} ({r['same_pairs']}) | "
+    labelled = [r for name in ("verification.json", "nonorl_dev_verification.json")
+                for r in json.loads((DLIB / name).read_text())]
+    for r in labelled:
+        lines.append(f"| {r['set']} | {r['model']} | {r['pairs']} ({r['same_pairs']}) | "
                      f"{r['accuracy_at_threshold']:.4f} | {r['tpr_at_threshold']:.3f} | "
                      f"{r['tnr_at_threshold']:.4f} | {r['auc']:.4f} |")
     for r in json.loads((DLIB / "nonorl_test_verification.json").read_text()):

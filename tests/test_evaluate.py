@@ -69,3 +69,24 @@ def test_landmark_folder(tmp_path):
     np.testing.assert_allclose(folder.landmarks(0), ds.landmarks(0), atol=1e-3)
     with pytest.raises(FileNotFoundError, match="no image has a .pts"):
         LandmarkFolder(tmp_path / "empty" if (tmp_path / "empty").mkdir() is None else None)
+
+
+def test_compare_reuses_an_evaluation_only_of_the_same_weights(tmp_path, monkeypatch):
+    """A model retrained under its name is evaluated again: compare never reuses metrics.json
+    of other weights (issue 23)."""
+    import json
+
+    from zoo import compare, evaluate
+    from zoo.hub import WEIGHTS_SHA256
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "runs" / "m" / "evaluation"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"data": "orl", WEIGHTS_SHA256: "old",
+                                                     "stored": True}))
+    calls = []
+    monkeypatch.setattr(evaluate, "evaluate",
+                        lambda name, data: calls.append(name) or {"fresh": True})
+    monkeypatch.setattr(compare, "stored_weights_sha256", lambda name: "new")
+    assert compare._metrics("m", False, "orl") == {"fresh": True} and calls == ["m"]
+    monkeypatch.setattr(compare, "stored_weights_sha256", lambda name: "old")
+    assert compare._metrics("m", False, "orl")["stored"] and calls == ["m"]

@@ -16,6 +16,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import torch
 
+from . import hub
+
 TABLES = [
     ("Table 2: verification (ORL held-out, 10-fold)", "verification",
      [("accuracy", "accuracy"), ("std", "std"), ("AUC", "auc"),
@@ -49,13 +51,24 @@ def _lookup(section: dict, key):
     return section
 
 
+def stored_weights_sha256(name: str) -> Optional[str]:
+    """The sha256 of a registered model's weights file (None for a name not in ZOO_HOME)."""
+    folder = hub.local_models().get(name)
+    weights = folder / hub.WEIGHTS_FILE if folder is not None else None
+    return hub.file_sha256(weights) if weights is not None and weights.is_file() else None
+
+
 def _metrics(name: str, fresh: bool, data: str) -> Dict[str, object]:
+    """The model's evaluation: reused when it is of these data and of these weights (a model
+    retrained under its name is evaluated again, never compared with its old numbers)."""
     from .evaluate import evaluate
     from .runs import METRICS_FILE, evaluation_dir
     path = evaluation_dir(name) / METRICS_FILE
     if path.exists() and not fresh:
         m = json.loads(path.read_text())
-        if m.get("data") == data:
+        current = stored_weights_sha256(name)
+        same_weights = current is None or m.get(hub.WEIGHTS_SHA256) == current
+        if m.get("data") == data and same_weights:
             return m
     return evaluate(name, data=data)
 

@@ -38,3 +38,16 @@ def test_python_m_export_points_to_the_commands(runtime_env):
     assert r.returncode == 2
     assert "python -m zoo.exporting MODEL --out DIR" in r.stderr
     assert "python -m export.runtime verify" in r.stderr and "python -m export.app" in r.stderr
+
+
+def test_installed_console_command(runtime_installed):
+    """The runtime install puts the `ecloss` command beside its python (setup.py's
+    console_scripts), and it needs no torch."""
+    if not runtime_installed:
+        pytest.skip("only in the runtime-only venv (make test-runtime)")
+    ecloss = Path(sys.executable).parent / "ecloss"
+    assert ecloss.is_file(), ecloss
+    r = subprocess.run([str(ecloss), "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for command in ("verify", "explain", "embed", "verify-pairs", "search"):
+        assert command in r.stdout
