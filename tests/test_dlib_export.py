@@ -63,8 +63,11 @@ def test_export_and_verify_real_layout(tmp_path):
     from export.verifier import FaceVerifier
     from zoo.data.orl import orl_root
     from zoo.exporting.model_export import export_model
-    res = export_model("dlib-resnet", tmp_path, log=None)
+    from zoo.exporting.quantize import Int8Options
+    res = export_model("dlib-resnet", tmp_path, log=None, int8=Int8Options())
     assert max(r["max_abs_err"] for r in res.parity) < 1e-4
+    gate = res.quantization["embedding-int8.onnx"]   # ORL held-out chips, the common gate
+    assert gate["passed"] and gate["mean_cosine"] >= 0.99 and gate["flip_rate"] <= 0.01
     assert res.metadata["alignment"] == "dlib-5point-150"
     root = orl_root()
     a, b, c = (_canvas(Image.open(root / f"s{i}" / f"{k}.pgm").convert("RGB"))
@@ -73,6 +76,8 @@ def test_export_and_verify_real_layout(tmp_path):
     same = v.verify(a, b)
     assert same.same and [f.used for f in same.inputs] == ["aligned", "aligned"]
     assert not v.verify(a, c).same
+    v8 = FaceVerifier(tmp_path, device="cpu", precision="int8")
+    assert v8.verify(a, b).same and not v8.verify(a, c).same
     blank = Image.new("RGB", (200, 200), (128, 128, 128))
     r = v.verify(a, blank)
     assert r.notes and "no face" in r.notes[0]

@@ -166,7 +166,8 @@ def quantize_onnx(float_path: Union[str, os.PathLike], out_path: Union[str, os.P
             root.setLevel(level)
 
 
-def _set_metadata(path: Path, meta: Dict[str, str]) -> None:
+def set_file_metadata(path: Path, meta: Dict[str, str]) -> None:
+    """Write ``meta`` into an ONNX file's metadata_props (checked, in place)."""
     import onnx
     model = onnx.load(str(path))
     set_metadata_props(model, meta)
@@ -230,7 +231,7 @@ class Int8Plan:
                                 + "; ".join(gate.failures)
                                 + ". Nothing was written; export without --int8, or calibrate "
                                   "on faces like the ones you verify (--calib FOLDER)")
-        _set_metadata(out_path, {**self.meta, "precision": "int8",
+        set_file_metadata(out_path, {**self.meta, "precision": "int8",
                                  "quantization": json.dumps(self._record(fname, report))})
 
     def _featuremap_gate(self, f_sess, q_sess) -> MaskGate:

@@ -35,6 +35,7 @@ from export.align import chip_from_mtcnn_points5
 from export.crop import largest_face
 from export.detector import DETECTOR_DIR, FaceDetector
 from export.metadata import build_metadata
+from export.model_dir import EMBEDDING_INT8_FILE
 from export.model_files import EMBEDDING_FILE, EMBEDDING_OUTPUT, INPUT_NAME
 from zoo.metrics.verification import verification_report
 
@@ -42,6 +43,7 @@ from .detector import export_detector, require_facenet
 from .graphs import EmbeddingModel
 from .onnx_writer import ExportError, write_onnx
 from .parity import PARITY_BATCHES, TRACE_BATCH, check_row, cpu_session, parity_inputs
+from .reference_int8 import check_reference_options, write_reference_int8
 
 __all__ = ["THRESHOLD_SET", "export_reference", "orl_chips", "threshold_report"]
 
@@ -135,14 +137,15 @@ def export_reference(net: nn.Module, out_dir, *, opset: int, tolerance: float,
         raise ExportError(f"{name} needs detector/: its input is the aligned chip the runtime "
                           "cuts with the detector's 5 points (drop --no-detector)")
     if int8 is not None:
-        raise ExportError(f"--int8 is not supported for {name} yet (its calibration and gate "
-                          "need aligned chips); export without --int8")
+        check_reference_options(name, int8)
     require_facenet()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     det_tmp = out / f".{DETECTOR_DIR}.{os.getpid()}.tmp"
     emb_tmp = out / f".{EMBEDDING_FILE}.{os.getpid()}.tmp"
+    int8_tmp = out / f".{EMBEDDING_INT8_FILE}.{os.getpid()}.tmp"
     rows: List[Dict[str, Any]] = []
+    quantization: Dict[str, Dict[str, Any]] = {}
     try:
         export_detector(det_tmp, opset=opset, log=log)
         train, _, _ = orl_identity_splits(30, 0, 0)
@@ -161,13 +164,23 @@ def export_reference(net: nn.Module, out_dir, *, opset: int, tolerance: float,
         meta = build_metadata(cfg, flip=False, parts=None)
         meta.update(channel_view="none", channel_view_note=NO_CHANNEL_VIEW)
         _write_embedding(net, meta, emb_tmp, chips, opset, tolerance, rows, log)
+        if int8 is not None:   # gated on the held-out identities' chips, before any rename
+            _, _, held = orl_identity_splits(30, 0, 0)
+            gate_chips, gate_ids = orl_chips(FaceDetector(det_tmp), held)
+            quantization[EMBEDDING_INT8_FILE] = write_reference_int8(
+                emb_tmp, int8_tmp, meta, _preprocess(chips, cfg["mean"], cfg["std"]).numpy(),
+                _preprocess(gate_chips, cfg["mean"], cfg["std"]).numpy(), gate_ids, int8, log)
+            os.replace(int8_tmp, out / EMBEDDING_INT8_FILE)
         os.replace(emb_tmp, out / EMBEDDING_FILE)
         shutil.rmtree(out / DETECTOR_DIR, ignore_errors=True)
         os.replace(det_tmp, out / DETECTOR_DIR)
     finally:
-        if emb_tmp.exists():
-            emb_tmp.unlink()
+        for tmp in (emb_tmp, int8_tmp):
+            tmp.unlink(missing_ok=True)
         shutil.rmtree(det_tmp, ignore_errors=True)
     files = {EMBEDDING_FILE: out / EMBEDDING_FILE, DETECTOR_DIR: out / DETECTOR_DIR}
-    log(f"wrote {files[EMBEDDING_FILE]} and {files[DETECTOR_DIR]}/")
-    return {"out_dir": out, "files": files, "parity": rows, "metadata": meta}
+    if quantization:
+        files[EMBEDDING_INT8_FILE] = out / EMBEDDING_INT8_FILE
+    log(f"wrote {', '.join(str(f) for f in files.values())}")
+    return {"out_dir": out, "files": files, "parity": rows, "metadata": meta,
+            "quantization": quantization}
