@@ -95,3 +95,66 @@ def test_summary_counts_values_not_records():
 def test_demo_stats_match_the_records():
     from research import demo_stats
     assert demo_stats.main(["--check"]) == 0
+
+
+def test_quote_kinds_runs_and_json(tmp_path, monkeypatch):
+    """run (one run's value), pairedmean, jsonint, jsondiff, jsonchange and json's e-format."""
+    from research import quoted
+    d = tmp_path / "f"
+    d.mkdir()
+    for name, seed, v in (("a", 0, 0.1), ("a", 1, 0.3), ("b", 0, 0.2), ("b", 1, 0.6)):
+        (d / f"{name}-s{seed}.json").write_text(
+            f'{{"variant": "{name}", "seed": {seed}, "x": {v}}}')
+    (d / "a-f2-s0.json").write_text('{"variant": "a", "fold": 2, "seed": 0, "x": 0.9}')
+    (tmp_path / "r.json").write_text('{"t": {"a": [0.912, 0.01], "b": [0.941, 0.01], '
+                                     '"c": [0.125], "d": [0.0695], "e": 1.329e-05, "n": 3}}')
+    monkeypatch.setattr(quoted, "RESULTS", tmp_path)
+    assert quoted.quote("run|f|b@s1|x|2") == "0.60"
+    assert quoted.quote("run|f|a@f2s0|x|1") == "0.9"
+    assert quoted.quote("pairedmean|f|b vs a|x|2") == "+0.20"
+    assert quoted.quote("jsonint|r.json|t.n") == "3"
+    assert quoted.quote("json|r.json|t.e|e1") == "1.3e-5"
+    assert quoted.quote("jsondiff|r.json|t.b.0 - t.a.0|100|1") == "+2.9"
+    assert quoted.quote("jsondiff|r.json|t.a.0 - t.b.0||2") == "-0.03"
+    assert quoted.quote("jsonchange|r.json|t.d.0 vs t.c.0") == "-44"
+    import pytest
+    with pytest.raises(ValueError):
+        quoted.quote("run|f|a@s7|x")
+
+
+def _swap_record(path, n_first, n_counted, channels=None):
+    def score(k, n):
+        return {"n_first": k, "n_counted": n, "n_below_min_change": 1,
+                "by_part": {"eyes": {"n_first": k, "n_counted": n}}}
+    scores = {"intervention": score(n_first, n_counted)}
+    if channels:
+        scores["channels"] = score(*channels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(__import__("json").dumps({"scores": scores}))
+
+
+def test_quote_swap_kinds(tmp_path, monkeypatch):
+    """The part-swap game's kinds: counts summed over files, shares, ranges, and the per-seed
+    channel-view shares paired by seed (ECLoss - softmax: 0.5 - 0.25, 0.25 - 0.0, 1.0 - 0.5)."""
+    from research import quoted
+    t = tmp_path / "sg"
+    _swap_record(t / "one.json", 14, 16)
+    _swap_record(t / "two.json", 28, 28)
+    for model, seed, k, n in (("ecl", 0, 2, 4), ("ecl", 1, 1, 4), ("ecl", 2, 4, 4),
+                              ("soft", 0, 1, 4), ("soft", 1, 0, 9), ("soft", 2, 2, 4),
+                              ("ecl-14", 0, 1, 32)):
+        _swap_record(t / f"orl-{model}-s{seed}-channels.json", 0, 0, channels=(k, n))
+    monkeypatch.setattr(quoted, "RESULTS", tmp_path)
+    assert quoted.quote("swap|sg/one.json,sg/two.json|intervention") == "42 of 44"
+    assert quoted.quote("swap|sg/one.json|intervention.eyes") == "14 of 16"
+    assert quoted.quote("swapshare|sg/one.json|intervention") == "0.88"
+    assert quoted.quote("swapshare|sg/orl-ecl-14-s0-channels.json|channels||3") == "0.031"
+    assert quoted.quote("swapcounted|sg/one.json,sg/two.json|intervention") == "44"
+    assert quoted.quote("swaprange|sg/orl-soft-s0-channels.json,sg/orl-soft-s1-channels.json|"
+                        "channels") == "4-9"
+    pattern = "sg/orl-{}-channels.json"
+    assert quoted.quote(f"swappaired|{pattern}|ecl vs soft|channels") == "+0.33 +- 0.14"
+    assert quoted.quote(f"swappairedp|{pattern}|ecl vs soft|channels") == "0.057"
+    import pytest
+    with pytest.raises(ValueError):
+        quoted.quote("swap|sg/missing.json|intervention")
