@@ -20,6 +20,8 @@ rewrites it from the records like a table, and ``--check`` fails when the text d
 | jsonint | file under docs/results | dotted key | the integer there (no DIGITS) |
 | jsondiff | file | "key - key"; COLUMN: scale (default 1) | signed difference x scale |
 | jsonchange | file | "key vs key" | signed change from the second to the first, % |
+| jsonmean | file | keys, comma-separated or one {a,b,...} group; COLUMN: scale | mean x scale |
+| jsonrange | file | keys, as jsonmean; COLUMN: scale | lowest-highest of them x scale |
 | swap... | swap-game records | (research/quoted_swap.py) | counts, shares, paired seeds |
 
 COLUMN is the record's column name (research.study_tables.COLUMNS and the other records'); json
@@ -70,7 +72,7 @@ def _diffs(folder: str, what: str, column: str) -> dict:
     return paired_tests(runs, [column], reference, [variant])[(variant, column)]
 
 
-JSON_KINDS = ("json", "jsonint", "jsondiff", "jsonchange")
+JSON_KINDS = ("json", "jsonint", "jsondiff", "jsonchange", "jsonmean", "jsonrange")
 
 
 def _json_value(source: str, key: str) -> float:
@@ -80,14 +82,31 @@ def _json_value(source: str, key: str) -> float:
     return float(v)
 
 
+def _json_keys(what: str) -> List[str]:
+    """Comma-separated keys, or one key with a ``{a,b,...}`` group: one key per alternative."""
+    if "{" in what:
+        head, _, rest = what.partition("{")
+        alts, _, tail = rest.partition("}")
+        return [head + a.strip() + tail for a in alts.split(",")]
+    return [k.strip() for k in what.split(",")]
+
+
 def _json_quote(kind: str, source: str, what: str, column: str, digits: str) -> str:
     """json kinds: ``json|FILE|KEY|DIGITS`` (or ``json|FILE|KEY||DIGITS``; DIGITS ``e1``: 1.3e-5),
     ``jsonint|FILE|KEY``, ``jsondiff|FILE|KEY_A - KEY_B|SCALE|DIGITS`` (signed, times SCALE),
-    ``jsonchange|FILE|KEY_A vs KEY_B|DIGITS`` (signed percent change from B to A)."""
+    ``jsonchange|FILE|KEY_A vs KEY_B|DIGITS`` (signed percent change from B to A),
+    ``jsonmean|FILE|KEYS|SCALE|DIGITS`` and ``jsonrange|FILE|KEYS|SCALE|DIGITS`` (mean, or
+    lowest-highest, of several keys, times SCALE)."""
     if kind in ("json", "jsonchange") and column and not digits:
         column, digits = "", column
     if kind == "jsonint":
         return str(int(_json_value(source, what)))
+    if kind in ("jsonmean", "jsonrange"):
+        vals = [_json_value(source, k) * float(column or 1) for k in _json_keys(what)]
+        f = f"{{:.{int(digits or 3)}f}}"
+        if kind == "jsonmean":
+            return f.format(np.mean(vals))
+        return f"{f.format(min(vals))}-{f.format(max(vals))}"
     if kind == "jsondiff":
         a, _, b = what.partition(" - ")
         d = (_json_value(source, a) - _json_value(source, b)) * float(column or 1)

@@ -98,7 +98,8 @@ def test_demo_stats_match_the_records():
 
 
 def test_quote_kinds_runs_and_json(tmp_path, monkeypatch):
-    """run (one run's value), pairedmean, jsonint, jsondiff, jsonchange and json's e-format."""
+    """run (one run's value), pairedmean, jsonint, jsondiff, jsonchange, jsonmean, jsonrange and
+    json's e-format."""
     from research import quoted
     d = tmp_path / "f"
     d.mkdir()
@@ -117,6 +118,10 @@ def test_quote_kinds_runs_and_json(tmp_path, monkeypatch):
     assert quoted.quote("jsondiff|r.json|t.b.0 - t.a.0|100|1") == "+2.9"
     assert quoted.quote("jsondiff|r.json|t.a.0 - t.b.0||2") == "-0.03"
     assert quoted.quote("jsonchange|r.json|t.d.0 vs t.c.0") == "-44"
+    assert quoted.quote("jsonmean|r.json|t.a.0,t.b.0||2") == "0.93"
+    assert quoted.quote("jsonmean|r.json|t.{a,b}.1|100|1") == "1.0"
+    assert quoted.quote("jsonrange|r.json|t.{c,d}.0||2") == "0.07-0.12"
+    assert quoted.quote("jsonrange|r.json|t.a.0, t.d.0|100|0") == "7-91"
     import pytest
     with pytest.raises(ValueError):
         quoted.quote("run|f|a@s7|x")
