@@ -135,18 +135,13 @@ class FacePage:
         except (ImageError, OSError) as exc:  # FileNotFoundError: the upload vanished
             raise PageInputError(str(exc)) from None
 
-    def load(self, path: Optional[Union[str, os.PathLike]], slot: str,
-             crop: bool = False) -> Image.Image:
-        """The uploaded file decoded to RGB by the runtime's decoder (MTCNN-cropped when asked;
-        the runtime then resizes it); PageInputError with a readable message otherwise."""
+    def face(self, path: Optional[Union[str, os.PathLike]], slot: str, crop: bool) -> FaceInput:
+        """What the model is given of the upload: with ``crop`` the largest face, cropped (or
+        aligned, for a model that takes aligned chips); without it the runtime's default
+        (export.face_input, "auto": a face crop is used as is, a photo is cropped to its face).
+        PageInputError with a readable message when the photo cannot be used."""
         img = self.decode(path, slot)
         label = _label(slot, path)
-        return self._face(img, label, crop).image
-
-    def _face(self, img: Image.Image, label: str, crop: bool) -> FaceInput:
-        """What the model is given of ``img``: with ``crop`` the largest face, cropped (or
-        aligned, for a model that takes aligned chips); without it the runtime's default
-        (export.face_input, "auto": a face crop is used as is, a photo is cropped to its face)."""
         if crop and not self.can_crop:
             raise PageInputError(f"cropping needs the face detector, and this export has none "
                                  f"({self.model_dir / DETECTOR_DIR} is missing): export the "
@@ -155,7 +150,7 @@ class FacePage:
             face = self.verifier.prepare(img, crop="always" if crop else "auto")[0]
         except ImageError as exc:
             # the preparer names an in-memory image "image"; the page names the upload instead
-            problem = re.sub(r"\((run without|use) --(no-)?crop[^)]*\)", f"({CROP_HINT})",
+            problem = re.sub(r"\(use --no-crop[^)]*\)", f"({CROP_HINT})",
                              re.sub(r"^image( #\d+)?: ", "", str(exc)))
             raise PageInputError(f"{label}: {problem}") from None
         face.name = label
@@ -166,7 +161,7 @@ class FacePage:
         if path is None:
             return None, ""
         try:
-            face = self._face(self.decode(path, slot), _label(slot, path), crop)
+            face = self.face(path, slot, crop)
         except PageInputError as exc:
             return None, f"**Cannot use this photo.** {exc}"
         img = face.image
@@ -182,8 +177,8 @@ class FacePage:
         if missing:
             return PairView(message=f"Drop photo {' and photo '.join(missing)}.")
         try:
-            img_a = self._face(self.decode(path_a, "A"), _label("A", path_a), crop)
-            img_b = self._face(self.decode(path_b, "B"), _label("B", path_b), crop)
+            img_a = self.face(path_a, "A", crop)
+            img_b = self.face(path_b, "B", crop)
         except PageInputError as exc:
             return PairView(message=f"**Cannot compare.** {exc}")
         r = self.verifier.verify(img_a, img_b, explain=True, crop="never")
@@ -213,8 +208,7 @@ class FacePage:
     def explain(self, path: Optional[str], crop: bool = False,
                 top_k: int = DEFAULT_TOP_K) -> FaceView:
         try:
-            img = (self._face(self.decode(path, ""), _label("", path), crop)
-                   if path is not None else None)
+            img = self.face(path, "", crop) if path is not None else None
         except PageInputError as exc:
             return FaceView(message=f"**Cannot explain this photo.** {exc}")
         if img is None:

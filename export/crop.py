@@ -22,8 +22,8 @@ from PIL import Image
 from .detector import DetectedFace, FaceDetector, open_detector
 from .images import ImageError, load_image
 
-__all__ = ["DEFAULT_MARGIN", "FaceCrop", "square_crop_box", "largest_face", "find_face",
-           "crop_face"]
+__all__ = ["DEFAULT_MARGIN", "FaceCrop", "square_crop_box", "pixel_crop_box", "largest_face",
+           "largest_detected", "find_face", "crop_face"]
 
 DEFAULT_MARGIN = 0.2  # zoo.prep's default
 
@@ -47,6 +47,17 @@ def largest_face(boxes: np.ndarray) -> int:
     boxes = np.asarray(boxes, dtype=np.float64)
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     return int(np.argmax(areas))
+
+
+def largest_detected(faces: Sequence[DetectedFace]) -> DetectedFace:
+    """The detected face a photo is cropped to: the largest box (largest_face)."""
+    return faces[largest_face(np.stack([f.box for f in faces]))]
+
+
+def pixel_crop_box(face_box: Sequence[float],
+                   margin: float = DEFAULT_MARGIN) -> Tuple[int, int, int, int]:
+    """square_crop_box rounded to whole pixels: the box PIL crops (it may overhang)."""
+    return tuple(int(round(v)) for v in square_crop_box(face_box, margin))
 
 
 @dataclass
@@ -82,8 +93,8 @@ def find_face(src: Union[str, os.PathLike, Image.Image, np.ndarray],
     if not faces:
         problem = "MTCNN found no face (run without --crop on a face crop)"
         raise ImageError(f"{name}: {problem}", name, problem)
-    face = faces[largest_face(np.stack([f.box for f in faces]))]
-    box = tuple(int(round(v)) for v in square_crop_box(face.box, margin))
+    face = largest_detected(faces)
+    box = pixel_crop_box(face.box, margin)
     return FaceCrop(image=img.crop(box), crop_box=box, face=face, num_faces=len(faces))
 
 

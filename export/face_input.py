@@ -34,7 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .align import MTCNN_CHIP_TEMPLATE, chip_from_mtcnn_points5, similarity_transform
-from .crop import DEFAULT_MARGIN, largest_face, square_crop_box
+from .crop import largest_detected, pixel_crop_box
 from .detector import DETECTOR_DIR, FaceDetector, open_detector
 from .face_shape import fit_shape_to_points5
 from .images import ImageError, ImageLike, load_image
@@ -143,7 +143,7 @@ class FacePreparer:
                 raise ImageError(f"{name}: {problem}", name, problem)
             return FaceInput(img, "as given", name, 0,
                              "no face found: the whole image was used as given")
-        face = faces[largest_face(np.stack([f.box for f in faces]))]
+        face = largest_detected(faces)
         note = f"{len(faces)} faces found: used the largest" if len(faces) > 1 else None
         if self.alignment is not None:
             chip = Image.fromarray(chip_from_mtcnn_points5(img, face.points))
@@ -152,7 +152,7 @@ class FacePreparer:
         elif crop == "auto" and is_face_crop(face.box, img.size):
             view, used, out = np.eye(2, 3), "face crop as given", img
         else:
-            box = tuple(int(round(v)) for v in square_crop_box(face.box, DEFAULT_MARGIN))
+            box = pixel_crop_box(face.box)
             view = np.array([[1.0, 0.0, -box[0]], [0.0, 1.0, -box[1]]])
             used, out = "cropped", img.crop(box)
         result = FaceInput(out, used, name, len(faces), note, view_from_image=view)

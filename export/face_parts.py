@@ -25,7 +25,7 @@ from typing import Optional, Tuple, Union
 import numpy as np
 from PIL import Image
 
-from .crop import largest_face
+from .crop import largest_detected
 from .detector import open_detector
 from .face_shape import crop_default_points5, fit_shape_to_points5
 from .part_masks import PART_NAMES, lapa106_to_68, part_masks_from_landmarks
@@ -170,7 +170,7 @@ class FaceLocator:
         if self.detector is not None:
             faces = self.detector.detect(image)
             if faces:
-                best = faces[largest_face(np.stack([f.box for f in faces]))]
+                best = largest_detected(faces)
                 return FaceLandmarks(fit_shape_to_points5(best.points), "detected", size,
                                      faces_found=len(faces))
         # a zoo-style crop: the 5 points where they lie on average in such a crop, stretched to

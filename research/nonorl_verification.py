@@ -28,6 +28,7 @@ import numpy as np
 
 from export.images import is_image_file
 from export.verifier import FaceVerifier
+from zoo.metrics.verification import roc_auc
 
 
 def photo_of(name: str) -> str:
@@ -66,13 +67,6 @@ def orl_identities(which: str) -> list:
     if which == "s31-s40":
         return [f"s{i}" for i in range(31, 41)]
     raise SystemExit(f"--orl: unknown set {which!r} (heldout, s31-s40)")
-
-
-def roc_auc(scores: np.ndarray, same: np.ndarray) -> float:
-    """Mann-Whitney AUC with ties counted half (same pairs should score higher)."""
-    pos, neg = scores[same], scores[~same]
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 def labelled_pairs(model_dir: str, faces: list, labels: list, name: str) -> dict:

@@ -100,15 +100,15 @@ def _is_explicit_path(name_or_path, spec: str) -> bool:
 
 
 def _stored(config_file: Path, weights_file: Path, weights
-            ) -> Tuple[Dict[str, Any], Optional[Dict[str, torch.Tensor]]]:
-    """(config, state) of saved files; with ``weights`` given only the config (its weights come
-    from ``weights``)."""
+            ) -> Tuple[Dict[str, Any], Optional[Dict[str, torch.Tensor]], Optional[str]]:
+    """(config, state, the weights' sha256) of saved files; with ``weights`` given only the
+    config (its weights come from ``weights``)."""
     if weights is None:
-        state, cfg = hub.read_stored(config_file, weights_file)
-        return cfg, state
+        state, cfg, sha256 = hub.read_stored(config_file, weights_file)
+        return cfg, state, sha256
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: config file not found")
-    return load_config(config_file), None
+    return load_config(config_file), None, None
 
 
 def _weights_file(weights: Union[str, os.PathLike], sha256: Optional[str],
@@ -159,7 +159,8 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     explicit_path = _is_explicit_path(name_or_path, spec)
     if not explicit_path and spec in REFERENCE_MODELS and spec not in hub.local_models():
         return _load_reference(spec, weights, map_location)
-    state = wpath = model_dir = None  # model_dir: the local folder the config came from, if any
+    # model_dir: the local folder the config came from, if any; weights_sha256: of the weights
+    state = wpath = model_dir = weights_sha256 = None
 
     # A bare registered name wins over a same-named folder in the cwd (e.g. a run folder).
     if (explicit_path or spec not in registry.known_names()) and path.exists():
@@ -168,7 +169,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
         else:
             cfg_file, wpath = path.parent / hub.CONFIG_FILE, path
         model_dir = cfg_file.parent
-        cfg, state = _stored(cfg_file, wpath, weights)
+        cfg, state, weights_sha256 = _stored(cfg_file, wpath, weights)
     elif explicit_path:
         raise FileNotFoundError(f"{spec}: no such file or folder")
     else:
@@ -176,7 +177,7 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
         if spec in local:
             model_dir = local[spec]
             wpath = model_dir / hub.WEIGHTS_FILE
-            cfg, state = _stored(model_dir / hub.CONFIG_FILE, wpath, weights)
+            cfg, state, weights_sha256 = _stored(model_dir / hub.CONFIG_FILE, wpath, weights)
         elif spec in registry.REMOTE:
             entry = registry.REMOTE[spec]
             cfg = copy.deepcopy(entry["config"])
@@ -192,11 +193,12 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     if weights is not None:
         wpath = _weights_file(weights, sha256, progress)
         state = hub.load_weights(wpath)
+        weights_sha256 = hub.file_sha256(wpath)
 
     model = build(cfg)
     _load_state_checked(model, state, wpath)
     model.to(map_location)
     model.eval()
     model.zoo_dir = model_dir
-    model.zoo_weights = wpath  # its sha256 binds derived files (zoo.hub)
+    model.zoo_weights_sha256 = weights_sha256  # binds derived files to these weights (zoo.hub)
     return model

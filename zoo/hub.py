@@ -4,7 +4,7 @@ the folders of the store (zoo.registry), nor builds a network (zoo.builder).
     zoo_home()                                  $ZOO_HOME, else ~/.cache/ecloss-zoo
     save(model, config)                         ZOO_HOME/<name>/model.safetensors + config.json
     local_models()                              the saved models: name -> folder
-    read_stored(config_file, weights_file)      (state_dict, config) of a saved model, hash-checked
+    read_stored(config_file, weights_file)      (state_dict, config, sha256), hash-checked
     download(url, sha256)                       a verified file in ZOO_HOME/_downloads
     load_weights(path)                          a state_dict from .safetensors / weights-only .pt
 
@@ -193,10 +193,10 @@ def _drop_stale_parts(folder: Path, sha256: str) -> None:
 
 
 def model_weights_sha256(model) -> Optional[str]:
-    """The sha256 of the weights file ``model`` was loaded from (zoo.load records it as
-    ``model.zoo_weights``); None for a model not loaded from a file."""
-    path = getattr(model, "zoo_weights", None)
-    return file_sha256(path) if path is not None and Path(path).is_file() else None
+    """The sha256 of the weights file ``model`` was loaded from, as hashed when it was loaded
+    (zoo.load records it as ``model.zoo_weights_sha256``: a file changed since does not rebind
+    the model); None for a model not loaded from a file."""
+    return getattr(model, "zoo_weights_sha256", None)
 
 
 def check_same_weights(where: str, recorded: Optional[str], actual: Optional[str],
@@ -239,16 +239,17 @@ def _pair_config(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> Dict[st
                             "stored inside them; pass a registered name instead")
 
 
-def verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> None:
-    """ValueError naming ``wpath`` unless its sha256 is the one config.json recorded at save.
-    Configs of older saves (no hash) and configs of another save (interrupted between the two
-    renames: the weights then carry their own config) are not checked."""
+def verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> Optional[str]:
+    """ValueError naming ``wpath`` unless its sha256 is the one config.json recorded at save;
+    returns that sha256 when it was checked. Configs of older saves (no hash) and configs of
+    another save (interrupted between the two renames: the weights then carry their own config)
+    are not checked (None)."""
     if not folder_cfg.is_file():
-        return
+        return None
     data = read_config_json(folder_cfg)
     expected = data.get(_WEIGHTS_SHA256)
     if expected is None or data.get("save_id") != meta.get(_META_SAVE_ID):
-        return
+        return None
     try:
         expected = check_sha256(expected)
     except ValueError as exc:
@@ -258,17 +259,19 @@ def verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> 
         raise ValueError(f"{wpath}: sha256 {actual} differs from the {expected} recorded in "
                          f"{folder_cfg} when it was saved: the weights were changed or damaged "
                          "on disk; save or download them again")
+    return actual
 
 
 def read_stored(config_file: Path, weights_file: Path
-                ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """(state_dict, resolved config) of a saved model: ``weights_file`` and the config that
-    belongs to it (``config_file``, or the copy inside the weights after an interrupted save, or
-    for a lone .safetensors file); the weights' sha256 is checked against config.json's."""
+                ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any], str]:
+    """(state_dict, resolved config, the weights' sha256) of a saved model: ``weights_file`` and
+    the config that belongs to it (``config_file``, or the copy inside the weights after an
+    interrupted save, or for a lone .safetensors file); the weights' sha256 is checked against
+    config.json's (the file is hashed once either way)."""
     state, meta = read_safetensors(weights_file)
     cfg = _pair_config(config_file, meta, weights_file)
-    verify_weights_hash(config_file, meta, weights_file)
-    return state, cfg
+    sha256 = verify_weights_hash(config_file, meta, weights_file) or file_sha256(weights_file)
+    return state, cfg, sha256
 
 
 # ----------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from export.align import chip_from_mtcnn_points5
-from export.crop import largest_face
+from export.crop import largest_detected
 from export.detector import DETECTOR_DIR, FaceDetector
 from export.metadata import build_metadata
 from export.model_dir import EMBEDDING_INT8_FILE
@@ -78,7 +78,7 @@ def orl_chips(detector: FaceDetector, identities: List[int]):
             faces = detector.detect(img)
             if not faces:
                 continue
-            face = faces[largest_face(np.stack([f.box for f in faces]))]
+            face = largest_detected(faces)
             chips.append(chip_from_mtcnn_points5(img, face.points))
             ids.append(i)
     return np.stack(chips), np.asarray(ids)
