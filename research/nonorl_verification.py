@@ -36,10 +36,20 @@ def photo_of(name: str) -> str:
     return name.rsplit("_", 1)[0]
 
 
-def false_matches(model_dir: str, faces: list) -> dict:
+def embeddings(model_dir: str, faces: list):
+    """(verifier, what each face was given as, float64 embeddings) through the runtime's
+    default face input (crop="auto")."""
     v = FaceVerifier(model_dir, device="cpu")
     inputs = v.prepare([str(f) for f in faces])
-    emb = v.embed(inputs).astype(np.float64)
+    return v, inputs, v.embed(inputs).astype(np.float64)
+
+
+def used_counts(inputs) -> dict:
+    return {u: sum(f.used == u for f in inputs) for u in sorted({f.used for f in inputs})}
+
+
+def false_matches(model_dir: str, faces: list) -> dict:
+    v, inputs, emb = embeddings(model_dir, faces)
     sims = emb @ emb.T
     pairs = list(itertools.combinations(range(len(faces)), 2))
     s = np.array([sims[i, j] for i, j in pairs])
@@ -56,7 +66,7 @@ def false_matches(model_dir: str, faces: list) -> dict:
         "false_matches_other_photos": int((wrong & ~same_photo).sum()),
         "similarity_mean": float(s.mean()), "similarity_max": float(s.max()),
         "closest_pair": [faces[pairs[worst][0]].name, faces[pairs[worst][1]].name],
-        "used": {u: sum(f.used == u for f in inputs) for u in sorted({f.used for f in inputs})},
+        "used": used_counts(inputs),
     }
 
 
@@ -70,9 +80,7 @@ def orl_identities(which: str) -> list:
 
 
 def labelled_pairs(model_dir: str, faces: list, labels: list, name: str) -> dict:
-    v = FaceVerifier(model_dir, device="cpu")
-    inputs = v.prepare([str(f) for f in faces])
-    emb = v.embed(inputs).astype(np.float64)
+    v, inputs, emb = embeddings(model_dir, faces)
     i, j = np.triu_indices(len(faces), 1)
     s = np.einsum("nd,nd->n", emb[i], emb[j])
     same = np.array(labels)[i] == np.array(labels)[j]
@@ -83,7 +91,7 @@ def labelled_pairs(model_dir: str, faces: list, labels: list, name: str) -> dict
             "tpr_at_threshold": float(said[same].mean()),
             "tnr_at_threshold": float((~said[~same]).mean()),
             "threshold": float(v.threshold), "auc": roc_auc(s, same),
-            "used": {u: sum(f.used == u for f in inputs) for u in sorted({f.used for f in inputs})},
+            "used": used_counts(inputs),
             "notes": [f.note for f in inputs if f.note]}
 
 
