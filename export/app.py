@@ -149,9 +149,8 @@ class FacePage:
         try:
             face = self.verifier.prepare(img, crop="always" if crop else "auto")[0]
         except ImageError as exc:
-            # the preparer names an in-memory image "image"; the page names the upload instead
-            problem = re.sub(r"\(use --no-crop[^)]*\)", f"({CROP_HINT})",
-                             re.sub(r"^image( #\d+)?: ", "", str(exc)))
+            # the page names the upload (not "image #0"), and its hint is the checkbox, not the CLI
+            problem = re.sub(r"\(use --no-crop[^)]*\)", f"({CROP_HINT})", exc.problem)
             raise PageInputError(f"{label}: {problem}") from None
         face.name = label
         return face
