@@ -176,7 +176,7 @@ class MatchExplainer:
     def _embed(self, images: np.ndarray) -> np.ndarray:
         """(N, S, S, 3) float images in [0, 255] -> (N, D) embeddings (the model's own
         preprocessing after the resize: x / 255, channel order, (x - mean) / std)."""
-        x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+        x = images.astype(np.float32, copy=False).transpose(0, 3, 1, 2) / np.float32(255.0)
         if self.model.channel_order == "BGR":
             x = x[:, ::-1]
         x = np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)

@@ -28,25 +28,31 @@ def json_list(values: Sequence[float]) -> str:
 __all__ = ["build_metadata"]
 
 
-def _pick_threshold(metrics: Dict[str, Any], key: Optional[str]):
-    """(threshold, source) from the evaluation reports; the first val set unless ``key``."""
+def _pick_threshold(metrics: Dict[str, Any], key: Optional[str], flip: bool = True):
+    """(threshold, source, same protocol?) from the evaluation reports; the first val set unless
+    ``key``. An export without flip TTA takes the report's ``one_view`` threshold (chosen on the
+    same pairs embedded without the mirror); a report from before that existed only has the
+    flip-TTA one, which is then used and said to be from the other protocol."""
     reports = {k: v for k, v in (metrics or {}).items()
                if isinstance(v, dict) and isinstance(v.get("threshold"), (int, float))}
-    if key is not None:
-        if key not in reports:
-            raise ValueError(f"no verification threshold for val set {key!r} in the model's "
-                             f"metrics (have: {sorted(reports) or 'none'})")
-        return float(reports[key]["threshold"]), key
-    for k, rep in reports.items():
-        return float(rep["threshold"]), k
-    return None, None
+    if key is not None and key not in reports:
+        raise ValueError(f"no verification threshold for val set {key!r} in the model's "
+                         f"metrics (have: {sorted(reports) or 'none'})")
+    name = key if key is not None else next(iter(reports), None)
+    if name is None:
+        return None, None, True
+    rep = reports[name]
+    one = rep.get("one_view")
+    if not flip and isinstance(one, dict) and isinstance(one.get("threshold"), (int, float)):
+        return float(one["threshold"]), f"{name}.one_view", True
+    return float(rep["threshold"]), name, flip
 
 
 def _summary_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
     keep = ("accuracy", "std", "auc", "threshold", "tar_at_far_1e-2", "tar_at_far_1e-3",
             "num_pairs")
-    return {k: {m: v[m] for m in keep if m in v} for k, v in (metrics or {}).items()
-            if isinstance(v, dict)}
+    return {k: {m: v[m] for m in keep + ("one_view",) if m in v}
+            for k, v in (metrics or {}).items() if isinstance(v, dict)}
 
 
 def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str, Any]],
@@ -56,7 +62,8 @@ def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str,
     ``export_id`` is new at every call: export_model writes one metadata dict into all of its
     files, so the runtime can refuse a folder that mixes files of two exports."""
     size = int(cfg["arch"]["input_size"])
-    threshold, source = _pick_threshold(cfg.get("metrics") or {}, threshold_key)
+    threshold, source, same_protocol = _pick_threshold(cfg.get("metrics") or {}, threshold_key,
+                                                       flip)
     meta = {
         "format_version": FORMAT_VERSION,
         "export_id": uuid.uuid4().hex,
@@ -96,8 +103,12 @@ def build_metadata(cfg: Dict[str, Any], *, flip: bool, parts: Optional[Dict[str,
     if threshold is not None:
         meta["threshold"] = repr(threshold)
         meta["threshold_source"] = (f"metrics.{source}.threshold: mean of the 10-fold "
-                                    "thresholds on cosine similarity"
-                                    + (" of flip-TTA embeddings" if flip else ""))
+                                    "thresholds on cosine similarity of "
+                                    + ("flip-TTA embeddings" if flip else "one-view embeddings")
+                                    + ("" if same_protocol else
+                                       " (chosen with flip TTA: the model was trained before "
+                                       "one-view thresholds were recorded; export it with "
+                                       "--flip-tta to match)"))
     if parts is not None:
         meta["channel_parts"] = json.dumps(parts)
     return meta

@@ -225,13 +225,15 @@ def test_table_and_dict_carry_the_same_numbers():
 # head.onnx and the runtime, on the trained fixture
 # ----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=[False, True], ids=["one-view", "flip-tta"])
+def exported(tmp_path_factory, request):
+    """The fixture exported in both protocols (one view, the default, and flip TTA)."""
     folder = tmp_path_factory.mktemp("pe_zoo") / "tiny-ecloss"
     shutil.copytree(FIXTURE, folder, ignore=shutil.ignore_patterns("*.py"))
     out = tmp_path_factory.mktemp("pe_out")
     lines = []
-    result = export_model(folder, out, torchscript=False, log=lines.append)
+    result = export_model(folder, out, torchscript=False, flip=request.param,
+                          log=lines.append)
     return out, result, lines
 
 
@@ -291,15 +293,15 @@ def test_head_onnx_equals_the_numpy_reference(exported, faces):
 
 
 def test_terms_are_measured_from_the_mean_of_the_reference_faces(exported):
-    """The baseline is the mean pooled maps of the reference faces (with their mirrors): over
-    those faces the channel terms average to zero."""
+    """The baseline is the mean pooled maps of the reference faces (with their mirrors when
+    the export embeds with flip TTA): over those faces the channel terms average to zero."""
     out, _, _ = exported
     pe = ChannelExplainer(out, device="cpu")
     paths = ORLFaces("train").paths
     ref = [paths[i] for i in np.linspace(0, len(paths) - 1, 100).astype(int)]
     x = pe.maps.preprocess(ref)
-    fmap = np.concatenate([pe.maps.run(x, ["feature_maps"])[0],
-                           pe.maps.run(np.ascontiguousarray(x[..., ::-1]), ["feature_maps"])[0]])
+    views = [x, np.ascontiguousarray(x[..., ::-1])][:pe.views]
+    fmap = np.concatenate([pe.maps.run(v, ["feature_maps"])[0] for v in views])
     terms = pe.head.run(fmap, ["channel_terms"])[0].astype(np.float64)
     typical = np.abs(terms).mean()
     assert np.abs(terms.mean(0)).max() < 1e-4 * max(1.0, typical) + 1e-5, typical

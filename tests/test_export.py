@@ -86,7 +86,7 @@ def test_onnx_matches_pytorch_batch_1_and_5(trained, exported):
     ts = torch.jit.load(str(out / "model.ts"))
     for b in (1, 5):
         x = torch.rand(b, 3, 64, 64, generator=torch.Generator().manual_seed(b)) * 2 - 1
-        ref = zoo_embed(net, x, flip=True).numpy()
+        ref = zoo_embed(net, x, flip=False).numpy()  # the default export: one view
         got = emb_sess.run(["embeddings"], {"images": x.numpy()})[0]
         assert got.shape == (b, 512)
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
@@ -124,7 +124,9 @@ def test_metadata_read_back(trained, exported):
         assert meta["model_name"] == "tiny-ecloss"
         assert meta["input_size"] == "64" and meta["channel_order"] == "RGB"
         assert json.loads(meta["mean"]) == [0.5] * 3 and json.loads(meta["std"]) == [0.5] * 3
+        # the fixture was trained before one-view thresholds: the flip-TTA one, said so
         assert float(meta["threshold"]) == pytest.approx(cfg["metrics"]["orl"]["threshold"])
+        assert "chosen with flip TTA" in meta["threshold_source"]
         # a config written before a field existed is read with that field's default
         assert json.loads(meta["ecloss"]) == zoo.config.load_config(folder / "config.json")[
             "ecloss"]
@@ -132,7 +134,7 @@ def test_metadata_read_back(trained, exported):
             cfg["ecloss"]
         assert json.loads(meta["channel_parts"]) == table
         assert meta["zoo_version"] == cfg["zoo_version"] == zoo.__version__
-        assert meta["flip_tta"] == "true" and meta["top_fraction"] == "0.1"
+        assert meta["flip_tta"] == "false" and meta["top_fraction"] == "0.1"
         assert int(meta["feature_channels"]) == len(table["channel_part"])
     extra = {"metadata.json": ""}
     torch.jit.load(str(out / "model.ts"), _extra_files=extra)
@@ -386,3 +388,39 @@ def test_runtime_cli_errors(exported, tmp_path):
                         "--out", str(tmp_path / "h.png")],
                        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert r.returncode == 2 and "featuremap.onnx: missing" in r.stderr
+
+
+def test_threshold_follows_the_exports_protocol():
+    """A one-view export (the default) takes the report's one_view threshold, a flip-TTA export
+    the flip one; without a one_view report the flip one is used and the source says so."""
+    from export.metadata import build_metadata
+    cfg = json.loads((FIXTURE / "config.json").read_text())
+    rep = dict(cfg["metrics"]["orl"], threshold=0.41,
+               one_view={"accuracy": 0.8, "std": 0.03, "auc": 0.9, "threshold": 0.37})
+    with_one = dict(cfg, metrics={"orl": rep})
+    one = build_metadata(with_one, flip=False, parts=None)
+    both = build_metadata(with_one, flip=True, parts=None)
+    assert float(one["threshold"]) == 0.37 and float(both["threshold"]) == 0.41
+    assert one["threshold_source"].startswith("metrics.orl.one_view.threshold")
+    assert "one-view embeddings" in one["threshold_source"]
+    assert "flip-TTA embeddings" in both["threshold_source"]
+    assert "chosen with" not in one["threshold_source"] + both["threshold_source"]
+    assert json.loads(one["metrics"])["orl"]["one_view"]["threshold"] == 0.37
+    old = dict(cfg, metrics={"orl": dict(rep, one_view=None)})
+    fallback = build_metadata(old, flip=False, parts=None)
+    assert float(fallback["threshold"]) == 0.41
+    assert "chosen with flip TTA" in fallback["threshold_source"]
+
+
+def test_validation_reports_one_view_from_the_same_passes():
+    """zoo.validation's flip-TTA report carries the one-view protocol's accuracy and threshold,
+    equal to a separate one-view evaluation of the same pairs."""
+    from zoo.validation import verification_on
+    net = zoo.load(FIXTURE)
+    size = net.zoo_config["arch"]["input_size"]
+    both = verification_on(net, "orl", size, "cpu", flip=True, orl_num_train=34)
+    one = verification_on(net, "orl", size, "cpu", flip=False, orl_num_train=34)
+    assert "one_view" not in one
+    for k in ("accuracy", "auc", "threshold"):
+        assert both["one_view"][k] == pytest.approx(one[k], abs=1e-9)
+    assert both["threshold"] != pytest.approx(one["threshold"], abs=1e-9)

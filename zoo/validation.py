@@ -15,9 +15,11 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
-from .metrics.verification import embed, pair_scores, verification_report
+from .metrics.verification import embed, embed_views, pair_scores, verification_report
 
-__all__ = ["verification_on", "validate", "validation_name"]
+__all__ = ["verification_on", "validate", "validation_name", "ONE_VIEW_KEYS"]
+
+ONE_VIEW_KEYS = ("accuracy", "std", "auc", "threshold")
 
 
 def verification_on(model, val: str, input_size: int, device=None, flip: bool = True,
@@ -32,14 +34,26 @@ def verification_on(model, val: str, input_size: int, device=None, flip: bool = 
                          seed=orl_split_seed, split=orl_split, num_val=orl_num_val,
                          fold=orl_fold)
         images = torch.stack([pairs.dataset[i][0] for i in range(len(pairs.dataset))])
-        emb = embed(model, images, device=device, flip=flip)
-        scores = pair_scores(emb, pairs.pairs[:, 0], pairs.pairs[:, 1])
-        return verification_report(scores, pairs.issame, pairs.folds)
+        return _report(model, images, pairs.pairs[:, 0], pairs.pairs[:, 1], pairs.issame,
+                       pairs.folds, device, flip)
     from .data.verification import read_bin
     images, issame = read_bin(val, input_size=input_size)
-    emb = embed(model, images, device=device, flip=flip)
     idx = np.arange(len(issame)) * 2
-    return verification_report(pair_scores(emb, idx, idx + 1), issame)
+    return _report(model, images, idx, idx + 1, issame, None, device, flip)
+
+
+def _report(model, images, first, second, issame, folds, device, flip: bool) -> Dict[str, object]:
+    """The report of one protocol; with flip TTA it also carries ``one_view``: accuracy, AUC
+    and threshold of the same pairs embedded without the mirror (what an export without flip
+    TTA, the default, needs for its threshold), from the same forward passes."""
+    if not flip:
+        emb = embed(model, images, device=device)
+        return verification_report(pair_scores(emb, first, second), issame, folds)
+    one, both = embed_views(model, images, device=device)
+    report = verification_report(pair_scores(both, first, second), issame, folds)
+    single = verification_report(pair_scores(one, first, second), issame, folds)
+    report["one_view"] = {k: single[k] for k in ONE_VIEW_KEYS if k in single}
+    return report
 
 
 def validation_name(val: str) -> str:

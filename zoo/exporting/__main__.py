@@ -25,9 +25,13 @@ def main(argv=None) -> int:
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max abs error allowed against PyTorch (default 1e-4)")
-    p.add_argument("--no-flip", action="store_true",
-                   help="embed without the mirror-image average (the stored threshold was "
-                        "chosen with it)")
+    views = p.add_mutually_exclusive_group()
+    views.add_argument("--flip-tta", action="store_true",
+                       help="embed each face and its mirror image, averaged (flip TTA): better "
+                            "verification on average, twice the work for verify and for "
+                            "verify --explain (default: one view)")
+    views.add_argument("--no-flip", action="store_true",
+                       help="one view (the default; kept for scripts that pass it)")
     p.add_argument("--no-featuremap", action="store_true", help="skip featuremap.onnx")
     p.add_argument("--no-torchscript", action="store_true", help="skip model.ts")
     p.add_argument("--no-detector", action="store_true",
@@ -66,7 +70,7 @@ def main(argv=None) -> int:
         export_model(args.model, args.out, weights=args.weights,
                      opset=args.opset if args.opset is not None else DEFAULT_OPSET,
                      tolerance=(args.tolerance if args.tolerance is not None
-                                else DEFAULT_TOLERANCE), flip=not args.no_flip,
+                                else DEFAULT_TOLERANCE), flip=args.flip_tta,
                      featuremap=not args.no_featuremap, torchscript=not args.no_torchscript,
                      detector=not args.no_detector,
                      parts=args.parts, threshold_key=args.threshold_from, int8=int8)

@@ -5,9 +5,12 @@ detector/ (+ int8 files), every file checked before any is renamed into place.
 
 embedding.onnx   images (B,3,S,S) float32, preprocessed as the metadata says -> "embeddings"
                  (B,D), L2-normalised.
-                 With flip=True (default) the embedding is normalise(f(x) + f(mirror x)), exactly
-                 zoo.metrics.verification.embed(flip=True), the protocol the stored verification
-                 threshold was chosen with; a threshold is only meaningful with that protocol.
+                 By default one view: normalise(f(x)), the protocol of the stored threshold's
+                 ``one_view`` report. flip=True (flip TTA) embeds normalise(f(x) + f(mirror x)),
+                 exactly zoo.metrics.verification.embed(flip=True), with the flip-TTA threshold:
+                 better verification on average (docs/performance.md, "flip vs one view") at
+                 twice the network's work, which an explained match (a game of 74 coalitions)
+                 pays 146 times; a threshold is only meaningful with its protocol.
 featuremap.onnx  images -> "feature_maps" (B,C,n,n): the ECLoss target layer (post-ReLU),
                  "masks" (B,C,S,S) bool: the top-10% regions of the maps bilinearly upsampled to
                  the input size (paper Eq. 8-9, as zoo.metrics.explainability.top10_activation),
@@ -275,7 +278,7 @@ def _check_top_fraction() -> None:
 
 def export_model(name_or_path: Union[str, os.PathLike], out_dir: Union[str, os.PathLike], *,
                  weights: Optional[Union[str, os.PathLike]] = None, opset: int = DEFAULT_OPSET,
-                 tolerance: float = DEFAULT_TOLERANCE, flip: bool = True,
+                 tolerance: float = DEFAULT_TOLERANCE, flip: bool = False,
                  featuremap: bool = True, torchscript: bool = True,
                  parts: Optional[Union[str, os.PathLike]] = None,
                  threshold_key: Optional[str] = None, int8: Optional[Any] = None,

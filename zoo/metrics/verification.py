@@ -7,14 +7,37 @@ ever sees its own pairs.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["embed", "pair_scores", "best_threshold", "kfold_accuracy", "roc_auc", "tar_at_far",
-           "verification_report"]
+__all__ = ["embed", "embed_views", "pair_scores", "best_threshold", "kfold_accuracy", "roc_auc",
+           "tar_at_far", "verification_report"]
+
+
+@torch.no_grad()
+def embed_views(model: torch.nn.Module, images: torch.Tensor | Iterable, batch_size: int = 64,
+                device: torch.device | str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Both test protocols from one pass over the images and their mirrors: (one view, flip TTA),
+    each (N, D) L2-normalised. One view is the network on the image; flip TTA averages the
+    image's and its mirror's embeddings (insightface)."""
+    if not isinstance(images, torch.Tensor):
+        images = torch.stack(list(images))
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    one, both = [], []
+    for start in range(0, len(images), batch_size):
+        x = images[start:start + batch_size].to(device)
+        e = model(x).float()
+        one.append(F.normalize(e, dim=1).cpu())
+        both.append(F.normalize(e + model(torch.flip(x, dims=[3])).float(), dim=1).cpu())
+    model.train(was_training)
+    if not one:
+        return torch.empty(0), torch.empty(0)
+    return torch.cat(one), torch.cat(both)
 
 
 @torch.no_grad()
@@ -22,18 +45,15 @@ def embed(model: torch.nn.Module, images: torch.Tensor | Iterable, batch_size: i
           flip: bool = False, device: torch.device | str | None = None) -> torch.Tensor:
     """L2-normalised embeddings (N, D) of preprocessed images (N, 3, S, S) or an iterable of
     image tensors. flip=True averages the embeddings of the image and its mirror (insightface)."""
+    if flip:
+        return embed_views(model, images, batch_size, device)[1]
     if not isinstance(images, torch.Tensor):
         images = torch.stack(list(images))
     device = torch.device(device) if device is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out = []
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size].to(device)
-        e = model(x).float()
-        if flip:
-            e = e + model(torch.flip(x, dims=[3])).float()
-        out.append(F.normalize(e, dim=1).cpu())
+    out = [F.normalize(model(images[s:s + batch_size].to(device)).float(), dim=1).cpu()
+           for s in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)
 
