@@ -173,13 +173,18 @@ class MatchExplainer:
         self._mean = np.asarray(m.mean, np.float32).reshape(1, 3, 1, 1)
         self._std = np.asarray(m.std, np.float32).reshape(1, 3, 1, 1)
 
-    def _embed(self, images: np.ndarray) -> np.ndarray:
-        """(N, S, S, 3) float images in [0, 255] -> (N, D) embeddings (the model's own
-        preprocessing after the resize: x / 255, channel order, (x - mean) / std)."""
-        x = images.astype(np.float32, copy=False).transpose(0, 3, 1, 2) / np.float32(255.0)
+    def _network_input(self, images: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) float images in [0, 255] -> (N, 3, H, W) float32 network inputs (the
+        model's own preprocessing after the resize: x / 255, channel order, (x - mean) / std;
+        per pixel, so the game may fill hidden pixels after it)."""
+        x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
         if self.model.channel_order == "BGR":
             x = x[:, ::-1]
-        x = np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
+        return np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
+
+    def _embed_inputs(self, x: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) network inputs -> (N, D) embeddings, EMBED_BATCH images per run."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
         out = [self.model.run(x[i:i + EMBED_BATCH], [EMBEDDING_OUTPUT])[0]
                for i in range(0, len(x), EMBED_BATCH)]
         return np.concatenate(out)
@@ -232,8 +237,9 @@ class MatchExplainer:
         masks = np.stack([f.part_masks(self.input_size) for f in faces])
         views = tuple(resize_square(im, self.input_size) for im in rgb)
         arrays = [np.asarray(v, dtype=np.float64) for v in views]
-        game = play(self._embed, arrays[0], arrays[1], masks[0], masks[1], self.fill_colour(),
-                    self.estimator, self.fill_sigma, self.fill)
+        game = play(self._embed_inputs, arrays[0], arrays[1], masks[0], masks[1],
+                    self.fill_colour(), self.estimator, self.fill_sigma, self.fill,
+                    preprocess=self._network_input)
         diff = game.difference
         channel_view = None
         if self.channels is not None:

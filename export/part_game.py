@@ -34,7 +34,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -43,6 +43,8 @@ from .part_masks import PART_NAMES
 __all__ = ["PLAYERS", "OTHER", "ESTIMATORS", "FILL_SIGMA", "player_masks", "coalitions",
            "FILLS", "hide", "shapley_exact", "shapley_kernel", "shapley_pairwise", "GameResult",
            "play"]
+
+Preprocess = Callable[[np.ndarray], np.ndarray]   # (N, S, S, 3) in [0, 255] -> network inputs
 
 OTHER = "other"
 PLAYERS: Tuple[str, ...] = tuple(PART_NAMES) + (OTHER,)
@@ -203,28 +205,35 @@ class GameResult:
         return float(self.values[row[0]])
 
 
-def _hidden_images(image: np.ndarray, visible: np.ndarray, fill_colour: Sequence[float],
-                   sigma: float, fill: str) -> np.ndarray:
-    """hide() as float32, what the network takes: the mean fill is built in float32 directly
-    (the same values: the pixels are whole numbers and the colour is rounded once either
-    way), at a quarter of float64's memory traffic for the game's 146 images."""
-    if fill != "mean":
-        return hide(image, visible, fill_colour, sigma, fill).astype(np.float32)
-    img = np.asarray(image, dtype=np.float32)
-    colour = np.asarray(fill_colour, dtype=np.float64).astype(np.float32)
+def _hidden_inputs(image: np.ndarray, visible: np.ndarray, fill_colour: Sequence[float],
+                   sigma: float, fill: str, preprocess: Optional[Preprocess]) -> np.ndarray:
+    """The network inputs of the images hide() makes. With ``preprocess`` and the mean fill the
+    fill is applied in the network's input space: the image and the fill colour are
+    preprocessed once and each coalition picks between them per pixel, which gives the values
+    preprocessing each filled image would (preprocessing is per pixel) at a fraction of the
+    memory traffic of the game's 146 images."""
+    if preprocess is None:
+        return hide(image, visible, fill_colour, sigma, fill)
+    img = np.asarray(image, dtype=np.float64)
     if img.ndim != 3 or img.shape[2] != 3 or visible.shape[1:] != img.shape[:2]:
         raise ValueError(f"expected an (H, W, 3) image and (K, H, W) masks, got {img.shape} and "
                          f"{visible.shape}")
-    return np.where(visible[..., None], img[None], colour.reshape(1, 1, 1, 3))
+    if fill != "mean":
+        return preprocess(hide(img, visible, fill_colour, sigma, fill))
+    x = preprocess(img[None])                                          # (1, C, H, W)
+    colour = np.broadcast_to(np.asarray(fill_colour, np.float64), (1, 1, 1, 3))
+    fill_x = preprocess(np.ascontiguousarray(colour))                  # (1, C, 1, 1)
+    return np.where(visible[:, None], x, fill_x)
 
 
 def play(embed: Callable[[np.ndarray], np.ndarray], image_a: np.ndarray, image_b: np.ndarray,
          masks_a: np.ndarray, masks_b: np.ndarray, fill_colour: Sequence[float],
          estimator: str = "kernel", sigma: float = FILL_SIGMA,
-         fill: str = "mean") -> GameResult:
+         fill: str = "mean", preprocess: Optional[Preprocess] = None) -> GameResult:
     """The game of one pair. image_*: (S, S, 3) in [0, 255] as the network sees them; masks_*:
     (7, S, S) part masks of each face; embed: (N, S, S, 3) images -> (N, D) L2-normalised
-    embeddings (one batch per call)."""
+    embeddings (one batch per call). preprocess: the network's per-pixel preprocessing,
+    (N, S, S, 3) images -> (N, C, S, S) inputs; given, embed takes those inputs instead."""
     pa, pb = player_masks(masks_a), player_masks(masks_b)
     members = coalitions(len(PLAYERS), estimator)
     # row 0 (nothing visible) is not embedded: both inputs would be the same flat image, so its
@@ -234,8 +243,8 @@ def play(embed: Callable[[np.ndarray], np.ndarray], image_a: np.ndarray, image_b
     # players are disjoint, so "any visible player covers the pixel" is a sum over players
     vis_a = (shown @ pa.reshape(len(pa), -1).astype(np.uint8)).reshape(-1, *size) > 0
     vis_b = (shown @ pb.reshape(len(pb), -1).astype(np.uint8)).reshape(-1, *size) > 0
-    batch = np.concatenate([_hidden_images(image_a, vis_a, fill_colour, sigma, fill),
-                            _hidden_images(image_b, vis_b, fill_colour, sigma, fill)])
+    batch = np.concatenate([_hidden_inputs(image_a, vis_a, fill_colour, sigma, fill, preprocess),
+                            _hidden_inputs(image_b, vis_b, fill_colour, sigma, fill, preprocess)])
     e = np.asarray(embed(batch), dtype=np.float64)
     k = len(shown)
     na = np.maximum(np.linalg.norm(e[:k], axis=1), 1e-12)

@@ -201,3 +201,32 @@ def test_kernel_on_every_coalition_is_the_shapley_value():
     assert len(sub) == 2 + 2 * (n + n * (n - 1) // 2)
     np.testing.assert_allclose(shapley_kernel(sub, _game_values(sub, v)),
                                shapley_exact(members, _game_values(members, v)), atol=1e-10)
+
+
+@pytest.mark.parametrize("fill", ["mean", "blur"])
+def test_filling_in_the_networks_input_space_gives_the_same_game(fill):
+    """play(preprocess=...) (the runtime's path: the mean fill applied after the per-pixel
+    preprocessing) gives the values of filling the pixels first and preprocessing each image."""
+    size = 24
+    masks = _masks(size)
+    rng = np.random.default_rng(7)
+    a, b = (rng.integers(0, 256, (size, size, 3)).astype(np.float64) for _ in range(2))
+    mean, std = np.array([0.3, 0.5, 0.6]), np.array([0.2, 0.25, 0.3])
+
+    def preprocess(images):            # per pixel: x / 255, BGR, (x - mean) / std, NCHW
+        x = np.asarray(images, np.float64).transpose(0, 3, 1, 2)[:, ::-1] / 255.0
+        return (x - mean[::-1, None, None]) / std[::-1, None, None]
+
+    w = np.random.default_rng(8).normal(size=(3 * size * size, 6))
+
+    def embed_inputs(x):               # a non-linear network on the inputs
+        return np.tanh(x.reshape(len(x), -1) @ w / 30.0) + 0.1
+
+    for est in ("pairwise", "kernel"):
+        fast = play(embed_inputs, a, b, masks, masks, (90, 120, 150), est, fill=fill,
+                    preprocess=preprocess)
+        slow = play(lambda im: embed_inputs(preprocess(im)), a, b, masks, masks,
+                    (90, 120, 150), est, fill=fill)
+        np.testing.assert_allclose(fast.values, slow.values, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(fast.shapley, slow.shapley, rtol=0, atol=1e-12)
+        assert 1 - fast.similarity > 0.01           # a real difference, not a trivial game

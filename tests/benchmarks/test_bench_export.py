@@ -5,8 +5,9 @@ Run with `pytest --benchmark`. The model is the CPU preset's shape (VGG19+BN, wi
 test times ORT and eager *interleaved* in the same run (rounds alternate which goes first), so
 load from other processes on the shared machine hits both alike; the ratio uses the fastest
 round of each (the least disturbed), and benchmark.extra_info records it with the medians.
-Both sides run the same model: embedding.onnx as shipped (flip=True: the image and its mirror)
-or exported with --no-flip, against zoo.exporting.graphs.EmbeddingModel in torch.inference_mode.
+Both sides run the same model: embedding.onnx exported with --flip-tta (the image and its
+mirror) or in one view (the default since the faithful-explanations issue), against
+zoo.exporting.graphs.EmbeddingModel in torch.inference_mode.
 Results: docs/performance.md, "ONNX Runtime vs PyTorch eager".
 """
 import os
@@ -110,7 +111,7 @@ def test_eager_embedding(benchmark, models, batch):
 @pytest.mark.parametrize("batch", [1, 16])
 def test_graph_optimisation_levels(benchmark, models, batch):
     """Which ORT setting earns the speed-up: BASIC / EXTENDED / ALL (ALL adds the NCHWc layout
-    transforms), shipped flip model, threads = cores, interleaved; ratios to eager in extra_info."""
+    transforms), the flip-TTA model, threads = cores, interleaved; ratios to eager in extra_info."""
     _, eager, path = models[True]
     x = (np.random.default_rng(batch).random((batch, 3, 112, 112), dtype=np.float32) * 2 - 1)
     xt = torch.from_numpy(x)

@@ -4,7 +4,8 @@ options cost in accuracy: `pytest --benchmark -s tests/benchmarks/test_bench_int
 Speed (random weights: speed does not depend on them; calibrated on real ORL faces):
   * shapes: "demo" = the CPU preset's network (VGG19+BN width 1/4, 112 px, reflection padding)
     and "vgg16-224" = the paper's full-width VGG16 at 224 px;
-  * embedding.onnx as shipped (flip TTA: each image and its mirror), its int8 version from
+  * embedding.onnx exported with flip TTA (--flip-tta: each image and its mirror), its int8
+    version from
     zoo.exporting.quantize (the settings `python -m zoo.exporting --int8` uses), and the same
     module in torch eager (zoo.exporting.graphs.EmbeddingModel under inference_mode);
   * batch 1 and 16, intra-op threads 1 and 2 (torch.set_num_threads the same);
@@ -76,7 +77,8 @@ def shapes(tmp_path_factory):
         net = zoo.create(BASE[shape], name=f"bench-{shape}", **overrides)
         folder = zoo.save(net, root=tmp)
         d = tmp / f"out-{shape}"
-        export_model(folder, d, featuremap=shape == "demo", torchscript=False, log=None)
+        export_model(folder, d, featuremap=shape == "demo", torchscript=False, flip=True,
+                     log=None)
         # the big network calibrates on fewer faces: speed does not depend on the ranges
         x = _calibration(net.zoo_config, 32 if shape == "demo" else 8)
         Q.quantize_onnx(d / "embedding.onnx", d / "embedding-int8.onnx", x,
