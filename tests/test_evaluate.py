@@ -37,7 +37,12 @@ def test_evaluate_writes_metrics_figures_and_channel_parts(zoo_home, tmp_path):
         assert Path(res["figures"][key]).stat().st_size > 5000
     table = json.loads((zoo_home / "vgg13-ecloss" / "channel_parts.json").read_text())
     assert len(table["channel_part"]) == 64 and table["part_names"][3] == "eyes"
-    assert "| PE |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| PE |" in report
+    # the one-view protocol a default export embeds with, from the same passes
+    one = ver["one_view"]
+    assert 0.4 <= one["accuracy"] <= 1.0 and -1 <= one["threshold"] <= 1
+    assert f"threshold {one['threshold']:.4f}" in report and "One view" in report
 
 
 def test_evaluate_cli_and_compare(zoo_home, tmp_path, monkeypatch, capsys):

@@ -283,6 +283,11 @@ def render_report(result: Dict[str, object]) -> str:
                   f"| {_fmt(ver['accuracy'])} | {_fmt(ver['std'])} | {_fmt(ver['auc'])} | "
                   f"{_fmt(ver['tar_at_far_1e-2'])} | {_fmt(ver['tar_at_far_1e-3'])} | "
                   f"{ver['num_pairs']} |", ""]
+        one = ver.get("one_view")
+        if one:   # what a default (one-view) export embeds
+            lines += [f"One view (no mirror average, as exports embed by default): accuracy "
+                      f"{_fmt(one['accuracy'])} +- {_fmt(one['std'])}, AUC {_fmt(one['auc'])}, "
+                      f"threshold {_fmt(one['threshold'])}.", ""]
     ex = result.get("explainability")
     if ex:
         parts = ex["per_channel"]["dominant_part"]
