@@ -197,3 +197,22 @@ def test_swap_game_runner(exported, tmp_path):
     assert sorted(f[1] for f in got) == ["ann", "ann", "bob"]
     for a, b in pair_faces(got, 4):
         assert {got[a][1], got[b][1]} == {"ann", "bob"}
+
+
+def test_channels_only_swap_game_plays_every_pair(exported):
+    """The channel-view-only mode (the channel studies of docs/results.md) plays each pair and
+    part, with the same rows as the full game's channel view (it once replaced the face list
+    with the pair it had just located, so only the first pair could be played)."""
+    from zoo.swap_game import orl_faces, pair_faces, play_swap_game
+    faces = orl_faces("heldout")
+    pairs = pair_faces(faces, 3, seed=4)
+    ex = MatchExplainer(exported, device="cpu", estimator="pairwise")
+    only = play_swap_game(ex, faces, pairs, parts=("eyes", "nose"), channels_only=True)
+    assert [(r["a"], r["part"]) for r in only] == [(faces[a][0], p) for a, _ in pairs
+                                                    for p in ("eyes", "nose")]
+    full = play_swap_game(ex, faces, pairs[1:2], parts=("nose",))
+    row = only[3]
+    assert row["b"] == faces[pairs[1][1]][0]
+    assert row["similarity"] == pytest.approx(full[0]["similarity"], abs=1e-5)
+    assert row["channel_difference"] == pytest.approx(full[0]["channel_difference"], abs=1e-6)
+    assert row["channel_ranked_first"] == full[0]["channel_ranked_first"]

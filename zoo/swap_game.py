@@ -92,12 +92,12 @@ def play_swap_game(explainer: MatchExplainer, faces: Sequence[Face],
             swapped = swap_part(img_a, pts_a, img_b, pts_b, part).image
             given = (pts_a, pts_a) if use_annotations else None
             if channels_only:  # the channel view alone: one pass, no game
-                faces, masks = explainer.locate_parts([img_a, swapped], given)
+                located, masks = explainer.locate_parts([img_a, swapped], given)
                 cv = explainer.channels.explain(img_a, swapped, part_masks=masks)
                 ch = {p.part: p.difference for p in cv.parts}
                 rows.append({"a": key_a, "b": key_b, "part": part,
                              "similarity": cv.similarity, "change": 1 - cv.similarity,
-                             "landmarks": [f.source for f in faces], "channel_difference": ch,
+                             "landmarks": [f.source for f in located], "channel_difference": ch,
                              "channel_ranked_first": swapped_part_first(ch, part)})
                 continue
             ev = explainer.explain(img_a, swapped, landmarks=given)
