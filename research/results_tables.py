@@ -172,9 +172,9 @@ SWAP_FULL = [  # (label, record): runs with both views
 ]
 SWAP_MODELS = [("softmax, 7 x 7 (cpu preset)", "vgg19-softmax-s{}", (0, 1, 2)),
                ("ECLoss, 7 x 7 (cpu preset)", "vgg19-ecloss-s{}", (0, 1, 2)),
-               ("softmax, 14 x 14 (width 1/8)", "vgg19-softmax-14-s{}", (0,)),
+               ("softmax, 14 x 14 (width 1/8)", "vgg19-softmax-14-s{}", (0, 1)),
                ("ECLoss, 14 x 14 (width 1/8, gpu preset's ECLoss)", "vgg19-ecloss-14-s{}",
-                (0,))]
+                (0, 1))]
 
 
 def _count(score) -> str:
