@@ -8,7 +8,7 @@ embedding.onnx   images (B,3,S,S) float32, preprocessed as the metadata says -> 
                  By default one view: normalise(f(x)), the protocol of the stored threshold's
                  ``one_view`` report. flip=True (flip TTA) embeds normalise(f(x) + f(mirror x)),
                  exactly zoo.metrics.verification.embed(flip=True), with the flip-TTA threshold:
-                 better verification on average (docs/performance.md, "flip vs one view") at
+                 better verification on average (docs/performance.md, "flip vs --no-flip") at
                  twice the network's work, which an explained match (a game of 74 coalitions)
                  pays 146 times; a threshold is only meaningful with its protocol.
 featuremap.onnx  images -> "feature_maps" (B,C,n,n): the ECLoss target layer (post-ReLU),
