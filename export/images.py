@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["ImageLike", "ImageError", "MIN_IMAGE_SIZE", "IMAGE_FORMATS", "IMAGE_EXTENSIONS",
-           "decode_image", "to_rgb", "load_image", "resize_square", "preprocess", "is_image_file",
+           "decode_image", "to_rgb", "load_image", "resize_square", "normalise", "preprocess",
+           "is_image_file",
            "as_list"]
 
 # Smallest accepted side in pixels. MTCNN's smallest face is 12 px (its P-Net window) and the
@@ -214,22 +215,26 @@ def resize_square(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.BILINEAR)
 
 
+def normalise(pixels: np.ndarray, mean: Sequence[float], std: Sequence[float],
+              channel_order: str = "RGB") -> np.ndarray:
+    """(N, H, W, 3) RGB pixels in [0, 255] -> (N, 3, H, W) float32 network input: x / 255, the
+    model's channel order, (x - mean) / std. Per pixel, so a region may be filled after it."""
+    mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    x = np.asarray(pixels, dtype=np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
+    if channel_order == "BGR":
+        x = x[:, ::-1]
+    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+
+
 def preprocess(images: Sequence[ImageLike], input_size: int,
                mean: Sequence[float] = (0.5, 0.5, 0.5), std: Sequence[float] = (0.5, 0.5, 0.5),
                channel_order: str = "RGB", first_index: int = 0) -> np.ndarray:
     """(N, 3, S, S) float32 network input, as documented in the model metadata.
     ``first_index`` numbers in-memory images in error messages (item #first_index + i)."""
-    mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
-    std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-    arrs = []
-    for i, src in enumerate(images):
-        a = np.asarray(resize_square(load_image(src, first_index + i), input_size),
-                       dtype=np.float32)
-        arrs.append(a.transpose(2, 0, 1))
-    x = np.stack(arrs) / np.float32(255.0)
-    if channel_order == "BGR":
-        x = x[:, ::-1]
-    return np.ascontiguousarray((x - mean) / std, dtype=np.float32)
+    pixels = np.stack([np.asarray(resize_square(load_image(src, first_index + i), input_size),
+                                  dtype=np.float32) for i, src in enumerate(images)])
+    return normalise(pixels, mean, std, channel_order)
 
 
 def is_image_file(name: Union[str, os.PathLike]) -> bool:

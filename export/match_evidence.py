@@ -35,7 +35,7 @@ from .detector import DETECTOR_DIR
 from .drawing import no_minus_zero as _z
 from .face_input import FaceInput, FacePreparer
 from .face_parts import FaceLandmarks, FaceLocator, read_landmarks
-from .images import ImageLike, resize_square
+from .images import ImageLike, normalise, resize_square
 from .match_picture import render_pair_evidence
 from .model_dir import HEAD_FILE, ExportedModel
 from .model_files import EMBEDDING_FILE, EMBEDDING_OUTPUT
@@ -168,19 +168,14 @@ class MatchExplainer:
                 self.channels = ChannelExplainer(folder, device, threads)
             except MissingPartTableError as exc:  # no channel table: intervention view only
                 self.channels_missing = str(exc)
-        m = self.model
-        self.input_size = m.input_size
-        self._mean = np.asarray(m.mean, np.float32).reshape(1, 3, 1, 1)
-        self._std = np.asarray(m.std, np.float32).reshape(1, 3, 1, 1)
+        self.input_size = self.model.input_size
 
     def _network_input(self, images: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) float images in [0, 255] -> (N, 3, H, W) float32 network inputs (the
-        model's own preprocessing after the resize: x / 255, channel order, (x - mean) / std;
-        per pixel, so the game may fill hidden pixels after it)."""
-        x = images.astype(np.float32).transpose(0, 3, 1, 2) / np.float32(255.0)
-        if self.model.channel_order == "BGR":
-            x = x[:, ::-1]
-        return np.ascontiguousarray((x - self._mean) / self._std, dtype=np.float32)
+        model's own preprocessing after the resize; per pixel, so the game may fill hidden
+        pixels after it)."""
+        m = self.model
+        return normalise(images, m.mean, m.std, m.channel_order)
 
     def _embed_inputs(self, x: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) network inputs -> (N, D) embeddings, EMBED_BATCH images per run."""
