@@ -112,17 +112,18 @@ def _stored(config_file: Path, weights_file: Path, weights
 
 
 def _weights_file(weights: Union[str, os.PathLike], sha256: Optional[str],
-                  progress: bool) -> Path:
-    """The local file of ``weights=``: a path, or a url downloaded (and hash-checked) by zoo.hub."""
+                  progress: bool) -> Tuple[Path, str]:
+    """(the local file of ``weights=``, its sha256): a path (hashed here), or a url downloaded
+    by zoo.hub, which has already checked the file against ``sha256``."""
     w = os.fspath(weights)
     if hub.is_url(w):
         if sha256 is None:
             raise ValueError(f"weights url {w} needs sha256= (the expected hash of the file)")
-        return hub.download(w, sha256, progress=progress)
+        return hub.download(w, sha256, progress=progress), hub.check_sha256(sha256)
     wpath = Path(w).expanduser()
     if not wpath.is_file():
         raise FileNotFoundError(f"{wpath}: weights file not found")
-    return wpath
+    return wpath, hub.file_sha256(wpath)
 
 
 def _load_reference(name: str, weights, map_location) -> DlibResNet:
@@ -157,13 +158,15 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     spec = os.fspath(name_or_path)
     path = Path(spec).expanduser()
     explicit_path = _is_explicit_path(name_or_path, spec)
-    if not explicit_path and spec in REFERENCE_MODELS and spec not in hub.local_models():
+    local = {} if explicit_path else hub.local_models()    # one scan of ZOO_HOME
+    if not explicit_path and spec in REFERENCE_MODELS and spec not in local:
         return _load_reference(spec, weights, map_location)
     # model_dir: the local folder the config came from, if any; weights_sha256: of the weights
     state = wpath = model_dir = weights_sha256 = None
 
     # A bare registered name wins over a same-named folder in the cwd (e.g. a run folder).
-    if (explicit_path or spec not in registry.known_names()) and path.exists():
+    known = spec in registry.known_names(local)
+    if (explicit_path or not known) and path.exists():
         if path.is_dir():
             cfg_file, wpath = path / hub.CONFIG_FILE, path / hub.WEIGHTS_FILE
         else:
@@ -173,7 +176,6 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
     elif explicit_path:
         raise FileNotFoundError(f"{spec}: no such file or folder")
     else:
-        local = hub.local_models()
         if spec in local:
             model_dir = local[spec]
             wpath = model_dir / hub.WEIGHTS_FILE
@@ -191,9 +193,8 @@ def load(name_or_path: Union[str, os.PathLike], weights: Optional[Union[str, os.
             raise registry.unknown_name_error(spec)
 
     if weights is not None:
-        wpath = _weights_file(weights, sha256, progress)
+        wpath, weights_sha256 = _weights_file(weights, sha256, progress)
         state = hub.load_weights(wpath)
-        weights_sha256 = hub.file_sha256(wpath)
 
     model = build(cfg)
     _load_state_checked(model, state, wpath)

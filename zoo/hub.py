@@ -215,9 +215,11 @@ def check_same_weights(where: str, recorded: Optional[str], actual: Optional[str
 # reading a saved model back
 # ----------------------------------------------------------------------------------------------
 
-def _pair_config(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> Dict[str, Any]:
-    """The config for a weights file: config.json beside it, unless that file belongs to
-    another save (interrupted between the two renames); then the copy inside the weights."""
+def _pair_config(folder_cfg: Path, data: Optional[Dict[str, Any]], meta: Dict[str, str],
+                 wpath: Path) -> Dict[str, Any]:
+    """The config for a weights file: config.json beside it (``data``, read by the caller; None
+    when there is none), unless that file belongs to another save (interrupted between the two
+    renames); then the copy inside the weights."""
     embedded = None
     if _META_CONFIG in meta:
         try:
@@ -225,8 +227,7 @@ def _pair_config(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> Dict[st
         except json.JSONDecodeError as exc:
             raise ValueError(f"{wpath}: corrupt config in the safetensors "
                              f"metadata ({exc})") from None
-    if folder_cfg.is_file():
-        data = read_config_json(folder_cfg)
+    if data is not None:
         sid, wid = data.get("save_id"), meta.get(_META_SAVE_ID)
         if embedded is not None and sid is not None and wid is not None and sid != wid:
             warnings.warn(f"{folder_cfg} belongs to another save than {wpath} (interrupted "
@@ -239,14 +240,16 @@ def _pair_config(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> Dict[st
                             "stored inside them; pass a registered name instead")
 
 
-def verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path) -> Optional[str]:
+def verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path,
+                        data: Optional[Dict[str, Any]] = None) -> Optional[str]:
     """ValueError naming ``wpath`` unless its sha256 is the one config.json recorded at save;
     returns that sha256 when it was checked. Configs of older saves (no hash) and configs of
     another save (interrupted between the two renames: the weights then carry their own config)
-    are not checked (None)."""
-    if not folder_cfg.is_file():
-        return None
-    data = read_config_json(folder_cfg)
+    are not checked (None). ``data``: config.json already read (else it is read here)."""
+    if data is None:
+        if not folder_cfg.is_file():
+            return None
+        data = read_config_json(folder_cfg)
     expected = data.get(_WEIGHTS_SHA256)
     if expected is None or data.get("save_id") != meta.get(_META_SAVE_ID):
         return None
@@ -269,8 +272,10 @@ def read_stored(config_file: Path, weights_file: Path
     interrupted save, or for a lone .safetensors file); the weights' sha256 is checked against
     config.json's (the file is hashed once either way)."""
     state, meta = read_safetensors(weights_file)
-    cfg = _pair_config(config_file, meta, weights_file)
-    sha256 = verify_weights_hash(config_file, meta, weights_file) or file_sha256(weights_file)
+    data = read_config_json(config_file) if config_file.is_file() else None   # read once
+    cfg = _pair_config(config_file, data, meta, weights_file)
+    sha256 = ((data is not None and verify_weights_hash(config_file, meta, weights_file, data))
+              or file_sha256(weights_file))
     return state, cfg, sha256
 
 

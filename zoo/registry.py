@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from . import hub
 from .config import PAPER_MODELS, default_config, load_config
@@ -29,10 +29,11 @@ __all__ = ["REMOTE", "known_names", "list_models", "unknown_name_error", "config
 REMOTE: Dict[str, Dict[str, Any]] = {}
 
 
-def known_names() -> List[str]:
-    """Every name, sorted: paper models, reference models, remote entries and saved models."""
-    return sorted(set(PAPER_MODELS) | set(REFERENCE_MODELS) | set(REMOTE)
-                  | set(hub.local_models()))
+def known_names(local: Optional[Mapping[str, object]] = None) -> List[str]:
+    """Every name, sorted: paper models, reference models, remote entries and saved models
+    (``local``: hub.local_models() when the caller has it already)."""
+    saved = hub.local_models() if local is None else local
+    return sorted(set(PAPER_MODELS) | set(REFERENCE_MODELS) | set(REMOTE) | set(saved))
 
 
 def list_models(pattern: Optional[str] = None) -> List[str]:
