@@ -62,10 +62,10 @@ CONFIG_FILE = "config.json"
 DOWNLOADS_DIR = "_downloads"  # "_" cannot start a model name, so it never collides with one
 _META_CONFIG = "zoo_config"    # safetensors metadata keys (metadata is str -> str)
 _META_SAVE_ID = "zoo_save_id"
-_WEIGHTS_SHA256 = "weights_sha256"  # config.json: sha256 of model.safetensors, checked on load
-# the same key in every file derived from weights (channel_parts.json, metrics.json, the export's
-# metadata): the sha256 of the weights file it was computed from
-WEIGHTS_SHA256 = _WEIGHTS_SHA256
+# config.json: sha256 of model.safetensors, checked on load; the same key in every file derived
+# from weights (channel_parts.json, metrics.json, the export's metadata): the sha256 of the
+# weights file it was computed from
+WEIGHTS_SHA256 = "weights_sha256"
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -168,7 +168,7 @@ def save(model, config: Optional[Dict[str, Any]] = None, name: Optional[str] = N
 
     def write_config(tmp: Path) -> None:  # runs after write_weights: the hash is known
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({**cfg, "save_id": save_id, _WEIGHTS_SHA256: written["sha256"]}, f,
+            json.dump({**cfg, "save_id": save_id, WEIGHTS_SHA256: written["sha256"]}, f,
                       indent=2, allow_nan=False)
             f.write("\n")
 
@@ -185,7 +185,7 @@ def _drop_stale_parts(folder: Path, sha256: str) -> None:
     if not parts.is_file():
         return
     try:
-        recorded = json.loads(parts.read_text(encoding="utf-8")).get(_WEIGHTS_SHA256)
+        recorded = json.loads(parts.read_text(encoding="utf-8")).get(WEIGHTS_SHA256)
     except (OSError, ValueError, AttributeError):
         recorded = None
     if recorded != sha256:
@@ -250,13 +250,13 @@ def verify_weights_hash(folder_cfg: Path, meta: Dict[str, str], wpath: Path,
         if not folder_cfg.is_file():
             return None
         data = read_config_json(folder_cfg)
-    expected = data.get(_WEIGHTS_SHA256)
+    expected = data.get(WEIGHTS_SHA256)
     if expected is None or data.get("save_id") != meta.get(_META_SAVE_ID):
         return None
     try:
         expected = check_sha256(expected)
     except ValueError as exc:
-        raise ValueError(f"{folder_cfg}: {_WEIGHTS_SHA256}: {exc}") from None
+        raise ValueError(f"{folder_cfg}: {WEIGHTS_SHA256}: {exc}") from None
     actual = file_sha256(wpath)
     if actual != expected:
         raise ValueError(f"{wpath}: sha256 {actual} differs from the {expected} recorded in "

@@ -10,7 +10,6 @@ gate set too small to judge a 1% flip rate.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 from export.images import ImageError, is_image_file, load_image
 from zoo.data.folders import scan_identity_folder
 from zoo.data.orl import IMAGES_PER_IDENTITY, orl_identity_splits, orl_root
+from zoo.hub import file_sha256
 
 from .int8_gate import (
     GATE_MAX_FACES,
@@ -127,14 +127,10 @@ def identity_faces(folder: Union[str, os.PathLike]) -> FaceSet:
                    labels=np.array([label_of[p] for p in kept]), skipped=skipped)
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def check_disjoint(calib: FaceSet, gate: FaceSet) -> None:
     """The gate must judge faces calibration never saw: refuse a file (by content) in both."""
-    seen = {_digest(p): p for p in calib.paths}
-    both = [(seen[d], p) for p in gate.paths if (d := _digest(p)) in seen]
+    seen = {file_sha256(p): p for p in calib.paths}
+    both = [(seen[d], p) for p in gate.paths if (d := file_sha256(p)) in seen]
     if both:
         c, g = both[0]
         raise Int8Error(f"{len(both)} gate face(s) are also calibration faces (e.g. {g} = {c}); "

@@ -22,6 +22,7 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
@@ -195,6 +196,11 @@ class Int8Plan:
         return preprocess(paths, int(m["input_size"]), json.loads(m["mean"]),
                           json.loads(m["std"]), m.get("channel_order", "RGB"))
 
+    @cached_property
+    def _calibration_input(self) -> np.ndarray:
+        """The calibration faces as network input, preprocessed once for every file quantized."""
+        return self._preprocess(self.calibration.paths)
+
     def _gate_batches(self, f_sess, q_sess, outputs: List[str], batch: int):
         """(float outputs, int8 outputs) batch by batch over the gate faces (a large gate set
         is never held in memory as images, nor as N x C x S x S masks)."""
@@ -208,7 +214,7 @@ class Int8Plan:
         ``out_path``, run its gate, then write the metadata; Int8GateError on failure (the caller
         removes ``out_path``)."""
         o = self.options
-        quantize_onnx(float_path, out_path, self._preprocess(self.calibration.paths),
+        quantize_onnx(float_path, out_path, self._calibration_input,
                       QUANTIZED_OPS[fname], o.method, o.per_channel)
         f_sess, q_sess = cpu_session(float_path), cpu_session(out_path)
         if fname == EMBEDDING_FILE:

@@ -148,8 +148,9 @@ def export_reference(net: nn.Module, out_dir, *, opset: int, tolerance: float,
     quantization: Dict[str, Dict[str, Any]] = {}
     try:
         export_detector(det_tmp, opset=opset, log=log)
-        train, _, _ = orl_identity_splits(30, 0, 0)
-        chips, ids = orl_chips(FaceDetector(det_tmp), train)
+        train, _, held = orl_identity_splits(30, 0, 0)
+        detector = FaceDetector(det_tmp)
+        chips, ids = orl_chips(detector, train)
         cfg = net.zoo_config
         with torch.no_grad():
             emb = torch.nn.functional.normalize(net(torch.from_numpy(chips).permute(
@@ -165,8 +166,7 @@ def export_reference(net: nn.Module, out_dir, *, opset: int, tolerance: float,
         meta.update(channel_view="none", channel_view_note=NO_CHANNEL_VIEW)
         _write_embedding(net, meta, emb_tmp, chips, opset, tolerance, rows, log)
         if int8 is not None:   # gated on the held-out identities' chips, before any rename
-            _, _, held = orl_identity_splits(30, 0, 0)
-            gate_chips, gate_ids = orl_chips(FaceDetector(det_tmp), held)
+            gate_chips, gate_ids = orl_chips(detector, held)
             quantization[EMBEDDING_INT8_FILE] = write_reference_int8(
                 emb_tmp, int8_tmp, meta, _preprocess(chips, cfg["mean"], cfg["std"]).numpy(),
                 _preprocess(gate_chips, cfg["mean"], cfg["std"]).numpy(), gate_ids, int8, log)

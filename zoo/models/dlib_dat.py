@@ -79,9 +79,6 @@ class DlibNet:
     loss: DlibLayer
     layers: List[DlibLayer]   # from the input layer up, in the order dlib computes them
 
-    def kinds(self) -> List[str]:
-        return [layer.kind for layer in self.layers]
-
 
 class _Reader:
     def __init__(self, data: bytes, path: str):
