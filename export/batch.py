@@ -98,18 +98,21 @@ def list_images(source: Union[PathLike, Sequence[PathLike]]) -> List[Path]:
 
 def _embed_chunk(verifier, images: list, names: List[str], crop: Optional[str],
                  skipped: Dict[str, str]) -> List[Optional[np.ndarray]]:
-    """One embedding per image (None for one that fails: its reason goes into ``skipped``);
-    a chunk that fails is retried image by image to find the bad ones."""
+    """One embedding per image (None for one whose face input fails: its reason goes into
+    ``skipped``). Each image is prepared on its own, so a bad one costs no other image a second
+    detection; the good ones are embedded together."""
     kwargs = {} if crop is None else {"crop": crop}
-    try:
-        return list(verifier.embed(images, **kwargs))
-    except (ImageError, ValueError) as exc:
-        if len(images) == 1:
-            skipped[names[0]] = str(exc)
-            return [None]
-    out: List[Optional[np.ndarray]] = []
-    for img, name in zip(images, names):
-        out.extend(_embed_chunk(verifier, [img], [name], crop, skipped))
+    out: List[Optional[np.ndarray]] = [None] * len(images)
+    prepared, slots = [], []
+    for k, (img, name) in enumerate(zip(images, names)):
+        try:
+            prepared.extend(verifier.prepare([img], **kwargs))
+            slots.append(k)
+        except (ImageError, ValueError) as exc:
+            skipped[name] = str(exc)
+    if prepared:
+        for k, vec in zip(slots, verifier.embed(prepared)):
+            out[k] = vec
     return out
 
 

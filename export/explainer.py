@@ -187,8 +187,7 @@ class FaceExplainer:
         self.input_size = self.model.input_size
         self.providers = self.model.providers
         self.locator = FaceLocator(Path(model_dir) / DETECTOR_DIR, threads=threads)
-        self.faces = FacePreparer(model_dir, self.metadata, threads,
-                                  detector=self.locator.detector)
+        self.faces = FacePreparer(model_dir, self.metadata, threads)
         n_ch = int(self.metadata.get("feature_channels", 0)) or None
         if parts is None and "channel_parts" in self.metadata:
             self.parts = validate_parts(json.loads(self.metadata["channel_parts"]), n_ch,

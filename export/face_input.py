@@ -100,8 +100,7 @@ class FacePreparer:
     alignment its metadata names (None: face crops resized by the model's preprocessing)."""
 
     def __init__(self, model_dir: Union[str, os.PathLike], metadata: Dict[str, str],
-                 threads: Optional[int] = None,
-                 detector: Optional[FaceDetector] = None):
+                 threads: Optional[int] = None):
         self.model_dir = Path(model_dir)
         self.folder = self.model_dir / DETECTOR_DIR
         self.alignment = metadata.get("alignment") or None
@@ -112,16 +111,15 @@ class FacePreparer:
                                 f"this runtime knows ({', '.join(ALIGNMENTS)}): update the "
                                 "runtime")
         self.threads = threads
-        self._detector = detector
 
     @property
     def has_detector(self) -> bool:
-        return self._detector is not None or self.folder.is_dir()
+        return self.folder.is_dir()
 
     def detector(self) -> FaceDetector:
-        if self._detector is None:
-            self._detector = open_detector(self.model_dir, threads=self.threads)
-        return self._detector
+        """The export's detector (open_detector keeps one per folder and thread count, so the
+        explainers' part locator and this share it)."""
+        return open_detector(self.model_dir, threads=self.threads)
 
     def prepare(self, src: Union[ImageLike, FaceInput], crop: str = "auto",
                 index: Optional[int] = None) -> FaceInput:

@@ -157,8 +157,7 @@ class MatchExplainer:
         self.fill_sigma = fill_sigma
         self.fill = fill
         self.locator = FaceLocator(folder / DETECTOR_DIR, threads=threads)
-        self.faces = faces or FacePreparer(folder, self.model.metadata, threads,
-                                           detector=self.locator.detector)
+        self.faces = faces or FacePreparer(folder, self.model.metadata, threads)
         self.channels: Optional[ChannelExplainer] = None
         self.channels_missing: Optional[str] = None
         if not (folder / HEAD_FILE).is_file():
