@@ -53,13 +53,13 @@ from pathlib import Path
 
 import numpy as np
 
-from export.part_game import PLAYERS, shapley_exact, shapley_kernel, shapley_pairwise
+from export.part_game import PLAYERS, coalitions, shapley_exact, shapley_kernel, shapley_pairwise
+from zoo.metrics.faithfulness import MIN_CHANGE, swapped_part_first
 
 N = len(PLAYERS)
 FULL = (1 << N) - 1
 PARTS = N - 1                 # the 7 face parts; "other" (the last player) is not ranked
 KINDS = ("orl-same", "orl-diff", "dev-diff", "orl-swap", "dev-swap")
-MIN_CHANGE = 0.02             # 1 - similarity below this: no regret, no swap verdict
 GOOD_REGRET = 0.05            # relative regret below this counts as "as good as exact"
 DEV_DIR = "/work/data/nonorl/dev"
 ALL_MEMBERS = ((np.arange(2 ** N)[:, None] >> np.arange(N)) & 1).astype(bool)
@@ -151,8 +151,8 @@ def kernel_estimate(v, sizes):
 
 def pairwise_estimate(v):
     """(phi, 17): shapley_pairwise from v(empty), v(all), the singles and the all-but-ones."""
-    order = [0, FULL] + [1 << i for i in range(N)] + [FULL ^ (1 << i) for i in range(N)]
-    return shapley_pairwise(np.asarray(v)[order], N), len(set(order)) - 1
+    order = coalitions(N, "pairwise").astype(np.int64) @ (1 << np.arange(N))
+    return shapley_pairwise(np.asarray(v)[order], N), len(set(order.tolist())) - 1
 
 
 def permutation_estimate(v, n_perm, seed=0):
@@ -203,8 +203,9 @@ def compare(row, exact, phi, coalitions, min_change=MIN_CHANGE):
         rec["regret"] = float(share[top] - share[est_top])
         rec["relative_regret"] = rec["regret"] / change
         if "part" in row:
-            rec["swap_first"] = PLAYERS[est_top] == row["part"]
-            rec["swap_first_exact"] = PLAYERS[top] == row["part"]
+            parts = PLAYERS[:PARTS]
+            rec["swap_first"] = swapped_part_first(dict(zip(parts, est_share)), row["part"])
+            rec["swap_first_exact"] = swapped_part_first(dict(zip(parts, share)), row["part"])
     return rec
 
 

@@ -22,12 +22,13 @@ __all__ = ["PAPER_ECLOSS", "TAU1_FIXED1", "VARIANTS", "SHUFFLED_SUFFIX", "UNCAPP
 PAPER_ECLOSS = {"loss": "ecloss", "tau": DEFAULT_TAU, "beta": DEFAULT_BETA, "beta_mode": "auto",
                 "padding": "zeros", "template_peaks": "all", "content_free": 0.0, "translate": 0.0,
                 "background": 0.0, "shuffled_faces": 0.0, "off_head": 0.0}
+TAU1_FIXED1 = {**PAPER_ECLOSS, "tau": 1.0, "beta": 1.0, "beta_mode": "fixed"}
 VARIANTS: Dict[str, Dict[str, object]] = {
     "softmax": {"loss": "softmax", "padding": "zeros", "translate": 0.0, "background": 0.0},
     "ecloss": dict(PAPER_ECLOSS),
     "ecloss-tau1": {**PAPER_ECLOSS, "tau": 1.0},
     "ecloss-tau1-batch": {**PAPER_ECLOSS, "tau": 1.0, "marginal": "batch"},
-    "ecloss-tau1-fixed1": {**PAPER_ECLOSS, "tau": 1.0, "beta": 1.0, "beta_mode": "fixed"},
+    "ecloss-tau1-fixed1": dict(TAU1_FIXED1),
     # our extension: maps normalised by their max before the correlation
     "ecloss-norm": {**PAPER_ECLOSS, "tau": 1.0, "map_norm": "max"},
     "ecloss-norm-batch": {**PAPER_ECLOSS, "tau": 1.0, "map_norm": "max", "marginal": "batch"},
@@ -35,8 +36,8 @@ VARIANTS: Dict[str, Dict[str, object]] = {
                            "beta_mode": "fixed"},
 }
 # Remedies for channels that fire at a fixed border cell whatever the input (docs/results.md),
-# each a change of the tau = 1, beta = 1 setting; all but the padding ones are our extensions.
-TAU1_FIXED1 = {**PAPER_ECLOSS, "tau": 1.0, "beta": 1.0, "beta_mode": "fixed"}
+# each a change of the tau = 1, beta = 1 setting (TAU1_FIXED1); all but the padding ones are our
+# extensions.
 VARIANTS.update({
     "ecloss-tau1-fixed1-batch": {**TAU1_FIXED1, "marginal": "batch"},
     "ecloss-reflect": {**TAU1_FIXED1, "padding": "reflect"},
