@@ -46,6 +46,7 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
+from . import face_shape
 from .images import ImageLike, load_image
 
 __all__ = ["DLIB_CHIP_SIZE", "DLIB_CHIP_PADDING", "DLIB_POINTS5_TEMPLATE",
@@ -89,18 +90,8 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 2 or len(src) < 2:
         raise ValueError(f"need two matching n x 2 point sets (n >= 2), got {src.shape} and "
                          f"{dst.shape}")
-    mean_src, mean_dst = src.mean(0), dst.mean(0)
-    a, b = src - mean_src, dst - mean_dst
-    var_src = (a ** 2).sum(1).mean()
-    cov = b.T @ a / len(src)
-    u, d, vt = np.linalg.svd(cov)
-    s = np.eye(2)
-    det = np.linalg.det(cov)
-    if det < 0 or (det == 0 and np.linalg.det(u) * np.linalg.det(vt) < 0):
-        s[1, 1] = -1
-    rot = u @ s @ vt
-    scale = np.trace(np.diag(d) @ s) / var_src if var_src else 1.0
-    return np.hstack([scale * rot, (mean_dst - scale * rot @ mean_src)[:, None]])
+    scale, rot, shift = face_shape.similarity_transform(src, dst)
+    return np.hstack([scale * rot, shift[:, None]])
 
 
 def dlib_chip_template(size: int = DLIB_CHIP_SIZE, padding: float = DLIB_CHIP_PADDING
