@@ -18,11 +18,10 @@ __all__ = ["embed", "embed_views", "pair_scores", "best_threshold", "kfold_accur
 
 
 @torch.no_grad()
-def embed_views(model: torch.nn.Module, images: torch.Tensor | Iterable, batch_size: int = 64,
-                device: torch.device | str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Both test protocols from one pass over the images and their mirrors: (one view, flip TTA),
-    each (N, D) L2-normalised. One view is the network on the image; flip TTA averages the
-    image's and its mirror's embeddings (insightface)."""
+def _embed_batches(model: torch.nn.Module, images, batch_size: int, device, mirror: bool
+                   ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(one view, flip TTA or None), each (N, D) L2-normalised; the mirror pass only when
+    ``mirror``. The model is in eval mode while it runs and restored after."""
     if not isinstance(images, torch.Tensor):
         images = torch.stack(list(images))
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -33,29 +32,27 @@ def embed_views(model: torch.nn.Module, images: torch.Tensor | Iterable, batch_s
         x = images[start:start + batch_size].to(device)
         e = model(x).float()
         one.append(F.normalize(e, dim=1).cpu())
-        both.append(F.normalize(e + model(torch.flip(x, dims=[3])).float(), dim=1).cpu())
+        if mirror:
+            both.append(F.normalize(e + model(torch.flip(x, dims=[3])).float(), dim=1).cpu())
     model.train(was_training)
-    if not one:
-        return torch.empty(0), torch.empty(0)
-    return torch.cat(one), torch.cat(both)
+    cat = (lambda xs: torch.cat(xs) if xs else torch.empty(0))  # noqa: E731
+    return cat(one), (cat(both) if mirror else None)
 
 
-@torch.no_grad()
+def embed_views(model: torch.nn.Module, images: torch.Tensor | Iterable, batch_size: int = 64,
+                device: torch.device | str | None = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Both test protocols from one pass over the images and their mirrors: (one view, flip TTA),
+    each (N, D) L2-normalised. One view is the network on the image; flip TTA averages the
+    image's and its mirror's embeddings (insightface)."""
+    return _embed_batches(model, images, batch_size, device, mirror=True)
+
+
 def embed(model: torch.nn.Module, images: torch.Tensor | Iterable, batch_size: int = 64,
           flip: bool = False, device: torch.device | str | None = None) -> torch.Tensor:
     """L2-normalised embeddings (N, D) of preprocessed images (N, 3, S, S) or an iterable of
     image tensors. flip=True averages the embeddings of the image and its mirror (insightface)."""
-    if flip:
-        return embed_views(model, images, batch_size, device)[1]
-    if not isinstance(images, torch.Tensor):
-        images = torch.stack(list(images))
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = [F.normalize(model(images[s:s + batch_size].to(device)).float(), dim=1).cpu()
-           for s in range(0, len(images), batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
+    one, both = _embed_batches(model, images, batch_size, device, mirror=flip)
+    return both if flip else one
 
 
 def pair_scores(embeddings: torch.Tensor, first: np.ndarray, second: np.ndarray) -> np.ndarray:
